@@ -1,0 +1,50 @@
+"""What every command shares: the consoles, the error-to-exit-code edge, common options."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Annotated, Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from tsp_cli.errors import TspError
+
+#: Results and tables go to stdout so that scripts can capture them.
+out = Console(highlight=False, soft_wrap=True)
+#: Progress, warnings and errors go to stderr.
+err = Console(stderr=True, highlight=False)
+
+EXIT_OK, EXIT_ITEMS_FAILED, EXIT_CANNOT_START = 0, 1, 2
+
+F = TypeVar("F", bound=Callable)
+
+
+def handles_errors(command: F) -> F:
+    """Turn a :class:`TspError` into its one-sentence message and exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except TspError as error:
+            err.print(f"[bold red]Error:[/] {error}")
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]Interrupted.[/] Run the same command again to resume.")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def is_interactive() -> bool:
+    """Rich live displays only on a terminal; cluster logs get plain periodic lines."""
+    return err.is_terminal and sys.stderr.isatty()
+
+
+WorkersOption = Annotated[
+    int | None,
+    typer.Option("--workers", "-j", min=0, help="Decoding processes (default: CPU count, at most 8; 0 decodes in the main process)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
