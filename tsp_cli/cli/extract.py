@@ -1,0 +1,5 @@
+"""``tsp extract`` (being written for issue 2)."""
+
+
+def extract() -> None:
+    """Extract clip features (not ready yet)."""
