@@ -44,3 +44,15 @@ class VideoError(TspError):
 
 class DeviceError(TspError):
     """A ``--device`` that does not exist on this machine."""
+
+
+class ModelsFileError(UsageError):
+    """A ``TSP_MODELS_FILE`` that cannot be read, or an entry in it with a bad field."""
+
+
+class OfflineError(DownloadError):
+    """A checkpoint that must be downloaded while offline mode forbids the network."""
+
+
+class CachedFileCorruptError(HashMismatchError):
+    """A cached checkpoint whose bytes no longer match its hash (truncated or edited)."""
