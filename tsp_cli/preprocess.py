@@ -1,0 +1,88 @@
+"""Per-frame pixels of the recipe: float bilinear resize to 128x171, normalise, centre crop 112.
+
+``torch.nn.functional.interpolate`` on the whole frame followed by the crop would compute
+pixels that the crop throws away and convert every source pixel to float. Bilinear resizing is
+separable and each output pixel reads only two source rows and two source columns, so we
+gather just the rows and columns that the 112x112 crop needs (straight from uint8) and blend
+them with the same weights ``interpolate`` uses (``align_corners=False``, no antialiasing).
+Normalisation is affine per channel and bilinear weights sum to one, so it is folded into one
+multiply-add at the end. The result equals the reference up to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+RESIZE_HW = (128, 171)
+CROP_SIZE = 112
+#: Top-left corner of the centre crop: ``round((128-112)/2), round((171-112)/2)`` with Python's
+#: round-half-to-even, as the reference's ``CenterCrop`` computes it, so columns 30..141.
+CROP_TOP_LEFT = (8, 30)
+MEAN = (0.43216, 0.394666, 0.37645)
+STD = (0.22803, 0.22145, 0.216989)
+
+
+def _bilinear_taps(in_size: int, out_size: int, first: int, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices (lower, upper) and upper weight for outputs ``first .. first+count-1``.
+
+    Mirrors ATen's ``upsample_bilinear2d`` with ``align_corners=False``: the scale is
+    ``in/out`` in float32, the source coordinate ``(dst + 0.5) * scale - 0.5`` is clamped at 0.
+    """
+    scale = np.float32(in_size) / np.float32(out_size)
+    dst = np.arange(first, first + count, dtype=np.float32)
+    src = np.maximum((dst + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0.0))
+    lower = np.floor(src).astype(np.int64)
+    lower = np.minimum(lower, in_size - 1)
+    upper = np.minimum(lower + 1, in_size - 1)
+    weight = (src - lower).astype(np.float32)
+    return torch.from_numpy(lower), torch.from_numpy(upper), torch.from_numpy(weight)
+
+
+@dataclass(frozen=True)
+class FrameTransform:
+    """The recipe's transform for frames of one size, with its gather indices precomputed."""
+
+    rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    cols: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    @classmethod
+    def for_size(cls, height: int, width: int) -> FrameTransform:
+        out_h, out_w = RESIZE_HW
+        top, left = CROP_TOP_LEFT
+        std = torch.tensor(STD, dtype=torch.float32)
+        mean = torch.tensor(MEAN, dtype=torch.float32)
+        return cls(
+            rows=_bilinear_taps(height, out_h, top, CROP_SIZE),
+            cols=_bilinear_taps(width, out_w, left, CROP_SIZE),
+            scale=1.0 / (255.0 * std),
+            shift=-mean / std,
+        )
+
+    def __call__(self, rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 H x W x 3 RGB frame -> float32 3 x 112 x 112, ready for the network."""
+        image = torch.as_tensor(rgb)
+        row_lo, row_hi, row_w = self.rows
+        col_lo, col_hi, col_w = self.cols
+        top = image[row_lo].float()
+        bottom = image[row_hi].float()
+        rows = torch.lerp(top, bottom, row_w[:, None, None])  # 112 x W x 3
+        left = rows[:, col_lo]
+        right = rows[:, col_hi]
+        crop = torch.lerp(left, right, col_w[None, :, None])  # 112 x 112 x 3
+        return (crop * self.scale + self.shift).permute(2, 0, 1).contiguous()
+
+
+def reference_transform(rgb: np.ndarray) -> torch.Tensor:
+    """The recipe written plainly with ``interpolate``: slow, used to check :class:`FrameTransform`."""
+    frame = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+    resized = torch.nn.functional.interpolate(frame[None], size=RESIZE_HW, mode="bilinear", align_corners=False)[0]
+    mean = torch.tensor(MEAN)[:, None, None]
+    std = torch.tensor(STD)[:, None, None]
+    normalised = (resized - mean) / std
+    top, left = CROP_TOP_LEFT
+    return normalised[:, top : top + CROP_SIZE, left : left + CROP_SIZE]
