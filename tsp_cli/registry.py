@@ -144,8 +144,10 @@ def get(name: str) -> Checkpoint:
 
 
 def _unknown_name_message(name: str, known: list[str]) -> str:
-    """One sentence: the closest known names when some are close, else where to find them all."""
-    close = [repr(match) for match in difflib.get_close_matches(name, known, n=3, cutoff=0.6)]
+    """One sentence: names that start like ``name`` or look like it, else where to find them all."""
+    starting = [candidate for candidate in known if candidate.startswith(name)]
+    similar = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    close = [repr(match) for match in dict.fromkeys(starting + similar)][:3]
     if not close:
         return f"Unknown model {name!r}; see `tsp models list` for the known names."
     choices = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"

@@ -1,0 +1,306 @@
+"""Checkpoint files in the local cache: download them with pooch, check their SHA-256, find them.
+
+Invariant: a file sits in the cache under its real name only after its hash was checked. Every
+download goes to a hidden staging name next to it and is renamed into place (atomically, on the
+same file system) once verified, so an interrupted, truncated or tampered download never looks
+like a good checkpoint, and ``--force`` keeps the old file until the new one has passed.
+
+Cached files are checked again before each use. Hashing a 250 MB checkpoint costs about a
+second, so the digest is remembered in a small sidecar file together with the size and
+modification time it was computed for; any change to the file invalidates it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import pooch
+import requests.exceptions
+
+from tsp_cli import registry, settings
+from tsp_cli.errors import (
+    CachedFileCorruptError,
+    DownloadError,
+    HashMismatchError,
+    OfflineError,
+    TspError,
+)
+from tsp_cli.registry import Checkpoint
+
+#: Seconds to wait for a connection, then for each piece of data (requests' ``timeout``).
+DOWNLOAD_TIMEOUT_S: tuple[float, float] = (10.0, 60.0)
+#: Bytes written (and reported to the progress bar) at a time; pooch's default of 1 KiB makes
+#: a 250 MB download needlessly slow.
+CHUNK_SIZE = 1 << 20
+
+# pooch logs every download at INFO level; the CLI draws its own progress, so only warnings.
+pooch.get_logger().setLevel(logging.WARNING)
+
+
+class ProgressBar(Protocol):
+    """What pooch's downloaders drive: a settable ``total`` plus ``update``, ``reset``, ``close``."""
+
+    total: int
+
+    def update(self, advance: int) -> object: ...
+
+    def reset(self) -> object: ...
+
+    def close(self) -> object: ...
+
+
+def local_path(name: str) -> Path:
+    """Where the checkpoint called ``name`` is (or would be) kept in the cache folder."""
+    return _local_path(registry.get(name))
+
+
+def cached_path(name: str) -> Path | None:
+    """The cached file of ``name`` if it is there and still matches its hash, else ``None``.
+
+    Cheap when the sidecar digest is current; never touches the network.
+    """
+    checkpoint = registry.get(name)
+    path = _local_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        _check_cached(checkpoint, path)
+    except HashMismatchError:
+        return None
+    return path
+
+
+def fetch(name: str, *, offline: bool = False, force: bool = False, progress: ProgressBar | None = None) -> Path:
+    """The verified local file of checkpoint ``name``, downloading it first if needed.
+
+    ``offline`` (or ``TSP_OFFLINE``) forbids the network; ``force`` downloads again even when a
+    good copy is cached; ``progress`` is a pooch-compatible progress bar (see :class:`ProgressBar`).
+    """
+    checkpoint = registry.get(name)
+    path = _local_path(checkpoint)
+    if path.exists() and not force:
+        _check_cached(checkpoint, path)
+        return path
+    if offline or settings.offline():
+        raise OfflineError(_offline_message(checkpoint, path, already_cached=path.exists()))
+    _download(checkpoint, path, progress)
+    return path
+
+
+def verify(path: Path, expected_hash: str) -> str:
+    """Raise :class:`HashMismatchError` unless ``path``'s SHA-256 starts with ``expected_hash``.
+
+    ``expected_hash`` is the full hex digest or a prefix of it; returns the full digest.
+    """
+    digest = _sha256_of(path)
+    _require_match(str(path), expected_hash.lower(), digest)
+    return digest
+
+
+# --- Locations ---------------------------------------------------------------------------------
+
+
+def _local_path(checkpoint: Checkpoint) -> Path:
+    return settings.cache_dir() / checkpoint.cache_relpath
+
+
+def _staging_path(path: Path) -> Path:
+    """A hidden, unique name beside ``path``: same file system (atomic rename), no clash between
+    two processes downloading the same checkpoint at once."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+
+
+def _sidecar_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.sha256.json")
+
+
+# --- Hashes ------------------------------------------------------------------------------------
+
+
+def _sha256_of(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK_SIZE):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _describe_expected(expected_hash: str) -> str:
+    return expected_hash if len(expected_hash) == 64 else f"{expected_hash}… (published prefix)"
+
+
+def _require_match(source: str, expected_hash: str, digest: str) -> None:
+    if not digest.startswith(expected_hash):
+        raise HashMismatchError(
+            f"{source} has SHA-256 {digest}, not the expected {_describe_expected(expected_hash)}, so it was not kept."
+        )
+
+
+def _check_cached(checkpoint: Checkpoint, path: Path) -> None:
+    """Refuse a cached file whose bytes changed since it was downloaded (truncated or edited)."""
+    status = path.stat()
+    digest = _remembered_digest(path, status)
+    if digest is None:
+        digest = _sha256_of(path)
+        _remember_digest(path, digest)
+    if not digest.startswith(checkpoint.sha256):
+        raise CachedFileCorruptError(
+            f"The cached file {path} has SHA-256 {digest}, not the expected"
+            f" {_describe_expected(checkpoint.sha256)}; run `tsp models download {checkpoint.name} --force`"
+            " to download it again."
+        )
+
+
+def _remembered_digest(path: Path, status: os.stat_result) -> str | None:
+    """The digest stored beside ``path`` if it was computed for this very size and mtime."""
+    try:
+        record = json.loads(_sidecar_path(path).read_text())
+        if record["size"] == status.st_size and record["mtime_ns"] == status.st_mtime_ns:
+            return str(record["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _remember_digest(path: Path, digest: str) -> None:
+    """Store ``digest`` beside ``path``; a read-only cache just means hashing again next time."""
+    status = path.stat()
+    record = {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest}
+    sidecar = _sidecar_path(path)
+    staging = _staging_path(sidecar)
+    try:
+        staging.write_text(json.dumps(record))
+        os.replace(staging, sidecar)
+    except OSError:
+        staging.unlink(missing_ok=True)
+
+
+# --- Downloads ---------------------------------------------------------------------------------
+
+
+def _download(checkpoint: Checkpoint, path: Path, progress: ProgressBar | None) -> None:
+    """Fetch into a staging file, verify it, then rename it into place; never leave a partial file."""
+    with _as_download_error(checkpoint, path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = _staging_path(path)
+        try:
+            if registry.is_remote(checkpoint.url):
+                digest = _download_over_http(checkpoint, staging, progress)
+            else:
+                digest = _copy_local_file(checkpoint, staging, progress)
+            os.replace(staging, path)
+        finally:
+            staging.unlink(missing_ok=True)
+    _remember_digest(path, digest)
+
+
+def _download_over_http(checkpoint: Checkpoint, staging: Path, progress: ProgressBar | None) -> str:
+    """pooch checks a full SHA-256 itself; a published prefix we check after the download."""
+    downloader = pooch.HTTPDownloader(
+        progressbar=progress if progress is not None else False, chunk_size=CHUNK_SIZE, timeout=DOWNLOAD_TIMEOUT_S
+    )
+    if not checkpoint.has_full_hash:
+        downloader(checkpoint.url, str(staging), None)
+        digest = _sha256_of(staging)
+        _require_match(f"{checkpoint.filename} from {checkpoint.url}", checkpoint.sha256, digest)
+        return digest
+    try:
+        pooch.retrieve(
+            checkpoint.url,
+            known_hash=f"sha256:{checkpoint.sha256}",
+            fname=staging.name,
+            path=staging.parent,
+            downloader=downloader,
+        )
+    except ValueError as error:  # pooch's hash mismatch; it already deleted its temporary file
+        actual = re.search(r"but got ([0-9a-f]{64})", str(error))
+        raise HashMismatchError(
+            f"{checkpoint.filename} from {checkpoint.url} has SHA-256 {actual.group(1) if actual else 'of another file'},"
+            f" not the expected {checkpoint.sha256}, so it was not kept."
+        ) from None
+    return checkpoint.sha256
+
+
+def _copy_local_file(checkpoint: Checkpoint, staging: Path, progress: ProgressBar | None) -> str:
+    """``file://`` and plain-path entries, which pooch has no downloader for: copy and hash at once."""
+    source = registry.local_source_path(checkpoint.url)
+    if not source.is_file():
+        raise DownloadError(f"Cannot copy {checkpoint.name}: {source} is not a file.")
+    hasher = hashlib.sha256()
+    if progress is not None:
+        progress.total = source.stat().st_size
+    with source.open("rb") as reader, staging.open("wb") as writer:
+        while chunk := reader.read(CHUNK_SIZE):
+            writer.write(chunk)
+            hasher.update(chunk)
+            if progress is not None:
+                progress.update(len(chunk))
+    if progress is not None:
+        progress.close()
+    digest = hasher.hexdigest()
+    _require_match(str(source), checkpoint.sha256, digest)
+    return digest
+
+
+@contextlib.contextmanager
+def _as_download_error(checkpoint: Checkpoint, folder: Path) -> Iterator[None]:
+    """Turn what requests and the file system raise into one-sentence :class:`DownloadError`\\ s."""
+    host = urlsplit(checkpoint.url).netloc or checkpoint.url
+    try:
+        yield
+    except TspError:
+        raise
+    except requests.exceptions.HTTPError as error:
+        status = error.response.status_code if error.response is not None else "an error"
+        reason = f" ({error.response.reason})" if error.response is not None and error.response.reason else ""
+        raise DownloadError(
+            f"Downloading {checkpoint.name} failed: {checkpoint.url} answered HTTP {status}{reason}{_mirror_hint(checkpoint)}."
+        ) from None
+    except requests.exceptions.RequestException as error:  # before OSError: it subclasses IOError
+        raise DownloadError(_connection_message(checkpoint, host, error)) from None
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise DownloadError(
+                f"The disk is full: no room in {folder} for {checkpoint.name}; free some space or set TSP_CACHE_DIR to another folder."
+            ) from None
+        raise DownloadError(f"Cannot write {checkpoint.name} into {folder}: {error.strerror or error}.") from None
+
+
+def _connection_message(checkpoint: Checkpoint, host: str, error: requests.exceptions.RequestException) -> str:
+    text = str(error).lower()
+    if isinstance(error, requests.exceptions.Timeout) or "timed out" in text:
+        connect_s, read_s = DOWNLOAD_TIMEOUT_S
+        return (
+            f"Downloading {checkpoint.name} timed out: {host} sent nothing for {read_s:g} s"
+            f" (or did not connect within {connect_s:g} s); try again later{_mirror_hint(checkpoint)}."
+        )
+    if isinstance(error, requests.exceptions.ConnectionError) and "refused" in text:
+        return f"Cannot download {checkpoint.name}: {host} refused the connection{_mirror_hint(checkpoint)}."
+    if isinstance(error, requests.exceptions.ConnectionError) and "resolve" in text:
+        return f"Cannot download {checkpoint.name}: the host {host} was not found; check the network{_mirror_hint(checkpoint)}."
+    return f"Downloading {checkpoint.name} from {host} failed ({type(error).__name__}); try again{_mirror_hint(checkpoint)}."
+
+
+def _mirror_hint(checkpoint: Checkpoint) -> str:
+    """Point at ``TSP_BASE_URL`` when a failing released file came from a mirror the user set."""
+    return "; check the mirror set by TSP_BASE_URL" if checkpoint.released and settings.base_url() else ""
+
+
+def _offline_message(checkpoint: Checkpoint, path: Path, *, already_cached: bool) -> str:
+    if already_cached:
+        return f"Offline mode forbids downloading {checkpoint.name} again; drop --offline / TSP_OFFLINE to use --force."
+    return (
+        f"{checkpoint.name} is not in the cache ({path} is missing) and offline mode forbids downloading it;"
+        f" run `tsp models download {checkpoint.name}` where the network is reachable."
+    )
