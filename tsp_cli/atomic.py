@@ -1,0 +1,39 @@
+"""Write a file under its final name only once it is complete.
+
+Every output of ``tsp`` (features, merged HDF5 files, CSVs, re-encoded videos) is written to a
+temporary file in the same folder and renamed when done, so that an interrupted run never leaves
+a half-written file that a later run would take for a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+#: Part of every temporary name, so that readers of an output folder can skip them.
+TEMP_MARKER = ".tsp-tmp-"
+
+
+def temp_path_for(final: Path) -> Path:
+    """``<final name>.tsp-tmp-<host>-<pid>``: unique per writer, even on a shared file system."""
+    return final.with_name(f"{final.name}{TEMP_MARKER}{socket.gethostname()}-{os.getpid()}")
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``final`` on success, remove it on any error.
+
+    The temporary file sits next to ``final`` so that the rename stays on one file system and is
+    atomic. The caller must have closed the file when the ``with`` block ends.
+    """
+    final = Path(final)
+    temp = temp_path_for(final)
+    try:
+        yield temp
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
