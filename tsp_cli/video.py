@@ -67,11 +67,15 @@ def count_frames(container: av.container.InputContainer, stream: av.video.stream
     return sum(1 for packet in container.demux(stream) if packet.size > 0)
 
 
-def probe(path: Path | str, *, num_frames: int | None = None) -> VideoInfo:
-    """Describe the video stream of ``path``; frames are counted unless ``num_frames`` is given."""
+def probe(path: Path | str, *, num_frames: int | None = None, fps: float | None = None) -> VideoInfo:
+    """Describe the video stream of ``path``.
+
+    ``fps`` and ``num_frames`` given (from a metadata CSV, as the reference reads them) are
+    used as they are; otherwise the stream's rate is read and its frames are counted.
+    """
     path = Path(path)
     with open_video_stream(path) as (container, stream):
-        fps = stream_fps(stream, path)
+        fps = float(fps) if fps else stream_fps(stream, path)
         if stream.time_base is None:
             raise VideoError(f"{path} has no time base on its video stream; re-encode it with `tsp standardize`.")
         if num_frames is None:

@@ -1,0 +1,359 @@
+"""The extraction engine: workers decode, the main process batches clips and runs the network.
+
+Each video is decoded exactly once, in order, by one worker process (``clipper``), which sends
+transformed frames once and clips as lists of frame ids. The main process keeps the frames of
+each video that clips still need, fills batches with clips from whichever videos are ready
+(so batches mix videos and the network is never fed half-empty batches mid-run), runs the
+network, and writes each video's features atomically as soon as its last clip is done.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from tsp_cli import __version__, store
+from tsp_cli.backbones import FEATURE_DIM
+from tsp_cli.checkpoint import file_sha256, load_backbone
+from tsp_cli.clipper import FrameChunk, Message, VideoFinished, VideoStarted, video_messages
+from tsp_cli.devices import default_workers, resolve_device
+from tsp_cli.errors import UsageError
+from tsp_cli.inputs import VideoJob, collect_jobs
+from tsp_cli.sampling import ClipSettings
+from tsp_cli.sharding import Shard
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# ---- events the engine reports (the CLI renders them; the core never prints) -------------
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    videos: int
+    to_do: int
+    skipped: int
+    workers: int
+    device: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VideoBegan:
+    name: str
+    clips: int
+
+
+@dataclass(frozen=True)
+class ClipsComputed:
+    count: int
+
+
+@dataclass(frozen=True)
+class VideoEnded:
+    name: str
+    outcome: str  # "done", "no clips" or "failed"
+    clips: int
+    error: str | None = None
+
+
+Event = RunStarted | VideoBegan | ClipsComputed | VideoEnded
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``exit_code`` is 1 when any video failed."""
+
+    videos: int = 0
+    done: int = 0
+    skipped: int = 0
+    no_clips: int = 0
+    failed: int = 0
+    clips: int = 0
+    wall_seconds: float = 0.0
+    data_wait_seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.clips / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def data_wait_share(self) -> float:
+        """Share of the run the main process (and so the network) spent waiting for decoded clips."""
+        return self.data_wait_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+# ---- the decoding side -------------------------------------------------------------------
+
+
+class _VideoMessages(IterableDataset):
+    """Every job's messages; each worker takes the next unclaimed video from a shared counter."""
+
+    def __init__(self, jobs: Sequence[VideoJob], settings: ClipSettings, clips_per_chunk: int, decoder_threads: int):
+        self.jobs = list(jobs)
+        self.settings = settings
+        self.clips_per_chunk = clips_per_chunk
+        self.decoder_threads = decoder_threads
+        self.next_job = multiprocessing.Value("i", 0)
+
+    def _claim(self) -> int:
+        with self.next_job.get_lock():
+            index = self.next_job.value
+            self.next_job.value += 1
+        return index
+
+    def __iter__(self) -> Iterator[Message]:
+        if get_worker_info() is not None:
+            torch.set_num_threads(1)
+        while (index := self._claim()) < len(self.jobs):
+            yield from video_messages(
+                index, self.jobs[index], self.settings,
+                clips_per_chunk=self.clips_per_chunk, decoder_threads=self.decoder_threads,
+            )
+
+
+def _messages(jobs, settings, *, workers: int, clips_per_chunk: int, pin_memory: bool) -> Iterator[Message]:
+    dataset = _VideoMessages(jobs, settings, clips_per_chunk, decoder_threads=0)
+    if workers == 0:
+        return iter(dataset)
+    loader = DataLoader(
+        dataset, batch_size=None, num_workers=min(workers, len(jobs)), pin_memory=pin_memory,
+        in_order=False, prefetch_factor=4,
+    )
+    return iter(loader)
+
+
+# ---- the network side --------------------------------------------------------------------
+
+
+@dataclass
+class _Video:
+    job: VideoJob
+    features: np.ndarray
+    remaining: int
+    fps: float
+    num_frames: int
+    frames: dict[int, torch.Tensor] = field(default_factory=dict)
+    decoded: bool = False
+
+
+class _Engine:
+    def __init__(self, jobs, out_dir, model, settings, device, batch_size, precision, dry_run, emit):
+        self.jobs = jobs
+        self.out_dir = out_dir
+        self.model = model
+        self.settings = settings
+        self.device = device
+        self.batch_size = batch_size
+        self.autocast_dtype = PRECISIONS[precision]
+        self.dry_run = dry_run
+        self.emit = emit
+        self.videos: dict[int, _Video] = {}
+        self.pending: list[tuple[int, int, list[torch.Tensor]]] = []
+        self.summary = RunSummary()
+
+    def handle(self, message: Message) -> None:
+        if isinstance(message, VideoStarted):
+            job = self.jobs[message.job]
+            self.videos[message.job] = _Video(
+                job, np.zeros((message.num_clips, FEATURE_DIM), np.float32), message.num_clips, message.fps, message.num_frames
+            )
+            self.emit(VideoBegan(job.name, message.num_clips))
+        elif isinstance(message, FrameChunk):
+            self._add_chunk(message)
+        elif isinstance(message, VideoFinished):
+            if message.error is not None:
+                self._fail(message.job, message.error)
+            elif message.job in self.videos:
+                self.videos[message.job].decoded = True
+                self._finish_if_complete(message.job)
+
+    def _add_chunk(self, chunk: FrameChunk) -> None:
+        video = self.videos[chunk.job]
+        if chunk.frame_ids:
+            frames = chunk.frames.to(self.device, non_blocking=True)
+            video.frames.update(zip(chunk.frame_ids, frames))
+        for clip_index, frame_ids in chunk.clips:
+            self.pending.append((chunk.job, clip_index, [video.frames[i] for i in frame_ids]))
+        for stale in [i for i in video.frames if i < chunk.keep_from]:
+            del video.frames[stale]
+        while len(self.pending) >= self.batch_size:
+            self.run_batch()
+
+    def run_batch(self) -> None:
+        clips, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
+        if not clips:
+            return
+        batch = torch.stack([torch.stack(frames, dim=1) for _, _, frames in clips])
+        if self.model is None:
+            rows = np.zeros((len(clips), FEATURE_DIM), np.float32)
+        else:
+            with torch.inference_mode(), torch.autocast(
+                self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+            ):
+                rows = self.model(batch).float().cpu().numpy()
+        touched = set()
+        for (job, clip_index, _), row in zip(clips, rows):
+            video = self.videos[job]
+            video.features[clip_index] = row
+            video.remaining -= 1
+            touched.add(job)
+        self.summary.clips += len(clips)
+        self.emit(ClipsComputed(len(clips)))
+        for job in touched:
+            self._finish_if_complete(job)
+
+    def _finish_if_complete(self, job: int) -> None:
+        video = self.videos[job]
+        if not video.decoded or video.remaining > 0:
+            return
+        del self.videos[job]
+        name, clips = video.job.name, len(video.features)
+        if not self.dry_run:
+            store.record_video(self.out_dir, {
+                "video": name, "path": str(video.job.path), "fps": video.fps,
+                "num_frames": video.num_frames, "clips": clips,
+            })
+            store.save_features(self.out_dir, name, video.features)
+        if clips:
+            self.summary.done += 1
+        else:
+            self.summary.no_clips += 1
+        self.emit(VideoEnded(name, "done" if clips else "no clips", clips))
+
+    def _fail(self, job: int, error: str) -> None:
+        self.videos.pop(job, None)
+        self.pending = [clip for clip in self.pending if clip[0] != job]
+        name = self.jobs[job].name
+        store.record_failure(self.out_dir, name, str(self.jobs[job].path), error)
+        self.summary.failed += 1
+        self.summary.failures.append((name, error))
+        self.emit(VideoEnded(name, "failed", 0, error))
+
+
+def run_jobs(
+    jobs: Sequence[VideoJob],
+    out_dir: Path,
+    model: nn.Module | None,
+    settings: ClipSettings = ClipSettings(),
+    *,
+    device: torch.device = torch.device("cpu"),
+    batch_size: int = 32,
+    workers: int = 0,
+    precision: str = "fp32",
+    on_event: Callable[[Event], None] | None = None,
+) -> RunSummary:
+    """Extract ``jobs`` into ``out_dir`` with ``model`` (``None``: a dry run that only assembles batches)."""
+    emit = on_event or (lambda event: None)
+    engine = _Engine(list(jobs), Path(out_dir), model, settings, device, batch_size, precision, model is None, emit)
+    started = time.perf_counter()
+    waited = 0.0
+    if jobs:
+        messages = _messages(engine.jobs, settings, workers=workers, clips_per_chunk=max(1, min(8, batch_size)),
+                             pin_memory=device.type == "cuda")
+        while True:
+            before = time.perf_counter()
+            message = next(messages, None)
+            waited += time.perf_counter() - before
+            if message is None:
+                break
+            engine.handle(message)
+        while engine.pending:
+            engine.run_batch()
+    summary = engine.summary
+    summary.wall_seconds = time.perf_counter() - started
+    summary.data_wait_seconds = waited
+    return summary
+
+
+# ---- the public entry point -------------------------------------------------------------------
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions recorded in the manifest, for the record (they do not block a rerun)."""
+    import av
+    import torchvision
+
+    return {
+        "tsp": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "av": av.__version__, "ffmpeg": str(getattr(av, "ffmpeg_version_info", "unknown")),
+    }
+
+
+def extract(
+    videos: Sequence[Path | str],
+    out_dir: Path | str,
+    *,
+    checkpoint: Path | str | None = None,
+    backbone: str | None = None,
+    checkpoint_name: str | None = None,
+    stride: int = 16,
+    clip_len: int = 16,
+    frame_rate: float = 15.0,
+    metadata: Path | str | None = None,
+    shard: Shard = Shard(),
+    device: str | None = None,
+    batch_size: int = 32,
+    workers: int | None = None,
+    precision: str = "fp32",
+    dry_run: bool = False,
+    on_event: Callable[[Event], None] | None = None,
+) -> RunSummary:
+    """Extract TSP features of ``videos`` (folders and/or files) into ``out_dir/<name>.npy``.
+
+    ``checkpoint`` is a local checkpoint file (a released one is first fetched with
+    ``tsp_cli.weights.fetch``); ``backbone`` is detected from it when left out. Finished
+    videos are skipped, so a killed run resumes where it stopped. ``dry_run`` decodes and
+    assembles every batch but loads no checkpoint, runs no network and writes no features.
+    """
+    settings = ClipSettings(clip_len=clip_len, frame_rate=frame_rate, stride=stride)
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1.")
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
+    out_dir = Path(out_dir)
+    jobs = shard.select(collect_jobs([Path(v) for v in videos], Path(metadata) if metadata else None))
+    torch_device = resolve_device(device)
+    workers = default_workers() if workers is None else workers
+    model = None
+    notes: list[str] = []
+    if not dry_run:
+        if checkpoint is None:
+            raise UsageError("Give a checkpoint: --checkpoint NAME or --local PATH.")
+        model, backbone = load_backbone(Path(checkpoint), backbone)
+        model = model.to(torch_device)
+        if torch_device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"Output {out_dir} is a file; give a folder to --output.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not dry_run:
+        notes += store.claim_output_folder(out_dir, {
+            "checkpoint": checkpoint_name or Path(checkpoint).name, "checkpoint_sha256": file_sha256(Path(checkpoint)),
+            "backbone": backbone, "clip_len": clip_len, "frame_rate": frame_rate, "stride": stride, "precision": precision,
+        }, tool_versions())
+        removed = store.remove_stale_temp_files(out_dir)
+        if removed:
+            notes.append(f"Removed {len(removed)} temporary file(s) left by an interrupted run.")
+    finished = set() if dry_run else store.finished_names(out_dir)
+    to_do = [job for job in jobs if job.name not in finished]
+    if on_event:
+        on_event(RunStarted(len(jobs), len(to_do), len(jobs) - len(to_do), min(workers, len(to_do)), str(torch_device), tuple(notes)))
+    summary = run_jobs(to_do, out_dir, model, settings, device=torch_device, batch_size=batch_size,
+                       workers=workers, precision=precision, on_event=on_event)
+    summary.videos = len(jobs)
+    summary.skipped = len(jobs) - len(to_do)
+    return summary

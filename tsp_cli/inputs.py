@@ -1,0 +1,101 @@
+"""Turning the user's VIDEOS arguments (and an optional metadata CSV) into an ordered job list."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from tsp_cli.errors import UsageError
+from tsp_cli.video import VIDEO_SUFFIXES
+
+METADATA_COLUMNS = ("filename", "video-duration", "fps", "video-frames")
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video to extract. ``fps``/``num_frames`` come from a metadata CSV, else they are probed."""
+
+    path: Path
+    name: str
+    fps: float | None = None
+    num_frames: int | None = None
+
+
+def output_name(path: Path) -> str:
+    """The file name without its last extension: ``a.b.mp4`` -> ``a.b`` (the reference kept only ``a``)."""
+    name = Path(path).name
+    return name.rsplit(".", 1)[0] if "." in name[1:] else name
+
+
+def _videos_in_folder(folder: Path) -> list[Path]:
+    found = [p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _list_some(items: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def jobs_from_paths(inputs: Sequence[Path]) -> list[VideoJob]:
+    """Every video in the given folders (recursively, sorted by relative path) and files, in order."""
+    missing = [str(p) for p in inputs if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"{_list_some(missing)} does not exist; check the VIDEOS paths.")
+    paths: list[Path] = []
+    for given in map(Path, inputs):
+        paths.extend(_videos_in_folder(given) if given.is_dir() else [given])
+    if not paths:
+        raise UsageError(
+            f"No video files found in {_list_some([str(p) for p in inputs])} "
+            f"(looked for {', '.join(sorted(s[1:] for s in VIDEO_SUFFIXES))})."
+        )
+    return [VideoJob(path=p, name=output_name(p)) for p in paths]
+
+
+def jobs_from_metadata(csv_path: Path, inputs: Sequence[Path]) -> list[VideoJob]:
+    """The CSV's videos in its row order, with its fps and frame counts, as the reference reads them."""
+    csv_path = Path(csv_path)
+    if len(inputs) != 1 or not Path(inputs[0]).is_dir():
+        raise UsageError("--metadata needs exactly one VIDEOS folder, the one its file names are relative to.")
+    folder = Path(inputs[0])
+    if not csv_path.is_file():
+        raise UsageError(f"Metadata file {csv_path} does not exist.")
+    try:
+        table = pd.read_csv(csv_path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UsageError(f"Metadata file {csv_path} is not a readable CSV ({str(error).strip()}).") from None
+    absent = [c for c in METADATA_COLUMNS if c not in table.columns]
+    if absent:
+        raise UsageError(f"Metadata file {csv_path} lacks the column(s) {', '.join(absent)}; expected {','.join(METADATA_COLUMNS)}.")
+    jobs = [
+        VideoJob(path=folder / str(row.filename), name=output_name(Path(str(row.filename))), fps=float(row.fps), num_frames=int(row.frames))
+        for row in table.rename(columns={"video-frames": "frames"}).itertuples(index=False)
+    ]
+    missing = [str(job.path.relative_to(folder)) for job in jobs if not job.path.is_file()]
+    if missing:
+        raise UsageError(f"{len(missing)} video(s) listed in {csv_path} are not in {folder}: {_list_some(missing)}.")
+    return jobs
+
+
+def refuse_duplicate_names(jobs: Sequence[VideoJob]) -> None:
+    """Two inputs that would write the same ``<name>.npy`` are refused before any work."""
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for job in jobs:
+        by_name[job.name].append(str(job.path))
+    clashes = [f"{name} ({' and '.join(paths[:2])})" for name, paths in by_name.items() if len(paths) > 1]
+    if clashes:
+        raise UsageError(f"Several videos would write the same feature file: {_list_some(clashes)}; rename or separate them.")
+
+
+def collect_jobs(inputs: Sequence[Path], metadata: Path | None = None) -> list[VideoJob]:
+    """The ordered, duplicate-free job list for ``tsp extract``."""
+    if not inputs:
+        raise UsageError("Give at least one VIDEOS folder or file.")
+    jobs = jobs_from_metadata(metadata, inputs) if metadata else jobs_from_paths(inputs)
+    refuse_duplicate_names(jobs)
+    return jobs
