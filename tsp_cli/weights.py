@@ -6,7 +6,7 @@ same file system) once verified, so an interrupted, truncated or tampered downlo
 like a good checkpoint, and ``--force`` keeps the old file until the new one has passed.
 
 Cached files are checked again before each use. Hashing a 250 MB checkpoint costs about a
-second, so the digest is remembered in a small sidecar file together with the size and
+second, so the digest is remembered in a small hidden sidecar file together with the size and
 modification time it was computed for; any change to the file invalidates it.
 """
 
@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,8 @@ DOWNLOAD_TIMEOUT_S: tuple[float, float] = (10.0, 60.0)
 #: Bytes written (and reported to the progress bar) at a time; pooch's default of 1 KiB makes
 #: a 250 MB download needlessly slow.
 CHUNK_SIZE = 1 << 20
+#: The coarsest mtime clock we allow for (FAT's 2 s), see :func:`_remember_digest`.
+_MTIME_RESOLUTION_NS = 2_000_000_000
 
 # pooch logs every download at INFO level; the CLI draws its own progress, so only warnings.
 pooch.get_logger().setLevel(logging.WARNING)
@@ -152,8 +155,9 @@ def _check_cached(checkpoint: Checkpoint, path: Path) -> None:
     status = path.stat()
     digest = _remembered_digest(path, status)
     if digest is None:
+        hashing_started_ns = time.time_ns()
         digest = _sha256_of(path)
-        _remember_digest(path, digest)
+        _remember_digest(path, digest, status, hashing_started_ns)
     if not digest.startswith(checkpoint.sha256):
         raise CachedFileCorruptError(
             f"The cached file {path} has SHA-256 {digest}, not the expected"
@@ -173,9 +177,16 @@ def _remembered_digest(path: Path, status: os.stat_result) -> str | None:
     return None
 
 
-def _remember_digest(path: Path, digest: str) -> None:
-    """Store ``digest`` beside ``path``; a read-only cache just means hashing again next time."""
-    status = path.stat()
+def _remember_digest(path: Path, digest: str, status: os.stat_result, hashing_started_ns: int) -> None:
+    """Store ``digest`` beside ``path``, keyed by the size and mtime it was computed for.
+
+    File systems stamp mtimes with a coarse clock (a few ms; 2 s on FAT), so a file modified
+    soon after its last write can keep the same mtime. As git does for its index, a file whose
+    mtime is that close to the hashing is not remembered: it is simply hashed again next time.
+    A read-only cache likewise just means hashing again.
+    """
+    if status.st_mtime_ns > hashing_started_ns - _MTIME_RESOLUTION_NS:
+        return
     record = {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest}
     sidecar = _sidecar_path(path)
     staging = _staging_path(sidecar)
@@ -196,25 +207,27 @@ def _download(checkpoint: Checkpoint, path: Path, progress: ProgressBar | None) 
         staging = _staging_path(path)
         try:
             if registry.is_remote(checkpoint.url):
-                digest = _download_over_http(checkpoint, staging, progress)
+                _download_over_http(checkpoint, staging, progress)
             else:
-                digest = _copy_local_file(checkpoint, staging, progress)
+                _copy_local_file(checkpoint, staging, progress)
             os.replace(staging, path)
         finally:
             staging.unlink(missing_ok=True)
-    _remember_digest(path, digest)
 
 
-def _download_over_http(checkpoint: Checkpoint, staging: Path, progress: ProgressBar | None) -> str:
+def _download_over_http(checkpoint: Checkpoint, staging: Path, progress: ProgressBar | None) -> None:
     """pooch checks a full SHA-256 itself; a published prefix we check after the download."""
     downloader = pooch.HTTPDownloader(
         progressbar=progress if progress is not None else False, chunk_size=CHUNK_SIZE, timeout=DOWNLOAD_TIMEOUT_S
     )
-    if not checkpoint.has_full_hash:
+    if checkpoint.has_full_hash:
+        _retrieve_checked_by_pooch(checkpoint, staging, downloader)
+    else:
         downloader(checkpoint.url, str(staging), None)
-        digest = _sha256_of(staging)
-        _require_match(f"{checkpoint.filename} from {checkpoint.url}", checkpoint.sha256, digest)
-        return digest
+        _require_match(f"{checkpoint.filename} from {checkpoint.url}", checkpoint.sha256, _sha256_of(staging))
+
+
+def _retrieve_checked_by_pooch(checkpoint: Checkpoint, staging: Path, downloader: pooch.HTTPDownloader) -> None:
     try:
         pooch.retrieve(
             checkpoint.url,
@@ -223,16 +236,15 @@ def _download_over_http(checkpoint: Checkpoint, staging: Path, progress: Progres
             path=staging.parent,
             downloader=downloader,
         )
-    except ValueError as error:  # pooch's hash mismatch; it already deleted its temporary file
+    except ValueError as error:  # pooch's hash mismatch; it has already deleted its temporary file
         actual = re.search(r"but got ([0-9a-f]{64})", str(error))
         raise HashMismatchError(
-            f"{checkpoint.filename} from {checkpoint.url} has SHA-256 {actual.group(1) if actual else 'of another file'},"
+            f"{checkpoint.filename} from {checkpoint.url} has SHA-256 {actual.group(1) if actual else 'that differs'},"
             f" not the expected {checkpoint.sha256}, so it was not kept."
         ) from None
-    return checkpoint.sha256
 
 
-def _copy_local_file(checkpoint: Checkpoint, staging: Path, progress: ProgressBar | None) -> str:
+def _copy_local_file(checkpoint: Checkpoint, staging: Path, progress: ProgressBar | None) -> None:
     """``file://`` and plain-path entries, which pooch has no downloader for: copy and hash at once."""
     source = registry.local_source_path(checkpoint.url)
     if not source.is_file():
@@ -248,9 +260,7 @@ def _copy_local_file(checkpoint: Checkpoint, staging: Path, progress: ProgressBa
                 progress.update(len(chunk))
     if progress is not None:
         progress.close()
-    digest = hasher.hexdigest()
-    _require_match(str(source), checkpoint.sha256, digest)
-    return digest
+    _require_match(str(source), checkpoint.sha256, hasher.hexdigest())
 
 
 @contextlib.contextmanager
