@@ -1,7 +1,237 @@
-"""``tsp merge``, ``tsp inspect``, ``tsp metadata``, ``tsp standardize`` (being written for issue 4)."""
+"""``tsp merge``, ``tsp inspect``, ``tsp metadata``, ``tsp standardize``: the data steps around extraction."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+
+from tsp_cli import merge as merging
+from tsp_cli import metadata as metadata_csv
+from tsp_cli import standardize as standardizing
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, WorkersOption, err, handles_errors, is_interactive, out
+from tsp_cli.errors import UsageError
+from tsp_cli.metadata import Failure, Progress, VideoTiming
+
+#: Without a terminal (cluster logs), one progress line at most this often, plus the last one.
+PLAIN_PROGRESS_SECONDS = 10.0
+#: ``tsp inspect`` lists at most this many videos in its table; ``--json`` lists them all.
+INSPECT_TABLE_ROWS = 20
 
 
 def register(app: typer.Typer) -> None:
     """Add the data-step commands to the root app."""
+    app.command("merge")(merge)
+    app.command("inspect")(inspect)
+    app.command("metadata")(metadata)
+    app.command("standardize")(standardize)
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[Progress], None]]:
+    """A progress callback for the core: a Rich bar on a terminal, periodic plain lines otherwise."""
+    if is_interactive():
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        with RichProgress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task(description, total=None)
+            yield lambda event: bar.update(task, completed=event.done, total=event.total)
+        return
+    last_line = float("-inf")
+
+    def print_line(event: Progress) -> None:
+        nonlocal last_line
+        if event.done == event.total or time.monotonic() - last_line >= PLAIN_PROGRESS_SECONDS:
+            last_line = time.monotonic()
+            err.print(f"{description} {event.done}/{event.total} ({escape(event.item)})")
+
+    yield print_line
+
+
+def _report_failures(heading: str, failures: list[Failure]) -> None:
+    """One line per failed item on stderr, then exit 1: failures are never silently dropped."""
+    err.print(f"[bold red]{heading}[/]")
+    for failure in failures:
+        err.print(f"  {escape(failure.error)}")
+    raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def _workers(workers: int | None) -> int:
+    return metadata_csv.default_workers() if workers is None else workers
+
+
+# --- tsp merge ---------------------------------------------------------------------------------
+
+
+@handles_errors
+def merge(
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Folder of per-video features: .npy from tsp extract, or the reference's .pkl.")],
+    output: Annotated[Path, typer.Argument(metavar="FEATURES_H5", help="The HDF5 file to write.")],
+    metadata: Annotated[Path | None, typer.Option("--metadata", help="Metadata CSV listing the videos that must all be present.")] = None,
+    videos: Annotated[Path | None, typer.Option("--videos", help="Folder of the videos that must all be present.")] = None,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Merge even if listed videos have no features.")] = False,
+    compression_level: Annotated[
+        int, typer.Option("--compression-level", min=0, max=9, help="gzip level: 1 is fastest, 9 smallest.")
+    ] = merging.DEFAULT_COMPRESSION_LEVEL,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace FEATURES_H5 if it exists.")] = False,
+) -> None:
+    """Merge per-video features into one HDF5 file: one dataset per video at the root, as the reference's."""
+    expected = _expected_videos(metadata, videos)
+    with _progress("Merging") as on_progress:
+        try:
+            result = merging.merge_features(
+                out_dir, output, expected=expected, allow_missing=allow_missing,
+                compression_level=compression_level, overwrite=overwrite, on_progress=on_progress,
+            )
+        except merging.MissingVideosError as error:
+            _list_missing(error.missing)
+            raise
+    if result.missing:
+        _list_missing(result.missing)
+        err.print(f"[yellow]Merged without {len(result.missing)} missing videos (--allow-missing).[/]")
+    out.print(
+        f"Merged {result.videos} videos ({result.rows} rows × {result.width}) into {escape(str(result.output))}."
+    )
+
+
+def _expected_videos(metadata: Path | None, videos: Path | None) -> dict[str, VideoTiming | None] | None:
+    """The videos a complete merge must hold, with their timing where a metadata CSV gives it."""
+    if metadata is None and videos is None:
+        return None
+    expected: dict[str, VideoTiming | None] = {}
+    if videos is not None:
+        if not videos.is_dir():
+            raise UsageError(f"--videos {videos} is not a folder.")
+        expected.update((video.video, None) for video in metadata_csv.find_videos([videos]))
+    if metadata is not None:
+        expected.update(metadata_csv.read_metadata_csv(metadata))
+    return expected
+
+
+def _list_missing(missing: list[str]) -> None:
+    """The missing video names on stdout, one per line, so that a script can re-extract them."""
+    err.print(f"Videos without features ({len(missing)}):")
+    for name in missing:
+        out.out(name, highlight=False)
+
+
+# --- tsp inspect -------------------------------------------------------------------------------
+
+
+@handles_errors
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A merged HDF5 file, or a folder of .npy/.pkl feature files.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Show the videos, rows, width, dtype, attributes and any NaN/inf of a feature file or folder.
+
+    Exits 1 if a video holds NaN or infinite values, or if the HDF5 root holds anything but
+    per-video datasets (downstream loaders iterate the root).
+    """
+    with _progress("Reading") as on_progress:
+        summary = merging.inspect_features(path, on_progress=on_progress)
+    if json_output:
+        out.out(json.dumps(summary.to_json(), indent=2), highlight=False)
+    else:
+        out.print(_summary_table(summary))
+        if summary.videos:
+            out.print(_videos_table(summary))
+    problems = []
+    if summary.videos_with_non_finite:
+        problems.append(f"NaN or infinite values in {len(summary.videos_with_non_finite)} videos")
+    if summary.unexpected:
+        problems.append(f"the root holds {len(summary.unexpected)} items that are not per-video feature datasets")
+    if problems:
+        err.print(f"[bold red]Problem:[/] {'; '.join(problems)}.")
+        raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def _summary_table(summary: merging.FeatureSummary) -> Table:
+    table = Table(title=f"{escape(str(summary.path))} ({summary.kind})", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [video.rows for video in summary.videos]
+    table.add_row("videos", str(len(rows)))
+    spread = f" (min {min(rows)}, median {statistics.median(rows):g}, max {max(rows)})" if rows else ""
+    table.add_row("rows", f"{sum(rows)}{spread}")
+    table.add_row("width", ", ".join(map(str, summary.widths)) or "-")
+    table.add_row("dtype", ", ".join(summary.dtypes) or "-")
+    for key, value in sorted(summary.attributes.items()):
+        table.add_row(f"@{escape(key)}", escape(_short(value)))
+    table.add_row("NaN/inf", escape(", ".join(summary.videos_with_non_finite)) or "none")
+    if summary.unexpected:
+        table.add_row("not videos", escape(", ".join(summary.unexpected)))
+    return table
+
+
+def _videos_table(summary: merging.FeatureSummary) -> Table:
+    shown = summary.videos[:INSPECT_TABLE_ROWS]
+    hidden = len(summary.videos) - len(shown)
+    caption = f"… and {hidden} more videos (--json lists them all)" if hidden else None
+    table = Table("video", "rows", "width", "dtype", "fps", "NaN/inf rows", "attributes", caption=caption)
+    for video in shown:
+        fps = video.attributes.get("fps")
+        others = ", ".join(sorted(key for key in video.attributes if key != "fps"))
+        table.add_row(
+            escape(video.video), str(video.rows), str(video.width), video.dtype,
+            f"{float(fps):g}" if fps is not None else "-", str(video.non_finite_rows), others,
+        )
+    return table
+
+
+def _short(value: Any) -> str:
+    """An attribute value on one line; long arrays by their length."""
+    if hasattr(value, "__len__") and not isinstance(value, (str, bytes)) and len(value) > 8:
+        return f"[{len(value)} values]"
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- tsp metadata ------------------------------------------------------------------------------
+
+
+@handles_errors
+def metadata(
+    videos: Annotated[list[Path], typer.Argument(metavar="VIDEOS...", help="Video folders (searched recursively) and/or files.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The CSV to write.")],
+    workers: WorkersOption = None,
+) -> None:
+    """Write the metadata CSV of the reference's data step 4: filename,video-duration,fps,video-frames."""
+    found = metadata_csv.find_videos(videos)
+    if not found:
+        raise UsageError(f"No videos found in {', '.join(map(str, videos))}.")
+    with _progress("Probing") as on_progress:
+        rows, failures = metadata_csv.collect_metadata(found, workers=_workers(workers), on_progress=on_progress)
+    metadata_csv.write_metadata_csv(rows, output)
+    out.print(f"Wrote {len(rows)} videos to {escape(str(output))}.")
+    if failures:
+        _report_failures(f"{len(failures)} videos could not be read and are not in the CSV:", failures)
+
+
+# --- tsp standardize ---------------------------------------------------------------------------
+
+
+@handles_errors
+def standardize(
+    source: Annotated[Path, typer.Argument(metavar="IN", help="A folder of videos (searched recursively) or one video.")],
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for the re-encoded OUT/<name>.mp4 files.")],
+    fps: Annotated[str, typer.Option("--fps", help="Output frame rate: 30, 25, 30000/1001, …")] = "30",
+    workers: WorkersOption = None,
+) -> None:
+    """Re-encode videos to constant-frame-rate H.264 MP4, as the reference's data step 2 (ffmpeg fps filter)."""
+    rate = standardizing.parse_fps(fps)
+    jobs = standardizing.plan_jobs(source, out_dir)
+    with _progress("Re-encoding") as on_progress:
+        result = standardizing.standardize_all(jobs, fps=rate, workers=_workers(workers), on_progress=on_progress)
+    already = f"; {len(result.skipped)} were already there" if result.skipped else ""
+    out.print(f"Re-encoded {len(result.written)} videos to {rate} fps in {escape(str(out_dir))}{already}.")
+    if result.failures:
+        _report_failures(f"{len(result.failures)} videos could not be re-encoded:", result.failures)

@@ -1,0 +1,168 @@
+"""The metadata CSV of the reference's data step 4: ``filename,video-duration,fps,video-frames``.
+
+Researchers already hold such CSVs for ActivityNet and THUMOS14 and feed them to the reference
+extractor; ours must carry the same values so that either can be used with ``tsp extract
+--metadata`` and compared line by line. Values come from :func:`tsp_cli.video.probe`: ``fps`` is
+the video stream's average rate, ``video-frames`` the frames counted in the video stream, and
+``video-duration`` is ``video-frames / fps``, exactly as the reference computed it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from tsp_cli.atomic import atomic_path
+from tsp_cli.errors import TspError, UsageError
+from tsp_cli.video import VIDEO_SUFFIXES, probe
+
+CSV_COLUMNS = ("filename", "video-duration", "fps", "video-frames")
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """A video to process, and the name it goes by in a CSV: its path relative to the folder given."""
+
+    path: Path
+    filename: str
+
+    @property
+    def video(self) -> str:
+        """The name of its features: the file name without its last extension."""
+        return Path(self.filename).stem
+
+
+@dataclass(frozen=True)
+class MetadataRow:
+    """One line of the metadata CSV."""
+
+    filename: str
+    duration: float
+    fps: float
+    frames: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be processed, with the one-sentence reason."""
+
+    filename: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported after each item: how many of ``total`` are done, and which one just finished."""
+
+    done: int
+    total: int
+    item: str
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def find_videos(paths: Iterable[Path]) -> list[VideoFile]:
+    """Every video under the given folders (recursively, by file ending) plus the files given.
+
+    Files named directly are taken whatever their ending; a path that does not exist is a
+    :class:`UsageError`, since a typo must not silently produce a shorter CSV.
+    """
+    videos: dict[Path, VideoFile] = {}
+    for root in map(Path, paths):
+        if root.is_dir():
+            for path in sorted(root.rglob("*")):
+                if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
+                    videos.setdefault(path.resolve(), VideoFile(path, path.relative_to(root).as_posix()))
+        elif root.is_file():
+            videos.setdefault(root.resolve(), VideoFile(root, root.name))
+        else:
+            raise UsageError(f"{root} does not exist.")
+    return list(videos.values())
+
+
+def probe_row(video: VideoFile) -> MetadataRow:
+    """The CSV line of one video, computed as the reference's generator did."""
+    info = probe(video.path)
+    return MetadataRow(
+        filename=video.filename, duration=info.num_frames / info.fps, fps=info.fps, frames=info.num_frames
+    )
+
+
+def _probe_or_fail(video: VideoFile) -> MetadataRow | Failure:
+    """Run in a worker: a broken video becomes a :class:`Failure` instead of stopping the others."""
+    try:
+        return probe_row(video)
+    except TspError as error:
+        return Failure(video.filename, str(error))
+
+
+def collect_metadata(
+    videos: list[VideoFile], *, workers: int = 0, on_progress: ProgressCallback | None = None
+) -> tuple[list[MetadataRow], list[Failure]]:
+    """Probe every video (``workers`` processes, 0 = in this process); rows and failures by filename."""
+    results: list[MetadataRow | Failure] = []
+
+    def record(result: MetadataRow | Failure) -> None:
+        results.append(result)
+        if on_progress is not None:
+            on_progress(Progress(len(results), len(videos), result.filename))
+
+    if workers == 0 or len(videos) <= 1:
+        for video in videos:
+            record(_probe_or_fail(video))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for future in as_completed([pool.submit(_probe_or_fail, video) for video in videos]):
+                record(future.result())
+    rows = sorted((r for r in results if isinstance(r, MetadataRow)), key=lambda row: row.filename)
+    failures = sorted((r for r in results if isinstance(r, Failure)), key=lambda failure: failure.filename)
+    return rows, failures
+
+
+def write_metadata_csv(rows: Iterable[MetadataRow], output: Path) -> None:
+    """Write the CSV atomically; floats as Python's shortest repr, like the reference's pandas."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as temp:
+        with temp.open("w", newline="") as file:
+            writer = csv.writer(file, lineterminator="\n")
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows((row.filename, row.duration, row.fps, row.frames) for row in rows)
+
+
+@dataclass(frozen=True)
+class VideoTiming:
+    """What maps feature rows to time: the video's frame rate and frame count."""
+
+    fps: float
+    num_frames: int
+
+
+def read_metadata_csv(path: Path) -> dict[str, VideoTiming | None]:
+    """Video name → its timing from a metadata CSV (ours or the reference's); ``None`` where unknown."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            if reader.fieldnames is None or "filename" not in reader.fieldnames:
+                raise UsageError(f"{path} is not a metadata CSV: it has no 'filename' column.")
+            return {Path(row["filename"]).stem: _timing(row) for row in reader}
+    except OSError as error:
+        raise UsageError(f"{path} cannot be read ({error.strerror or error}).") from None
+
+
+def _timing(row: dict[str, str]) -> VideoTiming | None:
+    try:
+        return VideoTiming(fps=float(row["fps"]), num_frames=int(float(row["video-frames"])))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def default_workers() -> int:
+    """CPU count, at most 8: probing is mostly demuxing, which saturates disks before cores."""
+    return min(os.cpu_count() or 1, 8)
