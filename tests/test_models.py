@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,6 +149,9 @@ def test_download_verifies_the_hash_and_keeps_the_file(cache: Path, server: File
     assert result.exit_code == 0, result.output
     cached = cache / "custom" / "mine" / "mine.pth"
     assert cached.read_bytes() == WEIGHTS
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o666 & ~umask  # readable in a shared cache
     assert checkpoints_under(cache) == ["custom/mine/mine.pth"]
     assert not [name for name in files_under(cache) if name.endswith(".part") or "tmp" in name]
 

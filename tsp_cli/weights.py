@@ -242,6 +242,15 @@ def _retrieve_checked_by_pooch(checkpoint: Checkpoint, staging: Path, downloader
             f"{checkpoint.filename} from {checkpoint.url} has SHA-256 {actual.group(1) if actual else 'that differs'},"
             f" not the expected {checkpoint.sha256}, so it was not kept."
         ) from None
+    # pooch's temporary files are private (0600); a shared cache needs the usual permissions.
+    os.chmod(staging, _new_file_mode())
+
+
+def _new_file_mode() -> int:
+    """The permissions a newly created file gets under the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _copy_local_file(checkpoint: Checkpoint, staging: Path, progress: ProgressBar | None) -> None:
