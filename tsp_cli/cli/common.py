@@ -14,7 +14,7 @@ from tsp_cli.errors import TspError
 #: Results and tables go to stdout so that scripts can capture them.
 out = Console(highlight=False, soft_wrap=True)
 #: Progress, warnings and errors go to stderr.
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_CANNOT_START = 0, 1, 2
 
