@@ -74,7 +74,7 @@ def make_video(
     codec_options: Mapping[str, str] | None = None,
     container_options: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write a small test video to ``path`` and return the path.
+    """Write a small test video to ``path`` (creating its folder) and return the path.
 
     - ``frames`` at a constant ``fps`` (int, float or Fraction such as ``Fraction(30000, 1001)``),
       or ``timestamps``: one presentation time in seconds per frame (rounded to milliseconds)
@@ -84,6 +84,7 @@ def make_video(
     - ``audio_first``: add a silent audio track as stream 0, so the video is stream 1.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if timestamps is None and frames is None:
         raise ValueError("give frames or timestamps")
     frames = len(timestamps) if frames is None else frames

@@ -11,7 +11,6 @@ writes to a temporary file renamed at the end, so an interrupted merge leaves no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tsp_cli import store
 from tsp_cli.atomic import TEMP_MARKER, atomic_path
 from tsp_cli.errors import TspError, UsageError
 from tsp_cli.legacy import load_legacy_features
@@ -27,8 +27,6 @@ from tsp_cli.metadata import Progress, VideoTiming
 from tsp_cli.sampling import clip_start_times
 
 FEATURE_SUFFIXES = (".npy", ".pkl")
-MANIFEST_NAME = "tsp-manifest.json"
-VIDEO_RECORDS_NAME = "videos.jsonl"
 #: Float features barely compress (about 10-15 %, the same at every level), so the fastest level
 #: wins: about 7 ms per ActivityNet-sized video, against 8 ms at h5py's default 4 (docs/data-steps.md).
 DEFAULT_COMPRESSION_LEVEL = 1
@@ -162,36 +160,13 @@ def non_finite_rows(features: np.ndarray) -> int:
 
 def read_extraction(folder: Path) -> Extraction:
     """The manifest and per-video records of a ``tsp extract`` folder; empty for legacy folders."""
-    return Extraction(manifest=_read_manifest(folder), records=_read_video_records(folder))
-
-
-def _read_manifest(folder: Path) -> dict[str, Any] | None:
-    path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{path} cannot be read as JSON ({error}).") from None
-
-
-def _read_video_records(folder: Path) -> dict[str, dict[str, Any]]:
-    """``videos.jsonl`` by video name, the last line winning; a torn last line is skipped."""
-    path = Path(folder) / VIDEO_RECORDS_NAME
-    records: dict[str, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "video" in record:
-                records[str(record["video"])] = record
-    return records
+    return Extraction(manifest=store.read_manifest(folder), records=store.read_video_records(folder))
 
 
 def check_output(output: Path, *, overwrite: bool) -> None:
     """Refuse to replace an existing file unless asked: a merged file may take long to rebuild."""
+    if Path(output).is_dir():
+        raise UsageError(f"{output} is a folder; give the path of the HDF5 file to write.")
     if Path(output).exists() and not overwrite:
         raise UsageError(f"{output} already exists; pass --overwrite to replace it.")
 

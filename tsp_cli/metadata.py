@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tsp_cli.atomic import atomic_path
 from tsp_cli.errors import TspError, UsageError
+from tsp_cli.inputs import output_name
 from tsp_cli.video import VIDEO_SUFFIXES, probe
 
 CSV_COLUMNS = ("filename", "video-duration", "fps", "video-frames")
@@ -33,7 +34,7 @@ class VideoFile:
     @property
     def video(self) -> str:
         """The name of its features: the file name without its last extension."""
-        return Path(self.filename).stem
+        return output_name(Path(self.filename))
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def read_metadata_csv(path: Path) -> dict[str, VideoTiming | None]:
             reader = csv.DictReader(file)
             if reader.fieldnames is None or "filename" not in reader.fieldnames:
                 raise UsageError(f"{path} is not a metadata CSV: it has no 'filename' column.")
-            return {Path(row["filename"]).stem: _timing(row) for row in reader}
+            return {output_name(Path(row["filename"])): _timing(row) for row in reader}
     except OSError as error:
         raise UsageError(f"{path} cannot be read ({error.strerror or error}).") from None
 
