@@ -225,7 +225,7 @@ def test_a_released_file_with_the_wrong_hash_is_refused(
     result = run("models", "download", RELEASED_NAME)
 
     assert result.exit_code == 1
-    assert_says(result, RELEASED_FILE, f"has SHA-256 {sha256(impostor)}", "not the expected dcd952c6")
+    assert_says(result, RELEASED_FILE, f"has SHA-256 {sha256(impostor)}", "not the expected dcd952c6… (published prefix), so it was not kept.")
     assert server.requests == ["/" + RELEASED_FILE]
     assert files_under(cache) == []
 
@@ -237,7 +237,7 @@ def test_a_full_hash_mismatch_is_refused_by_pooch_and_nothing_is_kept(cache: Pat
     result = run("models", "path", "mine")
 
     assert result.exit_code == 1
-    assert_says(result, "mine.pth", f"has SHA-256 {sha256(WEIGHTS)}", f"not the expected {expected}")
+    assert_says(result, "mine.pth", f"has SHA-256 {sha256(WEIGHTS)}", f"not the expected {expected}, so it was not kept.")
     assert result.stdout == ""
     assert files_under(cache) == []
 
@@ -283,6 +283,8 @@ def test_verify_names_the_file_and_both_hashes(tmp_path: Path) -> None:
     assert weights.verify(path, sha256(WEIGHTS)[:8].upper()) == sha256(WEIGHTS)
     with pytest.raises(DownloadError, match=f"{path.name} has SHA-256 {sha256(WEIGHTS)}, not the expected 00000000"):
         weights.verify(path, "00000000")
+    with pytest.raises(ValueError, match="at least 8 hex digits"):
+        weights.verify(path, "")
 
 
 # --- Downloads that fail -----------------------------------------------------------------------

@@ -46,6 +46,7 @@ DOWNLOAD_TIMEOUT_S: tuple[float, float] = (10.0, 60.0)
 CHUNK_SIZE = 1 << 20
 #: The coarsest mtime clock we allow for (FAT's 2 s), see :func:`_remember_digest`.
 _MTIME_RESOLUTION_NS = 2_000_000_000
+_NOT_KEPT = ", so it was not kept"
 
 # pooch logs every download at INFO level; the CLI draws its own progress, so only warnings.
 pooch.get_logger().setLevel(logging.WARNING)
@@ -79,7 +80,7 @@ def cached_path(name: str) -> Path | None:
         return None
     try:
         _check_cached(checkpoint, path)
-    except HashMismatchError:
+    except DownloadError:  # damaged or unreadable: either way not usable as it is
         return None
     return path
 
@@ -104,8 +105,11 @@ def fetch(name: str, *, offline: bool = False, force: bool = False, progress: Pr
 def verify(path: Path, expected_hash: str) -> str:
     """Raise :class:`HashMismatchError` unless ``path``'s SHA-256 starts with ``expected_hash``.
 
-    ``expected_hash`` is the full hex digest or a prefix of it; returns the full digest.
+    ``expected_hash`` is the full hex digest or a prefix of it (8 digits at least, or any file
+    would pass); returns the full digest.
     """
+    if len(expected_hash) < registry.MIN_HASH_PREFIX:
+        raise ValueError(f"expected_hash needs at least {registry.MIN_HASH_PREFIX} hex digits, not {expected_hash!r}")
     digest = _sha256_of(path)
     _require_match(str(path), expected_hash.lower(), digest)
     return digest
@@ -143,21 +147,25 @@ def _describe_expected(expected_hash: str) -> str:
     return expected_hash if len(expected_hash) == 64 else f"{expected_hash}… (published prefix)"
 
 
-def _require_match(source: str, expected_hash: str, digest: str) -> None:
+def _require_match(source: str, expected_hash: str, digest: str, *, outcome: str = "") -> None:
+    """Raise :class:`HashMismatchError` naming ``source``, both hashes, and ``outcome`` if given."""
     if not digest.startswith(expected_hash):
         raise HashMismatchError(
-            f"{source} has SHA-256 {digest}, not the expected {_describe_expected(expected_hash)}, so it was not kept."
+            f"{source} has SHA-256 {digest}, not the expected {_describe_expected(expected_hash)}{outcome}."
         )
 
 
 def _check_cached(checkpoint: Checkpoint, path: Path) -> None:
     """Refuse a cached file whose bytes changed since it was downloaded (truncated or edited)."""
-    status = path.stat()
-    digest = _remembered_digest(path, status)
-    if digest is None:
-        hashing_started_ns = time.time_ns()
-        digest = _sha256_of(path)
-        _remember_digest(path, digest, status, hashing_started_ns)
+    try:
+        status = path.stat()
+        digest = _remembered_digest(path, status)
+        if digest is None:
+            hashing_started_ns = time.time_ns()
+            digest = _sha256_of(path)
+            _remember_digest(path, digest, status, hashing_started_ns)
+    except OSError as error:
+        raise DownloadError(f"Cannot read the cached file {path}: {error.strerror or error}.") from None
     if not digest.startswith(checkpoint.sha256):
         raise CachedFileCorruptError(
             f"The cached file {path} has SHA-256 {digest}, not the expected"
@@ -224,7 +232,9 @@ def _download_over_http(checkpoint: Checkpoint, staging: Path, progress: Progres
         _retrieve_checked_by_pooch(checkpoint, staging, downloader)
     else:
         downloader(checkpoint.url, str(staging), None)
-        _require_match(f"{checkpoint.filename} from {checkpoint.url}", checkpoint.sha256, _sha256_of(staging))
+        _require_match(
+            f"{checkpoint.filename} from {checkpoint.url}", checkpoint.sha256, _sha256_of(staging), outcome=_NOT_KEPT
+        )
 
 
 def _retrieve_checked_by_pooch(checkpoint: Checkpoint, staging: Path, downloader: pooch.HTTPDownloader) -> None:
@@ -240,7 +250,7 @@ def _retrieve_checked_by_pooch(checkpoint: Checkpoint, staging: Path, downloader
         actual = re.search(r"but got ([0-9a-f]{64})", str(error))
         raise HashMismatchError(
             f"{checkpoint.filename} from {checkpoint.url} has SHA-256 {actual.group(1) if actual else 'that differs'},"
-            f" not the expected {checkpoint.sha256}, so it was not kept."
+            f" not the expected {checkpoint.sha256}{_NOT_KEPT}."
         ) from None
     # pooch's temporary files are private (0600); a shared cache needs the usual permissions.
     os.chmod(staging, _new_file_mode())
@@ -269,7 +279,7 @@ def _copy_local_file(checkpoint: Checkpoint, staging: Path, progress: ProgressBa
                 progress.update(len(chunk))
     if progress is not None:
         progress.close()
-    _require_match(str(source), checkpoint.sha256, hasher.hexdigest())
+    _require_match(str(source), checkpoint.sha256, hasher.hexdigest(), outcome=_NOT_KEPT)
 
 
 @contextlib.contextmanager
