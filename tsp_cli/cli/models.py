@@ -158,7 +158,7 @@ def _human_size(size_bytes: int) -> str:
 @app.command("download")
 @handles_errors
 def download(
-    names: Annotated[list[str] | None, typer.Argument(help="Checkpoint names, as `tsp models list` shows them.", show_default=False)] = None,
+    names: Annotated[list[str] | None, typer.Argument(metavar="NAME", help="Checkpoint names, as `tsp models list` shows them.", show_default=False)] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Download every known checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Download again even when a verified copy is cached.")] = False,
     offline: OfflineOption = False,
@@ -201,7 +201,7 @@ def _selected(names: list[str], all_models: bool) -> list[Checkpoint]:
 @app.command("path")
 @handles_errors
 def path(
-    name: Annotated[str, typer.Argument(help="Checkpoint name, as `tsp models list` shows it.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Checkpoint name, as `tsp models list` shows it.", show_default=False)],
     offline: OfflineOption = False,
 ) -> None:
     """Print the cached file's path (downloading it first if needed), for scripts."""
