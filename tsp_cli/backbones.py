@@ -12,7 +12,9 @@ from torch import nn
 from torchvision.models.video import r2plus1d_18, r3d_18
 from torchvision.models.video.resnet import BasicBlock, R2Plus1dStem, VideoResNet
 
-BACKBONES = ("r2plus1d_34", "r2plus1d_18", "r3d_18")
+from tsp_cli.registry import BACKBONES
+
+__all__ = ["BACKBONES", "FEATURE_DIM", "build_backbone"]
 FEATURE_DIM = 512
 
 

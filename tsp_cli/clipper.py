@@ -127,8 +127,9 @@ class _ClipAssembler:
             frames = [self.buffer[start - 1], *frames]
         if self.positions[-1] >= len(frames):
             raise VideoError(
-                f"{self.info.path}: clip {window.index} at {window.start_time:.2f} s has only {len(frames)} "
-                f"frames in its window, too few for {self.clip_len} at this frame rate; the file looks truncated or damaged."
+                f"{self.info.path}: clip {window.index} at {window.start_time:.2f} s has {len(frames)} frames in its "
+                f"window, fewer than the {self.positions[-1] + 1} its {self.clip_len} frames need at {self.info.fps:g} fps; "
+                "the video is truncated, damaged or has a variable frame rate (`tsp standardize` makes it constant)."
             )
         chosen = [frames[p] for p in self.positions]
         for entry in chosen:

@@ -8,6 +8,7 @@ from typing import Annotated, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tsp_cli.errors import TspError
 
@@ -29,7 +30,7 @@ def handles_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except TspError as error:
-            err.print(f"[bold red]Error:[/] {error}")
+            err.print(f"[bold red]Error:[/] {escape(str(error))}")
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             err.print("[yellow]Interrupted.[/] Run the same command again to resume.")

@@ -111,13 +111,13 @@ def _resolve_checkpoint(local: Path | None, name: str | None, backbone: str | No
     if local is not None:
         return local, None, backbone
     from tsp_cli import registry, weights
-    from tsp_cli.cli.models import RichDownloadBar, _download_progress
+    from tsp_cli.cli.models import RichDownloadBar, download_progress
 
     name = name or DEFAULT_CHECKPOINT
     entry = registry.get(name)
     if backbone is not None and backbone != entry.backbone:
         raise UsageError(f"Checkpoint {name} is a {entry.backbone} model, not {backbone}; drop --backbone or change it.")
-    with _download_progress(transient=True) as progress:
+    with download_progress(transient=True) as progress:
         path = weights.fetch(name, offline=offline, progress=RichDownloadBar(progress, name))
     return path, name, entry.backbone
 

@@ -71,7 +71,7 @@ class RichDownloadBar:
         return self._task
 
 
-def _download_progress(*, transient: bool) -> Progress:
+def download_progress(*, transient: bool) -> Progress:
     """Bytes, speed and ETA on stderr; nothing at all when stderr is not a terminal (logs)."""
     return Progress(
         TextColumn("{task.description}"),
@@ -166,7 +166,7 @@ def download(
     """Download checkpoints into the cache and check their SHA-256 (exit 1 if any failed)."""
     checkpoints = _selected(names or [], all_models)
     failed = 0
-    with _download_progress(transient=False) as progress:
+    with download_progress(transient=False) as progress:
         for checkpoint in checkpoints:
             if not force and weights.cached_path(checkpoint.name) is not None:
                 err.print(f"[green]✓[/] {escape(checkpoint.name)} is already cached")
@@ -205,6 +205,6 @@ def path(
     offline: OfflineOption = False,
 ) -> None:
     """Print the cached file's path (downloading it first if needed), for scripts."""
-    with _download_progress(transient=True) as progress:
+    with download_progress(transient=True) as progress:
         file = weights.fetch(name, offline=offline, progress=RichDownloadBar(progress, name))
     out.out(str(file), highlight=False)

@@ -1,0 +1,172 @@
+"""Single-pass clip assembly picks exactly the frames of the reference's per-clip reads.
+
+The reference reads each clip separately (seek, decode the pts window, resample); the clipper
+decodes once. Test videos carry their frame index in their pixels, so we compare which source
+frames make every clip against a plain re-statement of the reference's per-clip read.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tsp_cli.clipper as clipper
+from tests.videos import frame_index, make_video
+from tsp_cli.clipper import FrameChunk, VideoFinished, VideoStarted, video_messages
+from tsp_cli.inputs import VideoJob
+from tsp_cli.sampling import ClipSettings, resampled_indices
+from tsp_cli.video import decode_frames, probe
+
+
+def reference_clip_frames(path: Path, settings: ClipSettings) -> list[list[int]]:
+    """Which source frames the reference's per-clip ``read_video`` calls put in each clip."""
+    info = probe(path)
+    frames: dict[int, int] = {}
+    for pts, frame in decode_frames(info):
+        frames[pts] = frame_index(frame.to_ndarray(format="rgb24"))  # a dict, like torchvision's reader
+    ticks = float(1 / info.time_base)
+    step = info.fps / settings.frame_rate
+    indices = resampled_indices(info.fps, info.num_frames, settings.frame_rate)
+    clips = []
+    for k in range(0, len(indices) - settings.clip_len + 1, settings.stride):
+        start = int(indices[k]) / info.fps
+        so, eo = math.floor(start * ticks), math.ceil((start + settings.clip_len / settings.frame_rate) * ticks)
+        window = [frames[p] for p in sorted(frames) if so <= p <= eo]
+        before = [p for p in frames if p < so]
+        if so > 0 and so not in frames and before:
+            window.insert(0, frames[max(before)])
+        if float(step).is_integer():
+            chosen = window[:: int(step)][: settings.clip_len]
+        else:
+            chosen = [window[i] for i in (torch.arange(settings.clip_len, dtype=torch.float32) * step).floor().long()]
+        assert len(chosen) == settings.clip_len, "the reference would batch a short clip here"
+        clips.append(chosen)
+    return clips
+
+
+@pytest.fixture
+def labelled_frames(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the clipper's transform return each frame's index, and log every transform call."""
+    calls: list[int] = []
+
+    def transform_for(height: int, width: int):
+        def label(rgb: np.ndarray) -> torch.Tensor:
+            calls.append(frame_index(rgb))
+            return torch.full((3, 112, 112), float(frame_index(rgb)))
+
+        return label
+
+    monkeypatch.setattr(clipper, "_transform_for", transform_for)
+    return calls
+
+
+def clipper_clip_frames(path: Path, settings: ClipSettings) -> tuple[list[list[int]], list]:
+    frames: dict[int, int] = {}
+    clips: dict[int, list[int]] = {}
+    messages = list(video_messages(0, VideoJob(path, path.stem), settings, clips_per_chunk=3))
+    for message in messages:
+        if isinstance(message, FrameChunk):
+            assert not set(message.frame_ids) & set(frames), "a frame was sent twice"
+            frames.update({i: int(t[0, 0, 0]) for i, t in zip(message.frame_ids, message.frames)})
+            clips.update({k: [frames[i] for i in ids] for k, ids in message.clips})
+    return [clips[k] for k in sorted(clips)], messages
+
+
+@pytest.mark.parametrize("fps", [30, 25, Fraction(30000, 1001)], ids=["30", "25", "29.97"])
+@pytest.mark.parametrize("stride", [1, 4, 16])
+def test_clips_hold_the_reference_frames(tmp_path: Path, labelled_frames: list[int], fps, stride: int) -> None:
+    video = make_video(tmp_path / "v.mp4", frames=100, fps=fps, gop=12)
+    settings = ClipSettings(stride=stride)
+    ours, messages = clipper_clip_frames(video, settings)
+    expected = reference_clip_frames(video, settings)
+    assert len(expected) > 1
+    assert ours == expected
+    assert isinstance(messages[-1], VideoFinished) and messages[-1].error is None
+    assert len(labelled_frames) == len(set(labelled_frames)), "a frame was transformed twice"
+    assert set(labelled_frames) == {i for clip in expected for i in clip}, "an unsampled frame was transformed"
+
+
+def test_jittered_timestamps_follow_the_pts_windows(tmp_path: Path, labelled_frames: list[int]) -> None:
+    rng = np.random.default_rng(3)
+    timestamps = np.arange(120) / 30 + rng.uniform(-0.006, 0.006, 120)
+    timestamps[0] = 0
+    video = make_video(tmp_path / "jitter.mkv", timestamps=timestamps.tolist())
+    settings = ClipSettings(stride=4)
+    ours, _ = clipper_clip_frames(video, settings)
+    assert len(ours) == 12
+    assert ours == reference_clip_frames(video, settings)
+
+
+def test_sparse_variable_frame_rate_fails_that_video_and_points_to_standardize(tmp_path: Path, labelled_frames) -> None:
+    timestamps = np.cumsum(np.random.default_rng(3).uniform(0.02, 0.05, 120)) - 0.02
+    video = make_video(tmp_path / "vfr.mkv", timestamps=timestamps.tolist())
+    messages = list(video_messages(0, VideoJob(video, "vfr"), ClipSettings(stride=4)))
+    assert "variable frame rate" in messages[-1].error and "tsp standardize" in messages[-1].error
+
+
+def test_each_frame_is_decoded_once_and_decoding_stops_after_the_last_clip(tmp_path: Path, labelled_frames, monkeypatch) -> None:
+    video = make_video(tmp_path / "v.mp4", frames=200, fps=30)
+    opened = []
+    real_decode = clipper.decode_frames
+
+    def counting_decode(info, **kwargs):
+        opened.append(info.path)
+        yield from real_decode(info, **kwargs)
+
+    monkeypatch.setattr(clipper, "decode_frames", counting_decode)
+    _, messages = clipper_clip_frames(video, ClipSettings(stride=1))
+    finished = messages[-1]
+    assert opened == [video]
+    # 85 clips at stride 1: the last reads up to frame 200 - 1; nothing is decoded twice
+    assert finished.decoded_frames <= 200
+    started = messages[0]
+    assert isinstance(started, VideoStarted) and started.num_clips == 85
+
+
+def test_memory_is_a_window_of_frames_not_the_video(tmp_path: Path, labelled_frames) -> None:
+    video = make_video(tmp_path / "long.mp4", frames=600, fps=30, gop=250)
+    alive_peak = 0
+    alive: set[int] = set()
+    for message in video_messages(0, VideoJob(video, "long"), ClipSettings(stride=1), clips_per_chunk=4):
+        if isinstance(message, FrameChunk):
+            alive |= set(message.frame_ids)
+            alive = {i for i in alive if i >= message.keep_from}
+            alive_peak = max(alive_peak, len(alive))
+    # a stride-1 clip spans 31 frames at 30 fps; the main process never needs to hold many more
+    assert alive_peak <= 40
+
+
+class FakeFrame:
+    def __init__(self, label: int) -> None:
+        self.label = label
+
+    def to_ndarray(self, format: str) -> np.ndarray:
+        image = np.zeros((48, 64, 3), dtype=np.uint8)
+        image[0, 0, 0] = self.label
+        return image
+
+
+def test_duplicate_pts_keep_the_last_frame_and_missing_start_takes_the_previous(monkeypatch) -> None:
+    monkeypatch.setattr(clipper, "_transform_for", lambda h, w: lambda rgb: torch.full((3, 112, 112), float(rgb[0, 0, 0])))
+    info = type("Info", (), {"path": Path("fake.mp4")})()
+    windows = [clipper.ClipWindow(0, 0.0, 0, 30), clipper.ClipWindow(1, 0.5, 25, 60)]
+    assembler = clipper._ClipAssembler(0, info, windows, [0, 1, 2], 3)
+    # pts 20 twice (the second wins); no frame at pts 25, so clip 1 starts with the frame at 20
+    for label, pts in enumerate([0, 10, 20, 20, 30, 40, 50, 61]):
+        assembler.add(pts, FakeFrame(label))
+    chunk = assembler.take_chunk()
+    values = dict(zip(chunk.frame_ids, (int(t[0, 0, 0]) for t in chunk.frames)))
+    assert [[values[i] for i in ids] for _, ids in chunk.clips] == [[0, 1, 3], [3, 4, 5]]
+
+
+def test_a_truncated_window_fails_the_video_with_a_clear_message(tmp_path: Path, labelled_frames) -> None:
+    video = make_video(tmp_path / "short.mp4", frames=40, fps=30)
+    # The metadata claims 100 frames: clips past the real end cannot be filled.
+    messages = list(video_messages(0, VideoJob(video, "short", fps=30.0, num_frames=100), ClipSettings(stride=4)))
+    assert isinstance(messages[-1], VideoFinished)
+    assert "truncated" in messages[-1].error and "short.mp4" in messages[-1].error
