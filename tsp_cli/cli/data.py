@@ -177,15 +177,29 @@ def _videos_table(summary: merging.FeatureSummary) -> Table:
     shown = summary.videos[:INSPECT_TABLE_ROWS]
     hidden = len(summary.videos) - len(shown)
     caption = f"… and {hidden} more videos (--json lists them all)" if hidden else None
-    table = Table("video", "rows", "width", "dtype", "fps", "NaN/inf rows", "attributes", caption=caption)
+    table = Table("video", "rows", "width", "dtype", "fps", "frames", caption=caption)
+    table.add_column("clip starts (s)", no_wrap=True)
+    table.add_column("NaN/inf")
     for video in shown:
-        fps = video.attributes.get("fps")
-        others = ", ".join(sorted(key for key in video.attributes if key != "fps"))
+        attributes = video.attributes
         table.add_row(
             escape(video.video), str(video.rows), str(video.width), video.dtype,
-            f"{float(fps):g}" if fps is not None else "-", str(video.non_finite_rows), others,
+            _number(attributes.get("fps")), _number(attributes.get("num_frames")),
+            _starts(attributes.get("clip_start_times")), str(video.non_finite_rows),
         )
     return table
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{float(value):g}"
+
+
+def _starts(starts: Any) -> str:
+    """The first clip start times, enough to see the spacing."""
+    if starts is None:
+        return "-"
+    shown = ", ".join(f"{float(start):.3g}" for start in starts[:3])
+    return shown + (", …" if len(starts) > 3 else "")
 
 
 def _short(value: Any) -> str:
