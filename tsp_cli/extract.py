@@ -151,8 +151,9 @@ class _Video:
 
 
 class _Engine:
-    def __init__(self, jobs, out_dir, model, settings, device, batch_size, precision, dry_run, emit):
+    def __init__(self, jobs, out_dir, model, settings, device, batch_size, precision, dry_run, emit, shard):
         self.jobs = jobs
+        self.shard = shard
         self.out_dir = out_dir
         self.model = model
         self.settings = settings
@@ -225,7 +226,7 @@ class _Engine:
         if not self.dry_run:
             store.record_video(self.out_dir, {
                 "video": name, "path": str(video.job.path), "fps": video.fps,
-                "num_frames": video.num_frames, "clips": clips,
+                "num_frames": video.num_frames, "clips": clips, "shard": str(self.shard),
             })
             store.save_features(self.out_dir, name, video.features)
         if clips:
@@ -238,7 +239,7 @@ class _Engine:
         self.videos.pop(job, None)
         self.pending = [clip for clip in self.pending if clip[0] != job]
         name = self.jobs[job].name
-        store.record_failure(self.out_dir, name, str(self.jobs[job].path), error)
+        store.record_failure(self.out_dir, name, str(self.jobs[job].path), error, shard=str(self.shard))
         self.summary.failed += 1
         self.summary.failures.append((name, error))
         self.emit(VideoEnded(name, "failed", 0, error))
@@ -254,11 +255,15 @@ def run_jobs(
     batch_size: int = 32,
     workers: int = 0,
     precision: str = "fp32",
+    shard: Shard = Shard(),
     on_event: Callable[[Event], None] | None = None,
 ) -> RunSummary:
-    """Extract ``jobs`` into ``out_dir`` with ``model`` (``None``: a dry run that only assembles batches)."""
+    """Extract ``jobs`` into ``out_dir`` with ``model`` (``None``: a dry run that only assembles batches).
+
+    ``shard`` is only recorded with each finished or failed video, for ``tsp status``.
+    """
     emit = on_event or (lambda event: None)
-    engine = _Engine(list(jobs), Path(out_dir), model, settings, device, batch_size, precision, model is None, emit)
+    engine = _Engine(list(jobs), Path(out_dir), model, settings, device, batch_size, precision, model is None, emit, shard)
     started = time.perf_counter()
     waited = 0.0
     if jobs:
@@ -353,7 +358,7 @@ def extract(
     if on_event:
         on_event(RunStarted(len(jobs), len(to_do), len(jobs) - len(to_do), min(workers, len(to_do)), str(torch_device), tuple(notes)))
     summary = run_jobs(to_do, out_dir, model, settings, device=torch_device, batch_size=batch_size,
-                       workers=workers, precision=precision, on_event=on_event)
+                       workers=workers, precision=precision, shard=shard, on_event=on_event)
     summary.videos = len(jobs)
     summary.skipped = len(jobs) - len(to_do)
     return summary

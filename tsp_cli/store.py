@@ -129,8 +129,8 @@ def record_video(out_dir: Path, record: dict[str, Any]) -> None:
     append_jsonl(Path(out_dir) / RECORDS_NAME, {**record, "finished_at": time.time()})
 
 
-def record_failure(out_dir: Path, video: str, path: str, error: str) -> None:
-    append_jsonl(Path(out_dir) / FAILURES_NAME, {"video": video, "path": path, "error": error, "time": time.time()})
+def record_failure(out_dir: Path, video: str, path: str, error: str, **extra: Any) -> None:
+    append_jsonl(Path(out_dir) / FAILURES_NAME, {"video": video, "path": path, "error": error, "time": time.time(), **extra})
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:
