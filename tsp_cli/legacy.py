@@ -3,8 +3,9 @@
 The reference scripts saved each video's features with ``pickle.dump(np.stack(rows))``. A pickle
 can run any code when loaded, so a plain ``pickle.load`` of a downloaded or shared folder would
 let any file in it take over the machine. The unpickler here resolves only the few NumPy names
-that an array needs (under their NumPy 1 and NumPy 2 module paths) and refuses every other
-global before anything is called; the result must then be a 2-D float array.
+that an array needs (under their NumPy 1 and NumPy 2 module paths), plus ``_codecs.encode``
+restricted to latin-1 (how protocols 0-2 store raw bytes), and refuses every other global
+before anything is called; the result must then be a 2-D float array.
 """
 
 from __future__ import annotations

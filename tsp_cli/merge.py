@@ -28,7 +28,7 @@ from tsp_cli.sampling import clip_start_times
 
 FEATURE_SUFFIXES = (".npy", ".pkl")
 #: Float features barely compress (about 10-15 %, the same at every level), so the fastest level
-#: wins: about 7 ms per ActivityNet-sized video, against 8 ms at h5py's default 4 (docs/data-steps.md).
+#: wins: about 6 ms per ActivityNet-sized video, against 10 ms at h5py's default 4 (docs/data-steps.md).
 DEFAULT_COMPRESSION_LEVEL = 1
 #: 512 rows of 512 float32 make 1 MiB chunks: a typical video is one chunk, read in one go.
 MAX_CHUNK_ROWS = 512
@@ -72,12 +72,13 @@ class Extraction:
     records: dict[str, dict[str, Any]]
 
     def settings(self) -> dict[str, Any]:
+        """The manifest's settings; empty when there is no manifest (legacy ``.pkl`` folders)."""
         return dict((self.manifest or {}).get("settings") or {})
 
     def file_attributes(self) -> dict[str, Any]:
-        """Settings, tool versions and creation time, flat and without unknown (null) values."""
+        """Settings, tool versions and creation time: the flat, known values (HDF5 has no null)."""
         manifest = self.manifest or {}
-        attributes = {key: value for key, value in self.settings().items() if value is not None}
+        attributes = {key: value for key, value in self.settings().items() if isinstance(value, (str, int, float))}
         for tool, version in (manifest.get("versions") or {}).items():
             if version is not None:
                 attributes[f"{tool}_version"] = str(version)
@@ -94,7 +95,8 @@ class Extraction:
         record = self.records.get(video, {})
         fps = record.get("fps", timing.fps if timing else None)
         num_frames = record.get("num_frames", timing.num_frames if timing else None)
-        settings = {key: self.settings()[key] for key in CLIP_SETTINGS if self.settings().get(key) is not None}
+        known = self.settings()
+        settings = {key: known[key] for key in CLIP_SETTINGS if known.get(key) is not None}
         attributes: dict[str, Any] = dict(settings)
         if fps is not None:
             attributes["fps"] = float(fps)
