@@ -263,6 +263,7 @@ def run_jobs(
     ``shard`` is only recorded with each finished or failed video, for ``tsp status``.
     """
     emit = on_event or (lambda event: None)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     engine = _Engine(list(jobs), Path(out_dir), model, settings, device, batch_size, precision, model is None, emit, shard)
     started = time.perf_counter()
     waited = 0.0
@@ -298,6 +299,91 @@ def tool_versions() -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """A validated request: the shard's ordered jobs, the device and the clip settings.
+
+    Planning checks everything a user can get wrong cheaply (paths, metadata CSV, shard,
+    device, output folder) before anything slow happens, such as downloading a checkpoint.
+    """
+
+    jobs: list[VideoJob]
+    out_dir: Path
+    device: torch.device
+    settings: ClipSettings
+    shard: Shard
+
+
+def plan_extraction(
+    videos: Sequence[Path | str],
+    out_dir: Path | str,
+    *,
+    stride: int = 16,
+    clip_len: int = 16,
+    frame_rate: float = 15.0,
+    metadata: Path | str | None = None,
+    shard: Shard = Shard(),
+    device: str | None = None,
+) -> ExtractionPlan:
+    """Validate a request and list the shard's videos, in the reference's order."""
+    if stride < 1 or clip_len < 1 or not frame_rate > 0:
+        raise UsageError("--stride and --clip-len must be at least 1, and --frame-rate positive.")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"Output {out_dir} is a file; give a folder to --output.")
+    jobs = shard.select(collect_jobs([Path(v) for v in videos], Path(metadata) if metadata else None))
+    settings = ClipSettings(clip_len=clip_len, frame_rate=frame_rate, stride=stride)
+    return ExtractionPlan(jobs, out_dir, resolve_device(device), settings, shard)
+
+
+def run_extraction(
+    plan: ExtractionPlan,
+    *,
+    checkpoint: Path | str | None = None,
+    backbone: str | None = None,
+    checkpoint_name: str | None = None,
+    batch_size: int = 32,
+    workers: int | None = None,
+    precision: str = "fp32",
+    dry_run: bool = False,
+    on_event: Callable[[Event], None] | None = None,
+) -> RunSummary:
+    """Load the checkpoint, claim the output folder, skip finished videos and run the rest."""
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1.")
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
+    workers = default_workers() if workers is None else workers
+    model, notes = None, []
+    if not dry_run:
+        if checkpoint is None:
+            raise UsageError("Give a checkpoint: --checkpoint NAME or --local PATH.")
+        model, backbone = load_backbone(Path(checkpoint), backbone)
+        model = model.to(plan.device)
+        if plan.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    if not dry_run:
+        settings = plan.settings
+        notes += store.claim_output_folder(plan.out_dir, {
+            "checkpoint": checkpoint_name or Path(checkpoint).name, "checkpoint_sha256": file_sha256(Path(checkpoint)),
+            "backbone": backbone, "clip_len": settings.clip_len, "frame_rate": settings.frame_rate,
+            "stride": settings.stride, "precision": precision,
+        }, tool_versions())
+        removed = store.remove_stale_temp_files(plan.out_dir)
+        if removed:
+            notes.append(f"Removed {len(removed)} temporary file(s) left by an interrupted run.")
+    finished = set() if dry_run else store.finished_names(plan.out_dir)
+    to_do = [job for job in plan.jobs if job.name not in finished]
+    skipped = len(plan.jobs) - len(to_do)
+    if on_event:
+        on_event(RunStarted(len(plan.jobs), len(to_do), skipped, min(workers, len(to_do)), str(plan.device), tuple(notes)))
+    summary = run_jobs(to_do, plan.out_dir, model, plan.settings, device=plan.device, batch_size=batch_size,
+                       workers=workers, precision=precision, shard=plan.shard, on_event=on_event)
+    summary.videos, summary.skipped = len(plan.jobs), skipped
+    return summary
+
+
 def extract(
     videos: Sequence[Path | str],
     out_dir: Path | str,
@@ -319,46 +405,15 @@ def extract(
 ) -> RunSummary:
     """Extract TSP features of ``videos`` (folders and/or files) into ``out_dir/<name>.npy``.
 
-    ``checkpoint`` is a local checkpoint file (a released one is first fetched with
-    ``tsp_cli.weights.fetch``); ``backbone`` is detected from it when left out. Finished
+    ``checkpoint`` is a local checkpoint file (for a released one, get its path with
+    ``tsp_cli.weights.fetch(name)``); ``backbone`` is detected from it when left out. Finished
     videos are skipped, so a killed run resumes where it stopped. ``dry_run`` decodes and
     assembles every batch but loads no checkpoint, runs no network and writes no features.
     """
-    settings = ClipSettings(clip_len=clip_len, frame_rate=frame_rate, stride=stride)
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1.")
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
-    out_dir = Path(out_dir)
-    jobs = shard.select(collect_jobs([Path(v) for v in videos], Path(metadata) if metadata else None))
-    torch_device = resolve_device(device)
-    workers = default_workers() if workers is None else workers
-    model = None
-    notes: list[str] = []
-    if not dry_run:
-        if checkpoint is None:
-            raise UsageError("Give a checkpoint: --checkpoint NAME or --local PATH.")
-        model, backbone = load_backbone(Path(checkpoint), backbone)
-        model = model.to(torch_device)
-        if torch_device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"Output {out_dir} is a file; give a folder to --output.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not dry_run:
-        notes += store.claim_output_folder(out_dir, {
-            "checkpoint": checkpoint_name or Path(checkpoint).name, "checkpoint_sha256": file_sha256(Path(checkpoint)),
-            "backbone": backbone, "clip_len": clip_len, "frame_rate": frame_rate, "stride": stride, "precision": precision,
-        }, tool_versions())
-        removed = store.remove_stale_temp_files(out_dir)
-        if removed:
-            notes.append(f"Removed {len(removed)} temporary file(s) left by an interrupted run.")
-    finished = set() if dry_run else store.finished_names(out_dir)
-    to_do = [job for job in jobs if job.name not in finished]
-    if on_event:
-        on_event(RunStarted(len(jobs), len(to_do), len(jobs) - len(to_do), min(workers, len(to_do)), str(torch_device), tuple(notes)))
-    summary = run_jobs(to_do, out_dir, model, settings, device=torch_device, batch_size=batch_size,
-                       workers=workers, precision=precision, shard=shard, on_event=on_event)
-    summary.videos = len(jobs)
-    summary.skipped = len(jobs) - len(to_do)
-    return summary
+    plan = plan_extraction(
+        videos, out_dir, stride=stride, clip_len=clip_len, frame_rate=frame_rate, metadata=metadata, shard=shard, device=device
+    )
+    return run_extraction(
+        plan, checkpoint=checkpoint, backbone=backbone, checkpoint_name=checkpoint_name, batch_size=batch_size,
+        workers=workers, precision=precision, dry_run=dry_run, on_event=on_event,
+    )

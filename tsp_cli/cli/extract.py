@@ -142,21 +142,23 @@ def extract(
     offline: Annotated[bool, typer.Option("--offline", help="Never download a checkpoint; fail if it is not cached (also TSP_OFFLINE=1).")] = False,
 ) -> None:
     """Extract one feature file per video: clips x 512 float32, exactly as the reference recipe."""
-    from tsp_cli.extract import extract as run_extract
+    from tsp_cli.extract import plan_extraction, run_extraction
     from tsp_cli.sharding import parse_shard
 
     shard_spec = parse_shard(shard)
+    plan = plan_extraction(
+        videos, output, stride=stride, clip_len=clip_len, frame_rate=frame_rate, metadata=metadata,
+        shard=shard_spec, device=device,
+    )
     backbone_name = backbone.value if backbone else None
     checkpoint_path, checkpoint_name = None, None
     if not dry_run:
         checkpoint_path, checkpoint_name, backbone_name = _resolve_checkpoint(local, checkpoint, backbone_name, offline)
     label = f"shard {shard_spec}" if shard_spec.count > 1 else "extract"
     with ProgressView(label) as view:
-        summary = run_extract(
-            videos, output, checkpoint=checkpoint_path, backbone=backbone_name, checkpoint_name=checkpoint_name,
-            stride=stride, clip_len=clip_len, frame_rate=frame_rate, metadata=metadata, shard=shard_spec,
-            device=device, batch_size=batch_size, workers=workers, precision=precision.value, dry_run=dry_run,
-            on_event=view,
+        summary = run_extraction(
+            plan, checkpoint=checkpoint_path, backbone=backbone_name, checkpoint_name=checkpoint_name,
+            batch_size=batch_size, workers=workers, precision=precision.value, dry_run=dry_run, on_event=view,
         )
     _print_summary(summary, dry_run)
     raise typer.Exit(summary.exit_code)

@@ -1,0 +1,77 @@
+"""Checkpoints load safely (weights_only + a one-class allow-list) and name their backbone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tsp_cli.backbones import build_backbone
+from tsp_cli.checkpoint import detect_backbone, load_backbone, read_backbone_state
+from tsp_cli.errors import CheckpointError
+
+
+class Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": {"features.stem.0.weight": torch.zeros(1)}, "payload": Exploit(marker)}, evil)
+    with pytest.raises(CheckpointError, match="objects other than tensors"):
+        read_backbone_state(evil)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("backbone", ["r2plus1d_34", "r2plus1d_18", "r3d_18"])
+def test_backbone_is_detected_from_the_tensors(backbone: str) -> None:
+    assert detect_backbone(build_backbone(backbone).state_dict()) == backbone
+
+
+def test_released_layout_loads_with_its_namespace_and_ignores_heads(r3d_checkpoint: Path) -> None:
+    state = read_backbone_state(r3d_checkpoint)
+    assert "stem.0.weight" in state and not any(k.startswith(("fc", "features.")) for k in state)
+    model, backbone = load_backbone(r3d_checkpoint)
+    assert backbone == "r3d_18" and not model.training
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 16, 112, 112)).shape == (1, 512)
+
+
+def test_a_wrong_backbone_names_the_one_the_file_holds(r3d_checkpoint: Path) -> None:
+    with pytest.raises(CheckpointError, match="holds a r3d_18 backbone, not r2plus1d_18; pass --backbone r3d_18"):
+        load_backbone(r3d_checkpoint, "r2plus1d_18")
+
+
+def test_truncated_and_missing_files_are_one_sentence_errors(r3d_checkpoint: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "cut.pth"
+    truncated.write_bytes(r3d_checkpoint.read_bytes()[:100_000])
+    with pytest.raises(CheckpointError, match="cannot be read .*truncated download"):
+        read_backbone_state(truncated)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_backbone_state(tmp_path / "nope.pth")
+
+
+def test_a_plain_state_dict_without_prefix_loads(tmp_path: Path) -> None:
+    model = build_backbone("r3d_18")
+    path = tmp_path / "plain.pth"
+    torch.save(model.state_dict(), path)
+    loaded, backbone = load_backbone(path)
+    assert backbone == "r3d_18"
+    assert torch.equal(loaded.state_dict()["stem.0.weight"], model.state_dict()["stem.0.weight"])
+
+
+def test_r2plus1d_34_uses_batchnorm_eps_1e3_and_its_own_middle_widths() -> None:
+    model = build_backbone("r2plus1d_34")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert norms and all(m.eps == 1e-3 for m in norms)
+    # layer2's first block: 64->128 then 128->128, each with its own (in*out*27)//(in*9+3*out)
+    block = model.layer2[0]
+    assert block.conv1[0][0].out_channels == (64 * 128 * 27) // (64 * 9 + 3 * 128)
+    assert block.conv2[0][0].out_channels == (128 * 128 * 27) // (128 * 9 + 3 * 128)

@@ -1,0 +1,260 @@
+"""The engine's plumbing through the Python API, with a tiny stand-in network for speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.videos import make_video
+from tsp_cli import store
+from tsp_cli.errors import UsageError
+from tsp_cli.extract import VideoEnded, extract, run_jobs
+from tsp_cli.inputs import VideoJob, collect_jobs, output_name
+from tsp_cli.sampling import ClipSettings
+from tsp_cli.sharding import Shard, parse_shard
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four small videos: 30 fps, 25 fps (non-whole step), a dotted name, and one too short for a clip."""
+    folder = tmp_path_factory.mktemp("videos")
+    make_video(folder / "a.mp4", frames=70, fps=30, gop=10)
+    make_video(folder / "b.mkv", frames=60, fps=25)
+    make_video(folder / "sub" / "c.d.mp4", frames=50, fps=30)
+    make_video(folder / "short.mp4", frames=12, fps=30)
+    return folder
+
+
+def run(jobs, out, network, **kwargs):
+    return run_jobs(jobs, out, network, ClipSettings(stride=kwargs.pop("stride", 4)), **kwargs)
+
+
+def jobs_of(folder: Path) -> list[VideoJob]:
+    return collect_jobs([folder])
+
+
+def test_outputs_are_clips_by_512_float32_named_without_the_last_extension(videos: Path, tmp_path: Path, tiny_network) -> None:
+    summary = run(jobs_of(videos), tmp_path, tiny_network, workers=2, batch_size=3)
+    assert (summary.done, summary.no_clips, summary.failed) == (3, 1, 0)
+    shapes = {p.name: np.load(p).shape for p in tmp_path.glob("*.npy")}
+    # a: 35 resampled frames -> clips at 0, 4, ..., 16 (5); b: int(60*15/25) = 36 -> 6; c.d: 25 -> 3
+    assert shapes == {"a.npy": (5, 512), "b.npy": (6, 512), "c.d.npy": (3, 512), "short.npy": (0, 512)}
+    assert all(np.load(p).dtype == np.float32 for p in tmp_path.glob("*.npy"))
+    assert summary.clips == 14
+
+
+def test_workers_batches_and_in_process_decoding_agree_exactly(videos: Path, tmp_path: Path, tiny_network) -> None:
+    run(jobs_of(videos), tmp_path / "one", tiny_network, workers=0, batch_size=1)
+    run(jobs_of(videos), tmp_path / "two", tiny_network, workers=2, batch_size=7)
+    for path in (tmp_path / "one").glob("*.npy"):
+        np.testing.assert_allclose(np.load(path), np.load(tmp_path / "two" / path.name), rtol=1e-5, atol=1e-6)
+
+
+def test_batches_mix_clips_of_several_videos(videos: Path, tmp_path: Path) -> None:
+    seen_batches = []
+
+    class Recorder(__import__("torch").nn.Module):
+        def forward(self, clips):
+            seen_batches.append(clips.shape[0])
+            return clips.new_zeros(clips.shape[0], 512)
+
+    run(jobs_of(videos), tmp_path, Recorder(), workers=0, batch_size=4)
+    # 14 clips over 3 videos in batches of 4: full batches cross video boundaries
+    assert seen_batches == [4, 4, 4, 2]
+
+
+def test_broken_empty_and_streamless_files_fail_alone_and_are_logged(videos: Path, tmp_path: Path, tiny_network) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "garbage.mp4").write_bytes(os.urandom(5000))
+    (bad / "empty.mp4").write_bytes(b"")
+    data = (videos / "a.mp4").read_bytes()
+    (bad / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    make_video(bad / "good.mp4", frames=40, fps=30)
+    out = tmp_path / "out"
+    events = []
+    summary = run(jobs_of(bad), out, tiny_network, workers=2, batch_size=2, on_event=events.append)
+    assert summary.done == 1 and summary.failed == 3 and summary.exit_code == 1
+    assert sorted(p.name for p in out.glob("*.npy")) == ["good.npy"]
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert sorted(f["video"] for f in failures) == ["empty", "garbage", "truncated"]
+    assert all(f["error"] and "Traceback" not in f["error"] for f in failures)
+    assert {e.name for e in events if isinstance(e, VideoEnded) and e.outcome == "failed"} == {"empty", "garbage", "truncated"}
+
+
+def test_a_video_with_no_video_stream_fails_clearly(tmp_path: Path, tiny_network) -> None:
+    import av
+
+    audio_only = tmp_path / "in" / "audio.mka"
+    audio_only.parent.mkdir()
+    with av.open(str(audio_only), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    summary = run([VideoJob(audio_only, "audio")], tmp_path / "out", tiny_network)
+    assert summary.failures == [("audio", f"{audio_only} has no video stream.")]
+
+
+def test_rerun_skips_finished_videos_and_retries_failed_ones(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
+    kwargs = dict(checkpoint=None, stride=16, device="cpu", workers=0)
+    monkeypatch.setattr("tsp_cli.extract.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
+    checkpoint = tmp_path / "fake.pth"
+    checkpoint.write_bytes(b"weights")
+    kwargs["checkpoint"] = checkpoint
+    first = extract([videos], tmp_path / "out", **kwargs)
+    assert first.done == 3
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.npy")}
+    (tmp_path / "out" / "b.npy").unlink()
+    second = extract([videos], tmp_path / "out", **kwargs)
+    assert (second.skipped, second.done) == (3, 1)
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.npy")}
+    assert {n for n in after if after[n] != before.get(n)} == {"b.npy"}
+
+
+def test_other_feature_settings_are_refused_and_a_new_tool_version_only_noted(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
+    monkeypatch.setattr("tsp_cli.extract.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
+    checkpoint = tmp_path / "fake.pth"
+    checkpoint.write_bytes(b"weights")
+    out = tmp_path / "out"
+    extract([videos / "a.mp4"], out, checkpoint=checkpoint, workers=0, device="cpu")
+    with pytest.raises(UsageError, match="stride 16 there vs 4 now"):
+        extract([videos / "a.mp4"], out, checkpoint=checkpoint, stride=4, workers=0, device="cpu")
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"other weights")
+    with pytest.raises(UsageError, match="checkpoint_sha256"):
+        extract([videos / "a.mp4"], out, checkpoint=other, workers=0, device="cpu")
+    manifest = json.loads((out / "tsp-manifest.json").read_text())
+    manifest["versions"]["torch"] = "1.0"
+    (out / "tsp-manifest.json").write_text(json.dumps(manifest))
+    notes = []
+    extract([videos / "a.mp4"], out, checkpoint=checkpoint, workers=0, device="cpu", on_event=lambda e: notes.extend(getattr(e, "notes", ())))
+    assert any("torch is" in note and "1.0 when" in note for note in notes)
+
+
+def test_stale_temp_files_of_dead_processes_are_removed_but_not_live_ones(tmp_path: Path) -> None:
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"x.npy.tsp-tmp-{host}-{dead.pid}"
+    live = tmp_path / f"y.npy.tsp-tmp-{host}-{os.getpid()}"
+    foreign = tmp_path / f"z.npy.tsp-tmp-otherhost-{dead.pid}"
+    for path in (stale, live, foreign):
+        path.write_bytes(b"partial")
+    assert store.remove_stale_temp_files(tmp_path) == [stale]
+    assert live.exists() and foreign.exists()
+
+
+KILLABLE_RUN = textwrap.dedent(
+    """
+    import sys, time, torch
+    from tsp_cli.extract import run_jobs
+    from tsp_cli.inputs import collect_jobs
+    from tsp_cli.sampling import ClipSettings
+    from tests.conftest import TinyNetwork
+
+    class Slow(TinyNetwork):
+        def forward(self, clips):
+            time.sleep(0.15)
+            return super().forward(clips)
+
+    sys.exit(run_jobs(collect_jobs([sys.argv[1]]), sys.argv[2], Slow().eval(), ClipSettings(stride=4),
+                      workers=1, batch_size=2).exit_code)
+    """
+)
+
+
+def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
+    folder = tmp_path / "videos"
+    for i in range(4):
+        make_video(folder / f"v{i}.mp4", frames=60, fps=30)
+    script = tmp_path / "run.py"
+    script.write_text(KILLABLE_RUN)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    uninterrupted, resumed = tmp_path / "full", tmp_path / "resumed"
+    subprocess.run([sys.executable, str(script), folder, uninterrupted], check=True, env=env, timeout=120)
+    process = subprocess.Popen([sys.executable, str(script), folder, resumed], env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(resumed.glob("*.npy")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = len(list(resumed.glob("*.npy")))
+    assert 1 <= done_before < 4, "the kill should land mid-run"
+    subprocess.run([sys.executable, str(script), folder, resumed], check=True, env=env, timeout=120)
+    assert sorted(p.name for p in resumed.iterdir() if ".tsp-tmp-" in p.name) == []
+    for path in uninterrupted.glob("*.npy"):
+        np.testing.assert_array_equal(np.load(path), np.load(resumed / path.name))
+    assert len(list(resumed.glob("*.npy"))) == 4
+
+
+def test_names_with_dots_keep_all_but_the_last_extension() -> None:
+    assert output_name(Path("a.b.mp4")) == "a.b"
+    assert output_name(Path("v_x.y.z.webm")) == "v_x.y.z"
+    assert output_name(Path("plain")) == "plain"
+
+
+def test_two_inputs_with_the_same_name_are_refused(tmp_path: Path) -> None:
+    make_video(tmp_path / "one" / "same.mp4", frames=5)
+    make_video(tmp_path / "two" / "same.mkv", frames=5)
+    with pytest.raises(UsageError, match="same feature file: same"):
+        collect_jobs([tmp_path / "one", tmp_path / "two"])
+
+
+def test_folder_order_is_by_relative_path_and_finds_every_container(tmp_path: Path) -> None:
+    for name in ["b/x.webm", "a/z.mp4", "a/y.MKV", "c.avi", "notes.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [j.path.relative_to(tmp_path).as_posix() for j in collect_jobs([tmp_path])] == ["a/y.MKV", "a/z.mp4", "b/x.webm", "c.avi"]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7])
+def test_shards_are_the_reference_linspace_split(count: int) -> None:
+    items = list(range(10))
+    parts = [Shard(i, count).select(items) for i in range(count)]
+    bounds = np.linspace(0, 10, count + 1).astype(int)
+    assert parts == [items[bounds[i] : bounds[i + 1]] for i in range(count)]
+    assert sum(parts, []) == items
+
+
+@pytest.mark.parametrize("spec", ["4/4", "-1/2", "a/b", "1/0", "3", ""])
+def test_malformed_shard_specs_are_refused(spec: str) -> None:
+    with pytest.raises(UsageError):
+        parse_shard(spec)
+
+
+def test_metadata_csv_order_and_problems(tmp_path: Path) -> None:
+    make_video(tmp_path / "v" / "x.mp4", frames=5)
+    make_video(tmp_path / "v" / "y.mp4", frames=5)
+    good = tmp_path / "good.csv"
+    good.write_text("filename,video-duration,fps,video-frames\ny.mp4,1.0,30.0,30\nx.mp4,1.0,25.0,25\n")
+    jobs = collect_jobs([tmp_path / "v"], good)
+    assert [(j.name, j.fps, j.num_frames) for j in jobs] == [("y", 30.0, 30), ("x", 25.0, 25)]
+    bad_columns = tmp_path / "cols.csv"
+    bad_columns.write_text("filename,fps\nx.mp4,30\n")
+    with pytest.raises(UsageError, match="lacks the column.*video-duration, video-frames"):
+        collect_jobs([tmp_path / "v"], bad_columns)
+    missing = tmp_path / "missing.csv"
+    missing.write_text("filename,video-duration,fps,video-frames\n" + "".join(f"m{i}.mp4,1,30,30\n" for i in range(5)))
+    with pytest.raises(UsageError, match=r"5 video\(s\) listed .* m0.mp4, m1.mp4, m2.mp4 and 2 more"):
+        collect_jobs([tmp_path / "v"], missing)
+
+
+def test_dry_run_assembles_every_batch_but_writes_no_features(videos: Path, tmp_path: Path) -> None:
+    summary = extract([videos], tmp_path / "out", stride=4, dry_run=True, workers=2, device="cpu")
+    assert summary.clips == 14 and summary.done == 3 and summary.no_clips == 1
+    assert list((tmp_path / "out").iterdir()) == []
