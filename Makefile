@@ -19,3 +19,6 @@ test:
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+demo:
+	$(BIN)/python examples/demo.py

@@ -99,3 +99,12 @@ def test_version_and_help() -> None:
     for command in (["--help"], ["extract", "--help"], ["models", "--help"], ["merge", "--help"], ["metadata", "--help"], ["standardize", "--help"]):
         result = invoke(*command)
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_the_python_api_is_importable_from_the_package_without_torch_for_the_cli() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, tsp_cli.cli.app; assert 'torch' not in sys.modules; from tsp_cli import extract_features, fetch, Shard; print(extract_features.__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "extract"
