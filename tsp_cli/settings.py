@@ -9,6 +9,7 @@ import (``monkeypatch.setenv`` in tests, a wrapper script) is honoured.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pooch
@@ -56,3 +57,12 @@ def models_file() -> Path | None:
 def offline() -> bool:
     """Whether ``TSP_OFFLINE`` forbids network access (``1``, ``true`` or ``yes``, any case)."""
     return (_variable(OFFLINE_VARIABLE) or "").lower() in _TRUE_WORDS
+
+
+def launcher_environment() -> Mapping[str, str]:
+    """The variables through which Slurm and torchrun tell a process its place in a job.
+
+    ``--shard auto`` reads them (``tsp_cli.sharding.detect_shard``); handing over the mapping
+    keeps that detection a pure function that tests feed with a plain dict.
+    """
+    return os.environ

@@ -1,8 +1,15 @@
-"""Splitting the ordered video list into shards, exactly as the reference extractor does."""
+"""Splitting the ordered video list into shards, and finding this process's shard in its launcher.
+
+``--shard auto`` rides the launchers our users already run, so no scheduler of ours is needed:
+a Slurm job array, torchrun, or plain Slurm tasks (``srun``) each tell a process its index and
+the number of its peers through environment variables. Every shard selects a contiguous,
+disjoint part of the same ordered list, so together they cover each video exactly once.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
@@ -13,6 +20,11 @@ from tsp_cli.errors import UsageError
 T = TypeVar("T")
 
 _SHARD_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+#: What ``--shard auto`` looks for, in this order, for the message when none is there.
+_LAUNCHERS_LOOKED_FOR = (
+    "a Slurm job array (SLURM_ARRAY_TASK_ID), torchrun (RANK, WORLD_SIZE) or Slurm tasks (SLURM_PROCID, SLURM_NTASKS)"
+)
 
 
 @dataclass(frozen=True)
@@ -39,4 +51,105 @@ def parse_shard(spec: str) -> Shard:
     index, count = int(match[1]), int(match[2])
     if count < 1 or index >= count:
         raise UsageError(f"--shard {spec!r} is out of range: it needs 0 <= i < n (for example 0/{max(count, 1)}).")
+    return Shard(index, count)
+
+
+def all_shards(count: int) -> list[Shard]:
+    """Shards ``0/count`` to ``count-1/count``: together they select every item exactly once."""
+    return [Shard(index, count) for index in range(count)]
+
+
+# ---- --shard auto ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LauncherShard:
+    """The shard a launcher gave this process, where it came from, and torchrun's local rank."""
+
+    shard: Shard
+    source: str
+    local_rank: int | None = None
+
+    def describe(self) -> str:
+        """What the user is told, so that a log shows which launcher decided the shard."""
+        return f"shard {self.shard} from {self.source}"
+
+
+def detect_shard(environment: Mapping[str, str]) -> LauncherShard:
+    """This process's shard from the launcher's variables in ``environment``.
+
+    Order matters: a Slurm array task also carries ``SLURM_PROCID`` (always 0), and torchrun
+    started by ``srun`` carries the Slurm task variables of its one task per node, so the more
+    specific launcher is asked first.
+    """
+    for detect in (_from_slurm_array, _from_torchrun, _from_slurm_tasks):
+        found = detect(environment)
+        if found is not None:
+            return found
+    raise UsageError(f"--shard auto found neither {_LAUNCHERS_LOOKED_FOR} in the environment; give --shard i/n instead.")
+
+
+def device_for_local_rank(device: str | None, local_rank: int | None, cuda_available: bool) -> str | None:
+    """``cuda:LOCAL_RANK`` when torchrun gave a local rank and the device is CUDA or left to default.
+
+    torchrun starts one process per GPU of a node without telling each which GPU to take; the
+    local rank is the convention. An explicit ``cuda:N``, ``cpu`` or ``mps`` is kept as given.
+    """
+    if local_rank is None:
+        return device
+    if device == "cuda" or (device in (None, "auto") and cuda_available):
+        return f"cuda:{local_rank}"
+    return device
+
+
+def _from_slurm_array(environment: Mapping[str, str]) -> LauncherShard | None:
+    if "SLURM_ARRAY_TASK_ID" not in environment:
+        return None
+    source = "the Slurm job array"
+    task = _integer(environment, "SLURM_ARRAY_TASK_ID", source)
+    first = _integer(environment, "SLURM_ARRAY_TASK_MIN", source)
+    last = _integer(environment, "SLURM_ARRAY_TASK_MAX", source)
+    count = _integer(environment, "SLURM_ARRAY_TASK_COUNT", source)
+    step = _integer(environment, "SLURM_ARRAY_TASK_STEP", source) if "SLURM_ARRAY_TASK_STEP" in environment else 1
+    if step != 1 or last - first + 1 != count:
+        raise UsageError(
+            f"--shard auto needs a Slurm array of consecutive task ids, but this one has {count} tasks from {first} "
+            f"to {last} in steps of {step}; use --shard $SLURM_ARRAY_TASK_ID/N with N the number of shards instead."
+        )
+    return LauncherShard(_checked(task - first, count, source), source)
+
+
+def _from_torchrun(environment: Mapping[str, str]) -> LauncherShard | None:
+    if "RANK" not in environment:
+        return None
+    source = "torchrun"
+    rank = _integer(environment, "RANK", source)
+    world_size = _integer(environment, "WORLD_SIZE", source)
+    local_rank = _integer(environment, "LOCAL_RANK", source) if "LOCAL_RANK" in environment else None
+    return LauncherShard(_checked(rank, world_size, source), source, local_rank)
+
+
+def _from_slurm_tasks(environment: Mapping[str, str]) -> LauncherShard | None:
+    if "SLURM_PROCID" not in environment:
+        return None
+    source = "the Slurm tasks"
+    return LauncherShard(
+        _checked(_integer(environment, "SLURM_PROCID", source), _integer(environment, "SLURM_NTASKS", source), source), source
+    )
+
+
+def _integer(environment: Mapping[str, str], name: str, source: str) -> int:
+    """A launcher variable as a whole number; a missing or garbled one is a usage error."""
+    value = environment.get(name)
+    if value is None:
+        raise UsageError(f"--shard auto found {source} but no {name} in the environment; give --shard i/n instead.")
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise UsageError(f"--shard auto found {name}={value!r}, which is not a whole number; give --shard i/n instead.") from None
+
+
+def _checked(index: int, count: int, source: str) -> Shard:
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"--shard auto read shard {index}/{count} from {source}, which is out of range; give --shard i/n instead.")
     return Shard(index, count)
