@@ -258,3 +258,28 @@ def test_dry_run_assembles_every_batch_but_writes_no_features(videos: Path, tmp_
     summary = extract([videos], tmp_path / "out", stride=4, dry_run=True, workers=2, device="cpu")
     assert summary.clips == 14 and summary.done == 3 and summary.no_clips == 1
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.skipif(__import__("multiprocessing").get_start_method() != "fork", reason="the patch reaches workers only through fork")
+def test_a_decoder_that_crashes_its_process_fails_only_that_video(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
+    import tsp_cli.extract as engine_module
+
+    real_messages = engine_module.video_messages
+
+    def crashing_messages(index, job, settings, **kwargs):
+        if job.name == "b":
+            os.kill(os.getpid(), signal.SIGSEGV)  # what FFmpeg does on some damaged files
+        yield from real_messages(index, job, settings, **kwargs)
+
+    monkeypatch.setattr(engine_module, "video_messages", crashing_messages)  # inherited by forked workers
+    summary = run(jobs_of(videos), tmp_path, tiny_network, workers=2, batch_size=3)
+    assert (summary.done, summary.no_clips, summary.failed) == (2, 1, 1)
+    assert summary.failures[0][0] == "b" and "decoder crashed" in summary.failures[0][1]
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["a.npy", "c.d.npy", "short.npy"]
+
+
+def test_a_video_that_starts_late_fails_with_a_hint_as_its_pts_windows_imply(tmp_path: Path, tiny_network) -> None:
+    # frames from 0.5 s on: clip 0's window [0, 1.07 s] holds 17 frames, fewer than the 31 it needs
+    late = make_video(tmp_path / "late.mp4", timestamps=[0.5 + i / 30 for i in range(90)])
+    summary = run([VideoJob(late, "late")], tmp_path / "out", tiny_network)
+    assert summary.failed == 1 and "does not start at time 0" in summary.failures[0][1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,40 +101,50 @@ class RunSummary:
 
 
 class _VideoMessages(IterableDataset):
-    """Every job's messages; each worker takes the next unclaimed video from a shared counter."""
+    """The messages of the jobs listed in ``order``; each worker claims the next unclaimed one."""
 
-    def __init__(self, jobs: Sequence[VideoJob], settings: ClipSettings, clips_per_chunk: int, decoder_threads: int):
-        self.jobs = list(jobs)
+    def __init__(self, jobs: Sequence[VideoJob], order: list[int], settings: ClipSettings, clips_per_chunk: int):
+        self.jobs = jobs
+        self.order = order
         self.settings = settings
         self.clips_per_chunk = clips_per_chunk
-        self.decoder_threads = decoder_threads
-        self.next_job = multiprocessing.Value("i", 0)
+        self.next_position = multiprocessing.Value("i", 0)
 
-    def _claim(self) -> int:
-        with self.next_job.get_lock():
-            index = self.next_job.value
-            self.next_job.value += 1
-        return index
+    def claimed(self) -> list[int]:
+        """Jobs some worker has started (or finished) so far."""
+        return self.order[: min(self.next_position.value, len(self.order))]
+
+    def _claim(self) -> int | None:
+        with self.next_position.get_lock():
+            position = self.next_position.value
+            self.next_position.value += 1
+        return self.order[position] if position < len(self.order) else None
 
     def __iter__(self) -> Iterator[Message]:
         if get_worker_info() is not None:
             torch.set_num_threads(1)
-        while (index := self._claim()) < len(self.jobs):
-            yield from video_messages(
-                index, self.jobs[index], self.settings,
-                clips_per_chunk=self.clips_per_chunk, decoder_threads=self.decoder_threads,
-            )
+        while (index := self._claim()) is not None:
+            yield from video_messages(index, self.jobs[index], self.settings, clips_per_chunk=self.clips_per_chunk)
 
 
-def _messages(jobs, settings, *, workers: int, clips_per_chunk: int, pin_memory: bool) -> Iterator[Message]:
-    dataset = _VideoMessages(jobs, settings, clips_per_chunk, decoder_threads=0)
+class WorkerCrashed(Exception):
+    """A decoding process died (FFmpeg can crash outright on a damaged file)."""
+
+
+def _messages(dataset: _VideoMessages, *, workers: int, pin_memory: bool) -> Iterator[Message]:
     if workers == 0:
-        return iter(dataset)
+        yield from dataset
+        return
     loader = DataLoader(
-        dataset, batch_size=None, num_workers=min(workers, len(jobs)), pin_memory=pin_memory,
+        dataset, batch_size=None, num_workers=min(workers, len(dataset.order)), pin_memory=pin_memory,
         in_order=False, prefetch_factor=4,
     )
-    return iter(loader)
+    try:
+        yield from loader
+    except RuntimeError as error:
+        if "DataLoader worker" not in str(error):
+            raise
+        raise WorkerCrashed(str(error).splitlines()[0]) from None
 
 
 # ---- the network side --------------------------------------------------------------------
@@ -163,6 +174,7 @@ class _Engine:
         self.dry_run = dry_run
         self.emit = emit
         self.videos: dict[int, _Video] = {}
+        self.ended: set[int] = set()
         self.pending: list[tuple[int, int, list[torch.Tensor]]] = []
         self.summary = RunSummary()
 
@@ -177,7 +189,7 @@ class _Engine:
             self._add_chunk(message)
         elif isinstance(message, VideoFinished):
             if message.error is not None:
-                self._fail(message.job, message.error)
+                self.fail(message.job, message.error)
             elif message.job in self.videos:
                 self.videos[message.job].decoded = True
                 self._finish_if_complete(message.job)
@@ -222,6 +234,7 @@ class _Engine:
         if not video.decoded or video.remaining > 0:
             return
         del self.videos[job]
+        self.ended.add(job)
         name, clips = video.job.name, len(video.features)
         if not self.dry_run:
             store.record_video(self.out_dir, {
@@ -235,9 +248,14 @@ class _Engine:
             self.summary.no_clips += 1
         self.emit(VideoEnded(name, "done" if clips else "no clips", clips))
 
-    def _fail(self, job: int, error: str) -> None:
+    def forget(self, job: int) -> None:
+        """Drop what was received of a video whose decoding will start again."""
         self.videos.pop(job, None)
         self.pending = [clip for clip in self.pending if clip[0] != job]
+
+    def fail(self, job: int, error: str) -> None:
+        self.forget(job)
+        self.ended.add(job)
         name = self.jobs[job].name
         store.record_failure(self.out_dir, name, str(self.jobs[job].path), error, shard=str(self.shard))
         self.summary.failed += 1
@@ -267,18 +285,35 @@ def run_jobs(
     engine = _Engine(list(jobs), Path(out_dir), model, settings, device, batch_size, precision, model is None, emit, shard)
     started = time.perf_counter()
     waited = 0.0
-    if jobs:
-        messages = _messages(engine.jobs, settings, workers=workers, clips_per_chunk=max(1, min(8, batch_size)),
-                             pin_memory=device.type == "cuda")
-        while True:
-            before = time.perf_counter()
-            message = next(messages, None)
-            waited += time.perf_counter() - before
-            if message is None:
-                break
-            engine.handle(message)
-        while engine.pending:
-            engine.run_batch()
+    clips_per_chunk = max(1, min(8, batch_size))
+    # Groups of jobs to decode, with their worker count. After a worker crash, the videos it
+    # may have been reading are decoded again one at a time, which pins the crash on one file.
+    groups = deque([(list(range(len(engine.jobs))), workers)] if engine.jobs else [])
+    while groups:
+        order, group_workers = groups.popleft()
+        dataset = _VideoMessages(engine.jobs, order, settings, clips_per_chunk)
+        messages = _messages(dataset, workers=group_workers, pin_memory=device.type == "cuda")
+        try:
+            while True:
+                before = time.perf_counter()
+                message = next(messages, None)
+                waited += time.perf_counter() - before
+                if message is None:
+                    break
+                engine.handle(message)
+        except WorkerCrashed as crash:
+            in_flight = [job for job in dataset.claimed() if job not in engine.ended]
+            for job in in_flight:
+                engine.forget(job)
+            if len(order) == 1:
+                engine.fail(order[0], f"{engine.jobs[order[0]].path}: the decoder crashed on this file ({crash}).")
+            else:
+                groups.extend(([job], 1) for job in in_flight)
+            unclaimed = order[len(dataset.claimed()) :]
+            if unclaimed:
+                groups.appendleft((unclaimed, group_workers))
+    while engine.pending:
+        engine.run_batch()
     summary = engine.summary
     summary.wall_seconds = time.perf_counter() - started
     summary.data_wait_seconds = waited

@@ -54,11 +54,17 @@ def open_video_stream(path: Path | str) -> Iterator[tuple[av.container.InputCont
         container.close()
 
 
+#: A time base this coarse is one tick per frame, so its inverse is the frame rate.
+_MAX_TIME_BASE_FPS = 240
+
+
 def stream_fps(stream: av.video.stream.VideoStream, path: Path) -> float:
-    """The stream's average frame rate, falling back to FFmpeg's guessed rate."""
+    """The stream's average frame rate, falling back to FFmpeg's guessed rate, then the time base."""
     for rate in (stream.average_rate, stream.guessed_rate):
         if rate:
             return float(rate)
+    if stream.time_base and 1 <= 1 / stream.time_base <= _MAX_TIME_BASE_FPS:
+        return float(1 / stream.time_base)
     raise VideoError(f"{path} declares no frame rate; re-encode it with `tsp standardize` first.")
 
 
