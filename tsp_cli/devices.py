@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from tsp_cli.errors import DeviceError
@@ -38,12 +36,3 @@ def resolve_device(spec: str | None) -> torch.device:
     elif device.type != "cpu":
         raise DeviceError(f"--device {spec!r} is not supported; use cpu, cuda, cuda:N or mps.")
     return device
-
-
-def default_workers() -> int:
-    """Decoding processes: one per CPU core available to us, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))

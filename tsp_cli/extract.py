@@ -25,9 +25,10 @@ from tsp_cli import __version__, store
 from tsp_cli.backbones import FEATURE_DIM
 from tsp_cli.checkpoint import file_sha256, load_backbone
 from tsp_cli.clipper import FrameChunk, Message, VideoFinished, VideoStarted, video_messages
-from tsp_cli.devices import default_workers, resolve_device
+from tsp_cli.devices import resolve_device
 from tsp_cli.errors import UsageError
 from tsp_cli.inputs import VideoJob, collect_jobs
+from tsp_cli.parallel import default_workers
 from tsp_cli.sampling import ClipSettings
 from tsp_cli.sharding import Shard
 

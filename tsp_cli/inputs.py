@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -31,9 +31,17 @@ def output_name(path: Path) -> str:
     return name.rsplit(".", 1)[0] if "." in name[1:] else name
 
 
-def _videos_in_folder(folder: Path) -> list[Path]:
-    found = [p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+@dataclass(frozen=True)
+class VideoFile:
+    """A video found in the inputs, and the name it goes by in a CSV: its path relative to the folder given."""
+
+    path: Path
+    filename: str
+
+    @property
+    def video(self) -> str:
+        """The name of its features: the file name without its last extension."""
+        return output_name(Path(self.filename))
 
 
 def _list_some(items: Sequence[str], limit: int = 3) -> str:
@@ -41,20 +49,36 @@ def _list_some(items: Sequence[str], limit: int = 3) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def jobs_from_paths(inputs: Sequence[Path]) -> list[VideoJob]:
-    """Every video in the given folders (recursively, sorted by relative path) and files, in order."""
-    missing = [str(p) for p in inputs if not Path(p).exists()]
+def find_videos(paths: Iterable[Path]) -> list[VideoFile]:
+    """Every video under the given folders (recursively, by file ending, sorted by relative path)
+    plus the files given (whatever their ending), each once.
+
+    A path that does not exist is a :class:`UsageError`: a typo must not silently shorten a run.
+    """
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"{_list_some(missing)} does not exist; check the VIDEOS paths.")
-    paths: list[Path] = []
-    for given in map(Path, inputs):
-        paths.extend(_videos_in_folder(given) if given.is_dir() else [given])
-    if not paths:
+    videos: dict[Path, VideoFile] = {}
+    for root in paths:
+        if root.is_dir():
+            found = [p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+            for path in sorted(found, key=lambda p: p.relative_to(root).as_posix()):
+                videos.setdefault(path.resolve(), VideoFile(path, path.relative_to(root).as_posix()))
+        else:
+            videos.setdefault(root.resolve(), VideoFile(root, root.name))
+    return list(videos.values())
+
+
+def jobs_from_paths(inputs: Sequence[Path]) -> list[VideoJob]:
+    """Every video in the given folders and files, in order (see :func:`find_videos`)."""
+    videos = find_videos(inputs)
+    if not videos:
         raise UsageError(
             f"No video files found in {_list_some([str(p) for p in inputs])} "
             f"(looked for {', '.join(sorted(s[1:] for s in VIDEO_SUFFIXES))})."
         )
-    return [VideoJob(path=p, name=output_name(p)) for p in paths]
+    return [VideoJob(path=video.path, name=video.video) for video in videos]
 
 
 def jobs_from_metadata(csv_path: Path, inputs: Sequence[Path]) -> list[VideoJob]:

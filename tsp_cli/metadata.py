@@ -10,7 +10,6 @@ the video stream's average rate, ``video-frames`` the frames counted in the vide
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -18,23 +17,10 @@ from pathlib import Path
 
 from tsp_cli.atomic import atomic_path
 from tsp_cli.errors import TspError, UsageError
-from tsp_cli.inputs import output_name
-from tsp_cli.video import VIDEO_SUFFIXES, probe
+from tsp_cli.inputs import VideoFile, output_name
+from tsp_cli.video import probe
 
 CSV_COLUMNS = ("filename", "video-duration", "fps", "video-frames")
-
-
-@dataclass(frozen=True)
-class VideoFile:
-    """A video to process, and the name it goes by in a CSV: its path relative to the folder given."""
-
-    path: Path
-    filename: str
-
-    @property
-    def video(self) -> str:
-        """The name of its features: the file name without its last extension."""
-        return output_name(Path(self.filename))
 
 
 @dataclass(frozen=True)
@@ -65,25 +51,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-
-
-def find_videos(paths: Iterable[Path]) -> list[VideoFile]:
-    """Every video under the given folders (recursively, by file ending) plus the files given.
-
-    Files named directly are taken whatever their ending; a path that does not exist is a
-    :class:`UsageError`, since a typo must not silently produce a shorter CSV.
-    """
-    videos: dict[Path, VideoFile] = {}
-    for root in map(Path, paths):
-        if root.is_dir():
-            for path in sorted(root.rglob("*")):
-                if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
-                    videos.setdefault(path.resolve(), VideoFile(path, path.relative_to(root).as_posix()))
-        elif root.is_file():
-            videos.setdefault(root.resolve(), VideoFile(root, root.name))
-        else:
-            raise UsageError(f"{root} does not exist.")
-    return list(videos.values())
 
 
 def probe_row(video: VideoFile) -> MetadataRow:
@@ -164,6 +131,3 @@ def _timing(row: dict[str, str]) -> VideoTiming | None:
         return None
 
 
-def default_workers() -> int:
-    """CPU count, at most 8: probing is mostly demuxing, which saturates disks before cores."""
-    return min(os.cpu_count() or 1, 8)

@@ -26,7 +26,8 @@ import av
 
 from tsp_cli.atomic import atomic_path
 from tsp_cli.errors import TspError, UsageError, VideoError
-from tsp_cli.metadata import Failure, Progress, find_videos
+from tsp_cli.inputs import find_videos
+from tsp_cli.metadata import Failure, Progress
 from tsp_cli.video import describe_av_error, open_video_stream
 
 DEFAULT_FPS = Fraction(30)

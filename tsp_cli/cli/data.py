@@ -21,6 +21,8 @@ from tsp_cli import metadata as metadata_csv
 from tsp_cli import standardize as standardizing
 from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, WorkersOption, err, handles_errors, is_interactive, out
 from tsp_cli.errors import UsageError
+from tsp_cli.inputs import find_videos
+from tsp_cli.parallel import default_workers
 from tsp_cli.metadata import Failure, Progress, VideoTiming
 
 #: Without a terminal (cluster logs), one progress line at most this often, plus the last one.
@@ -66,7 +68,7 @@ def _report_failures(heading: str, failures: list[Failure]) -> None:
 
 
 def _workers(workers: int | None) -> int:
-    return metadata_csv.default_workers() if workers is None else workers
+    return default_workers() if workers is None else workers
 
 
 # --- tsp merge ---------------------------------------------------------------------------------
@@ -111,7 +113,7 @@ def _expected_videos(metadata: Path | None, videos: Path | None) -> dict[str, Vi
     if videos is not None:
         if not videos.is_dir():
             raise UsageError(f"--videos {videos} is not a folder.")
-        expected.update((video.video, None) for video in metadata_csv.find_videos([videos]))
+        expected.update((video.video, None) for video in find_videos([videos]))
     if metadata is not None:
         expected.update(metadata_csv.read_metadata_csv(metadata))
     return expected
@@ -219,7 +221,7 @@ def metadata(
     workers: WorkersOption = None,
 ) -> None:
     """Write the metadata CSV of the reference's data step 4: filename,video-duration,fps,video-frames."""
-    found = metadata_csv.find_videos(videos)
+    found = find_videos(videos)
     if not found:
         raise UsageError(f"No videos found in {', '.join(map(str, videos))}.")
     with _progress("Probing") as on_progress:
