@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 _SHARD_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
+#: The source torchrun's shards are said to come from; its agent stops every rank when one fails.
+TORCHRUN = "torchrun"
 #: What ``--shard auto`` looks for, in this order, for the message when none is there.
 _LAUNCHERS_LOOKED_FOR = (
     "a Slurm job array (SLURM_ARRAY_TASK_ID), torchrun (RANK, WORLD_SIZE) or Slurm tasks (SLURM_PROCID, SLURM_NTASKS)"
@@ -122,7 +124,7 @@ def _from_slurm_array(environment: Mapping[str, str]) -> LauncherShard | None:
 def _from_torchrun(environment: Mapping[str, str]) -> LauncherShard | None:
     if "RANK" not in environment:
         return None
-    source = "torchrun"
+    source = TORCHRUN
     rank = _integer(environment, "RANK", source)
     world_size = _integer(environment, "WORLD_SIZE", source)
     local_rank = _integer(environment, "LOCAL_RANK", source) if "LOCAL_RANK" in environment else None

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from tsp_cli import __version__
-from tsp_cli.cli import data, extract, models
+from tsp_cli.cli import data, extract, models, status
 
 app = typer.Typer(
     name="tsp",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.command("extract")(extract.extract)
+app.command("status")(status.status)
 data.register(app)
 
 

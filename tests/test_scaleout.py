@@ -1,0 +1,276 @@
+"""Scale-out: torchrun, Slurm arrays and ``--devices`` give every video exactly once, and never corrupt a folder."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.videos import make_video
+from tsp_cli import fanout, store
+from tsp_cli.atomic import TEMP_MARKER
+from tsp_cli.cli.app import app
+from tsp_cli.errors import UsageError
+from tsp_cli.extract import extract
+from tsp_cli.fanout import FanoutResult, ShardRun
+from tsp_cli.sharding import Shard
+
+runner = CliRunner()
+BIN = Path(sys.executable).parent
+LAUNCHER_VARIABLES = (
+    "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_STEP", "SLURM_PROCID", "SLURM_NTASKS", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+)
+#: What an output folder may hold: features, the manifest, the records, lock files.
+OUTPUT_SUFFIXES = {".npy", ".json", ".jsonl", ".lock"}
+
+
+@pytest.fixture(autouse=True)
+def no_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests may themselves run inside Slurm or torchrun; their variables must not leak in."""
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}, "OMP_NUM_THREADS": "1", **extra}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two videos of one clip each (at stride 16) and one too short for a clip."""
+    folder = tmp_path_factory.mktemp("videos")
+    make_video(folder / "a.mp4", frames=40, fps=30)
+    make_video(folder / "b.mp4", frames=40, fps=25)
+    make_video(folder / "c.mp4", frames=10, fps=30)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def short_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seven videos too short for a clip: they exercise every path but the network, in milliseconds."""
+    folder = tmp_path_factory.mktemp("short")
+    for index in range(7):
+        make_video(folder / f"s{index}.mp4", frames=10, fps=30)
+    return folder
+
+
+def records_by_video(out: Path) -> dict[str, list[dict]]:
+    by_video: dict[str, list[dict]] = {}
+    for record in store.read_jsonl(out / store.RECORDS_NAME):
+        by_video.setdefault(record["video"], []).append(record)
+    return by_video
+
+
+def assert_folder_is_clean(out: Path) -> None:
+    """Only whole outputs: no temporary files, no logs, every line of every record file valid JSON."""
+    names = [path.name for path in out.iterdir()]
+    assert not [name for name in names if TEMP_MARKER in name], names
+    assert {Path(name).suffix for name in names} <= OUTPUT_SUFFIXES, names
+    json.loads((out / store.MANIFEST_NAME).read_text())
+    for path in out.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            json.loads(line)
+
+
+# ---- torchrun and Slurm --------------------------------------------------------------------
+
+
+def test_torchrun_gives_every_video_once_with_the_features_of_one_process(videos: Path, r3d_checkpoint: Path, tmp_path: Path) -> None:
+    single, ranked = tmp_path / "single", tmp_path / "torchrun"
+    extract([videos], single, checkpoint=r3d_checkpoint, device="cpu", workers=0)
+    command = [
+        str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "--no-python", "--",
+        str(BIN / "tsp"), "extract", str(videos), "-o", str(ranked), "--local", str(r3d_checkpoint),
+        "--shard", "auto", "--device", "cpu", "--workers", "0",
+    ]
+    result = subprocess.run(command, env=clean_environment(), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Using shard 0/2 from torchrun." in result.stderr and "Using shard 1/2 from torchrun." in result.stderr
+    records = records_by_video(ranked)
+    assert {name: [r["shard"] for r in rs] for name, rs in records.items()} == {"a": ["0/2"], "b": ["1/2"], "c": ["1/2"]}
+    for name in "abc":
+        ours, reference = np.load(ranked / f"{name}.npy"), np.load(single / f"{name}.npy")
+        assert ours.shape == reference.shape
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
+    assert_folder_is_clean(ranked)
+
+
+def slurm_array_task(task: int, count: int) -> dict[str, str]:
+    return {
+        "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": str(count - 1),
+        "SLURM_ARRAY_TASK_COUNT": str(count), "SLURM_ARRAY_TASK_STEP": "1", "SLURM_PROCID": "0", "SLURM_NTASKS": "1",
+    }
+
+
+def test_a_slurm_array_of_three_tasks_covers_every_video_exactly_once(short_videos: Path, r3d_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for task in range(3):
+        result = runner.invoke(
+            app, ["extract", str(short_videos), "-o", str(out), "--local", str(r3d_checkpoint), "--shard", "auto", "--device", "cpu", "-j", "0"],
+            env=slurm_array_task(task, 3),
+        )
+        assert result.exit_code == 0, result.output
+        assert f"Using shard {task}/3 from the Slurm job array." in result.output
+    records = records_by_video(out)
+    assert sorted(records) == [f"s{i}" for i in range(7)]
+    assert all(len(rs) == 1 for rs in records.values())
+    # linspace(0, 7, 4).astype(int) = 0, 2, 4, 7
+    assert {name: rs[0]["shard"] for name, rs in records.items()} == {
+        "s0": "0/3", "s1": "0/3", "s2": "1/3", "s3": "1/3", "s4": "2/3", "s5": "2/3", "s6": "2/3",
+    }
+
+
+def test_shard_auto_without_a_launcher_cannot_start(short_videos: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["extract", str(short_videos), "-o", str(tmp_path / "out"), "--shard", "auto", "--dry-run"])
+    assert result.exit_code == 2
+    assert "Error: --shard auto found neither a Slurm job array" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_explicit_shard_wins_over_the_launcher(short_videos: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["extract", str(short_videos), "-o", str(tmp_path / "out"), "--shard", "1/4", "--dry-run", "-j", "0"],
+        env=slurm_array_task(0, 3),
+    )
+    assert result.exit_code == 0, result.output
+    assert "from the Slurm job array" not in result.output
+    assert "shard 1/4: 2 videos" in result.output  # linspace(0, 7, 5).astype(int) = 0, 1, 3, 5, 7
+
+
+def test_under_torchrun_failed_videos_exit_0_so_that_the_other_ranks_go_on(tmp_path: Path) -> None:
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video")
+    arguments = ["extract", str(tmp_path / "videos"), "-o", str(tmp_path / "out"), "--shard", "auto", "--dry-run", "-j", "0", "--device", "cpu"]
+    ranked = runner.invoke(app, arguments, env={"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+    assert ranked.exit_code == 0, ranked.output
+    assert "1 failed" in ranked.output and "torchrun stops every other rank" in " ".join(ranked.output.split())
+    arrayed = runner.invoke(app, arguments, env=slurm_array_task(0, 1))
+    assert arrayed.exit_code == 1, arrayed.output
+
+
+# ---- --devices ----------------------------------------------------------------------------
+
+
+def test_devices_run_one_shard_per_device_into_one_folder(short_videos: Path, r3d_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["extract", str(short_videos), "-o", str(out), "--local", str(r3d_checkpoint), "--devices", "cpu,cpu", "-j", "0"])
+    assert result.exit_code == 0, result.output
+    assert "Running 2 shards on cpu, cpu" in result.output
+    assert "2 shards: 7 done, 0 skipped, 0 failed" in result.output
+    records = records_by_video(out)
+    assert sorted(records) == [f"s{i}" for i in range(7)] and all(len(rs) == 1 for rs in records.values())
+    assert sorted(rs[0]["shard"] for rs in records.values()) == ["0/2"] * 3 + ["1/2"] * 4
+    assert_folder_is_clean(out)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--devices", "cpu,cpu", "--shard", "0/2"], "Give --devices or --shard, not both"),
+        (["--devices", "cpu,cpu", "--device", "cpu"], "Give --devices or --device, not both"),
+        (["--devices", "0"], "--devices 0 starts nothing"),
+        (["--devices", "cpu,,cpu"], "has an empty entry"),
+        (["--devices", "cpu,tpu"], "--device 'tpu' is not"),
+    ],
+)
+def test_devices_that_cannot_work_are_refused_before_anything_starts(short_videos: Path, tmp_path: Path, options, message) -> None:
+    result = runner.invoke(app, ["extract", str(short_videos), "-o", str(tmp_path / "out"), "--dry-run", *options])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_count_of_devices_means_the_first_cuda_devices() -> None:
+    assert fanout.parse_devices("3") == ["cuda:0", "cuda:1", "cuda:2"]
+    assert fanout.parse_devices(" cuda:1, cpu ") == ["cuda:1", "cpu"]
+
+
+def test_a_crashing_shard_is_reported_with_its_log_and_sets_the_exit_code(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    store.save_features(out, "c", np.zeros((0, 512), np.float32))
+    result = fanout.run_shards(["--no-such-option"], ["cpu", "cpu"], ["a", "b", "c", "d"], out, tmp_path, poll_seconds=0.05)
+    assert [run.exit_code for run in result.runs] == [2, 2]
+    assert result.crashed == result.runs and result.exit_code == 2
+    assert any("No such option" in line for line in result.runs[0].log_tail())
+    assert [(run.videos, run.skipped, run.settled) for run in result.runs] == [(2, 0, 0), (2, 1, 1)]
+
+
+def shard_run(exit_code: int | None, settled: int = 2, videos: int = 2) -> ShardRun:
+    names = frozenset(f"v{i}" for i in range(videos))
+    return ShardRun(Shard(0, 2), "cpu", names, Path("log"), done=set(sorted(names)[:settled]), exit_code=exit_code)
+
+
+@pytest.mark.parametrize(
+    "codes, settled, crashed, exit_code",
+    [
+        ([0, 0], 2, 0, 0),
+        ([0, 1], 2, 0, 1),  # a video failed: not a crash
+        ([0, 1], 1, 1, 1),  # exit 1 before settling its videos: a traceback
+        ([1, -9], 2, 1, 137),  # killed by SIGKILL
+        ([0, 2], 2, 1, 2),
+    ],
+)
+def test_the_exit_code_is_the_worst_childs_and_at_least_1_on_a_crash(codes, settled, crashed, exit_code) -> None:
+    result = FanoutResult([shard_run(code, settled) for code in codes], Path("logs"), 1.0)
+    assert (len(result.crashed), result.exit_code) == (crashed, exit_code)
+
+
+def test_progress_is_read_from_whole_record_lines_only(tmp_path: Path) -> None:
+    path = tmp_path / "videos.jsonl"
+    path.write_text('{"video": "old"}\n')
+    follower = fanout._JsonlFollower(path)
+    with path.open("a") as handle:
+        handle.write('{"video": "a", "shard": "0/2"}\n{"video": "b", "sh')
+    assert [r["video"] for r in follower.new_records()] == ["a"]
+    with path.open("a") as handle:
+        handle.write('ard": "1/2"}\n')
+    assert [r["video"] for r in follower.new_records()] == ["b"]
+
+
+# ---- several writers in one folder ------------------------------------------------------------
+
+
+def test_two_processes_on_the_same_shard_at_once_leave_whole_identical_files(videos: Path, r3d_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "tsp_cli", "extract", str(videos), "-o", str(out), "--local", str(r3d_checkpoint),
+               "--shard", "0/1", "--device", "cpu", "-j", "0"]
+    processes = [subprocess.Popen(command, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+    outputs = [process.communicate(timeout=180)[0].decode() for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    assert_folder_is_clean(out)
+    assert {name: np.load(out / f"{name}.npy").shape for name in "abc"} == {"a": (1, 512), "b": (1, 512), "c": (0, 512)}
+    assert set(records_by_video(out)) == {"a", "b", "c"}
+
+
+def _claim_at_the_barrier(folder: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        store.claim_output_folder(Path(folder), {"checkpoint_sha256": "abc", "stride": 16}, {"tsp": "1"})
+        results.put("ok")
+    except UsageError as error:
+        results.put(str(error))
+
+
+def test_two_processes_creating_the_manifest_at_the_same_moment_both_go_on(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    for attempt in range(10):
+        folder = tmp_path / f"out{attempt}"
+        folder.mkdir()
+        barrier, results = context.Barrier(2), context.Queue()
+        racers = [context.Process(target=_claim_at_the_barrier, args=(str(folder), barrier, results)) for _ in range(2)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=30)
+        assert [results.get(timeout=5), results.get(timeout=5)] == ["ok", "ok"]
+        assert json.loads((folder / store.MANIFEST_NAME).read_text())["settings"]["stride"] == 16
+        assert [p.name for p in folder.iterdir()] == [store.MANIFEST_NAME]
