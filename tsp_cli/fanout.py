@@ -10,7 +10,6 @@ output goes to a log file outside the output folder, which holds only feature fi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,14 +21,13 @@ from typing import Any
 
 from tsp_cli import store
 from tsp_cli.errors import UsageError
+from tsp_cli.parallel import MAX_DEFAULT_WORKERS, available_cores
 from tsp_cli.sharding import Shard, all_shards
 
 #: Lines of a crashed child's log shown to the user.
 LOG_TAIL_LINES = 20
 #: How long a child gets to stop after SIGTERM before it is killed.
 STOP_GRACE_SECONDS = 10.0
-#: Decoding workers per process never exceed the single-run default (``devices.default_workers``).
-MAX_WORKERS_PER_SHARD = 8
 
 
 def parse_devices(spec: str) -> list[str]:
@@ -48,11 +46,7 @@ def parse_devices(spec: str) -> list[str]:
 
 def default_workers_per_shard(shards: int) -> int:
     """The machine's cores shared among the shards, so that N children do not start N × 8 decoders."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_WORKERS_PER_SHARD, cores // shards))
+    return max(1, min(MAX_DEFAULT_WORKERS, available_cores() // shards))
 
 
 def make_log_dir() -> Path:
