@@ -91,7 +91,7 @@ def test_torchrun_gives_every_video_once_with_the_features_of_one_process(videos
         str(BIN / "tsp"), "extract", str(videos), "-o", str(ranked), "--local", str(r3d_checkpoint),
         "--shard", "auto", "--device", "cpu", "--workers", "0",
     ]
-    result = subprocess.run(command, env=clean_environment(), capture_output=True, text=True, timeout=180)
+    result = subprocess.run(command, check=False, env=clean_environment(), capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Using shard 0/2 from torchrun." in result.stderr and "Using shard 1/2 from torchrun." in result.stderr
     records = records_by_video(ranked)

@@ -89,13 +89,14 @@ def test_the_table_shows_what_is_left_and_how_to_rerun_it(half_done: Path, video
 
 def test_the_shard_count_comes_from_the_records_when_they_agree(half_done: Path, videos: Path) -> None:
     code, report = status_json(str(half_done), str(videos))
+    assert code == 1
     assert (report["shard_count"], report["shard_count_source"]) == (3, "records")
     assert report["shards_with_work_left"] == [1, 2]
 
 
 def test_records_of_mixed_shard_counts_are_shown_as_recorded(half_done: Path, videos: Path) -> None:
     finish(half_done, "v8", "0/1", time.time())
-    code, report = status_json(str(half_done), str(videos))
+    _, report = status_json(str(half_done), str(videos))
     assert report["shard_count"] is None
     assert [(row["shard"], row["done"], row["failed"]) for row in report["shards"]] == [("0/1", 1, 0), ("0/3", 3, 0), ("1/3", 1, 1)]
 
@@ -104,7 +105,7 @@ def test_a_metadata_csv_alone_lists_the_videos_in_its_order(half_done: Path, tmp
     csv = tmp_path / "metadata.csv"
     csv.write_text("filename,video-duration,fps,video-frames\n" + "".join(f"{n}.mp4,1.0,30.0,30\n" for n in reversed(NAMES)))
     code, report = status_json(str(half_done), "--metadata", str(csv), "--shards", "3")
-    assert (report["done"], report["failed"], report["missing"]) == (4, 1, 4)
+    assert code == 1 and (report["done"], report["failed"], report["missing"]) == (4, 1, 4)
     # reversed order: shard 0 is v8, v7, v6, all missing; shard 2 is v2, v1, v0, all done
     assert [row["missing"] for row in report["shards"]] == [3, 1, 0]
 
@@ -123,7 +124,7 @@ def test_everything_done_exits_0(tmp_path: Path, videos: Path) -> None:
 def test_a_video_that_failed_and_then_finished_is_done(half_done: Path, videos: Path) -> None:
     finish(half_done, "v4", "1/3", time.time())
     code, report = status_json(str(half_done), str(videos))
-    assert (report["done"], report["failed"]) == (5, 0)
+    assert (code, report["done"], report["failed"]) == (1, 5, 0)
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ disjoint part of the same ordered list, so together they cover each video exactl
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 

@@ -116,7 +116,7 @@ def _print_speed(result: FolderStatus) -> None:
 
 def _duration(seconds: float) -> str:
     """``42 s``, ``7 min 05 s`` or ``3 h 12 min``: readable at a glance."""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)
