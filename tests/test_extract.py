@@ -283,3 +283,28 @@ def test_a_video_that_starts_late_fails_with_a_hint_as_its_pts_windows_imply(tmp
     late = make_video(tmp_path / "late.mp4", timestamps=[0.5 + i / 30 for i in range(90)])
     summary = run([VideoJob(late, "late")], tmp_path / "out", tiny_network)
     assert summary.failed == 1 and "does not start at time 0" in summary.failures[0][1]
+
+
+def test_two_processes_claiming_a_folder_with_different_settings_cannot_both_win(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from tsp_cli import store
+        from tsp_cli.errors import UsageError
+        time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
+        try:
+            store.claim_output_folder(sys.argv[1], {"stride": int(sys.argv[2])}, {})
+            print("claimed")
+        except UsageError:
+            print("refused")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for attempt in range(5):
+        out = tmp_path / f"out{attempt}"
+        out.mkdir()
+        start = str(time.time() + 1.0)
+        processes = [subprocess.Popen([sys.executable, "-c", script, str(out), str(stride), start], env=env, stdout=subprocess.PIPE, text=True)
+                     for stride in (4, 16)]
+        answers = sorted(p.communicate()[0].strip() for p in processes)
+        assert answers == ["claimed", "refused"]

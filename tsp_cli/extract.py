@@ -406,6 +406,8 @@ def run_extraction(
         model = model.to(plan.device)
         if plan.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+    if plan.device.type == "cuda" and plan.device.index is not None:
+        torch.cuda.set_device(plan.device)  # pinned memory and cuDNN state then live on this GPU, not cuda:0
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     if not dry_run:
         settings = plan.settings

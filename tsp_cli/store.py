@@ -14,8 +14,11 @@ keeps the logs whole when several processes share the folder.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 import re
 import socket
 import time
@@ -31,6 +34,7 @@ FEATURE_SUFFIX = ".npy"
 MANIFEST_NAME = "tsp-manifest.json"
 RECORDS_NAME = "videos.jsonl"
 FAILURES_NAME = "failures.jsonl"
+LOCK_NAME = "tsp-manifest.lock"
 
 #: The manifest entries that change features; a rerun must agree on all of them.
 FEATURE_SETTINGS = ("checkpoint_sha256", "backbone", "clip_len", "frame_rate", "stride", "precision")
@@ -143,13 +147,28 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
         raise UsageError(f"{path} is not valid JSON; remove it if the folder holds no features yet.") from None
 
 
+@contextmanager
+def _folder_lock(out_dir: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``tsp-manifest.lock``, so that shards starting together agree on one manifest."""
+    with open(Path(out_dir) / LOCK_NAME, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def claim_output_folder(out_dir: Path, settings: dict[str, Any], versions: dict[str, str]) -> list[str]:
     """Create the manifest, or check that the folder's features were made with these settings.
 
     Returns notes for the user (tool versions that differ from the recorded ones). Mixed
-    features in one folder are refused.
+    features in one folder are refused, also between processes starting at the same moment.
     """
-    out_dir = Path(out_dir)
+    with _folder_lock(out_dir):
+        return _claim(Path(out_dir), settings, versions)
+
+
+def _claim(out_dir: Path, settings: dict[str, Any], versions: dict[str, str]) -> list[str]:
     existing = read_manifest(out_dir)
     if existing is None:
         manifest = {"settings": settings, "versions": versions, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
