@@ -55,9 +55,10 @@ def labelled_frames(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
 
     def transform_for(height: int, width: int):
-        def label(rgb: np.ndarray) -> torch.Tensor:
+        def label(rgb: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
             calls.append(frame_index(rgb))
-            return torch.full((3, 112, 112), float(frame_index(rgb)))
+            value = torch.full((3, 112, 112), float(frame_index(rgb)))
+            return value if out is None else out.copy_(value)
 
         return label
 
@@ -152,10 +153,10 @@ class FakeFrame:
 
 
 def test_duplicate_pts_keep_the_last_frame_and_missing_start_takes_the_previous(monkeypatch) -> None:
-    monkeypatch.setattr(clipper, "_transform_for", lambda h, w: lambda rgb: torch.full((3, 112, 112), float(rgb[0, 0, 0])))
+    monkeypatch.setattr(clipper, "_transform_for", lambda h, w: FrameTransformStub())
     info = type("Info", (), {"path": Path("fake.mp4")})()
     windows = [clipper.ClipWindow(0, 0.0, 0, 30), clipper.ClipWindow(1, 0.5, 25, 60)]
-    assembler = clipper._ClipAssembler(0, info, windows, [0, 1, 2], 3)
+    assembler = clipper._ClipAssembler(0, info, windows, [0, 1, 2], 3, frames_per_chunk=48)
     # pts 20 twice (the second wins); no frame at pts 25, so clip 1 starts with the frame at 20
     for label, pts in enumerate([0, 10, 20, 20, 30, 40, 50, 61]):
         assembler.add(pts, FakeFrame(label))
@@ -170,3 +171,22 @@ def test_a_truncated_window_fails_the_video_with_a_clear_message(tmp_path: Path,
     messages = list(video_messages(0, VideoJob(video, "short", fps=30.0, num_frames=100), ClipSettings(stride=4)))
     assert isinstance(messages[-1], VideoFinished)
     assert "truncated" in messages[-1].error and "short.mp4" in messages[-1].error
+
+
+def test_a_frame_that_completes_more_clips_than_a_chunk_holds_grows_the_chunk(monkeypatch) -> None:
+    monkeypatch.setattr(clipper, "_transform_for", lambda h, w: FrameTransformStub())
+    info = type("Info", (), {"path": Path("gap.mp4")})()
+    windows = [clipper.ClipWindow(k, k * 0.1, k * 10, k * 10 + 30) for k in range(6)]
+    assembler = clipper._ClipAssembler(0, info, windows, [0, 1, 2], 3, frames_per_chunk=2)
+    for label, pts in enumerate(range(0, 90, 5)):
+        assembler.add(pts, FakeFrame(label))
+    assembler.add(1000, FakeFrame(99))  # completes every clip at once
+    chunk = assembler.take_chunk()
+    values = dict(zip(chunk.frame_ids, (int(t[0, 0, 0]) for t in chunk.frames)))
+    assert [[values[i] for i in ids] for _, ids in chunk.clips] == [[2 * k, 2 * k + 1, 2 * k + 2] for k in range(6)]
+
+
+class FrameTransformStub:
+    def __call__(self, rgb, out=None):
+        value = torch.full((3, 112, 112), float(rgb[0, 0, 0]))
+        return value if out is None else out.copy_(value)

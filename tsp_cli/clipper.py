@@ -18,7 +18,7 @@ import torch
 
 from tsp_cli.errors import VideoError
 from tsp_cli.inputs import VideoJob
-from tsp_cli.preprocess import FrameTransform
+from tsp_cli.preprocess import CROP_SIZE, FrameTransform
 from tsp_cli.sampling import ClipSettings, ClipWindow, clip_windows, window_positions
 from tsp_cli.video import VideoInfo, decode_frames, probe
 
@@ -69,7 +69,7 @@ class _Buffered:
     pts: int
     id: int
     frame: object | None  # the decoded av.VideoFrame, dropped once transformed
-    pixels: torch.Tensor | None = None
+    transformed: bool = False
 
 
 @lru_cache(maxsize=8)
@@ -86,11 +86,12 @@ class _ClipAssembler:
     windows: list[ClipWindow]
     positions: list[int]
     clip_len: int
+    frames_per_chunk: int
     buffer: list[_Buffered] = field(default_factory=list)
     next_clip: int = 0
     next_id: int = 0
     new_ids: list[int] = field(default_factory=list)
-    new_frames: list[torch.Tensor] = field(default_factory=list)
+    new_frames: torch.Tensor | None = None
     ready_clips: list[tuple[int, list[int]]] = field(default_factory=list)
 
     def add(self, pts: int, frame: object) -> None:
@@ -138,13 +139,19 @@ class _ClipAssembler:
         self.ready_clips.append((window.index, [entry.id for entry in chosen]))
 
     def _transform(self, entry: _Buffered) -> None:
-        if entry.pixels is not None:
+        """Transform a frame into the next slot of the chunk being filled, once ever."""
+        if entry.transformed:
             return
+        if self.new_frames is None:
+            self.new_frames = torch.empty(self.frames_per_chunk, 3, CROP_SIZE, CROP_SIZE)
+        elif len(self.new_ids) == len(self.new_frames):  # one frame completed many clips at once
+            grown = torch.empty(2 * len(self.new_frames), 3, CROP_SIZE, CROP_SIZE)
+            grown[: len(self.new_ids)] = self.new_frames
+            self.new_frames = grown
         rgb = entry.frame.to_ndarray(format="rgb24")
-        entry.pixels = _transform_for(rgb.shape[0], rgb.shape[1])(rgb)
-        entry.frame = None
+        _transform_for(rgb.shape[0], rgb.shape[1])(rgb, out=self.new_frames[len(self.new_ids)])
+        entry.frame, entry.transformed = None, True
         self.new_ids.append(entry.id)
-        self.new_frames.append(entry.pixels)
 
     def _drop_unneeded(self) -> None:
         """Keep only frames a later clip can use: from the last one before its window start on."""
@@ -160,16 +167,20 @@ class _ClipAssembler:
 
     def take_chunk(self) -> FrameChunk:
         keep_from = self.buffer[0].id if self.buffer else self.next_id
-        frames = torch.stack(self.new_frames) if self.new_frames else torch.empty(0, 3, 112, 112)
+        if self.new_frames is None:
+            frames = torch.empty(0, 3, CROP_SIZE, CROP_SIZE)
+        else:  # a copy of just the new frames; the working buffer is reused for the next chunk
+            frames = self.new_frames[: len(self.new_ids)].clone()
         chunk = FrameChunk(self.job, self.new_ids, frames, self.ready_clips, keep_from)
-        self.new_ids, self.new_frames, self.ready_clips = [], [], []
+        self.new_ids, self.ready_clips = [], []
         return chunk
 
 
-def video_messages(
-    job_index: int, job: VideoJob, settings: ClipSettings, *, clips_per_chunk: int = 8, decoder_threads: int = 0
-) -> Iterator[Message]:
-    """Decode one video and yield its messages; any failure ends it with ``VideoFinished(error=...)``."""
+def video_messages(job_index: int, job: VideoJob, settings: ClipSettings, *, clips_per_chunk: int = 8) -> Iterator[Message]:
+    """Decode one video and yield its messages; any failure ends it with ``VideoFinished(error=...)``.
+
+    A chunk goes out as soon as ``clips_per_chunk`` clips are complete.
+    """
     decoded = 0
     try:
         info = probe(job.path, num_frames=job.num_frames, fps=job.fps)
@@ -177,9 +188,10 @@ def video_messages(
         yield VideoStarted(job_index, info.fps, info.num_frames, len(windows))
         if windows:
             assembler = _ClipAssembler(
-                job_index, info, windows, [int(p) for p in window_positions(info.fps, settings)], settings.clip_len
+                job_index, info, windows, [int(p) for p in window_positions(info.fps, settings)], settings.clip_len,
+                frames_per_chunk=clips_per_chunk * settings.clip_len,
             )
-            for pts, frame in decode_frames(info, threads=decoder_threads):
+            for pts, frame in decode_frames(info):
                 decoded += 1
                 assembler.add(pts, frame)
                 if len(assembler.ready_clips) >= clips_per_chunk:

@@ -100,16 +100,13 @@ def probe(path: Path | str, *, num_frames: int | None = None, fps: float | None 
         )
 
 
-def decode_frames(info: VideoInfo, *, threads: int = 0) -> Iterator[tuple[int, av.VideoFrame]]:
+def decode_frames(info: VideoInfo) -> Iterator[tuple[int, av.VideoFrame]]:
     """Yield ``(pts, frame)`` for every frame of the video stream, decoded once, in presentation order.
 
     A frame without a pts is placed one nominal frame after the previous one, which is where a
     constant-rate stream would have it.
     """
     with open_video_stream(info.path) as (container, stream):
-        if threads:
-            stream.thread_type = "AUTO"
-            stream.thread_count = threads
         ticks_per_frame = 1 / (info.time_base * Fraction(info.fps).limit_denominator(1_000_000))
         previous_pts: int | None = None
         decoded = 0
