@@ -17,6 +17,9 @@ install:
 test:
 	$(BIN)/python -m pytest -q
 
+bench:
+	$(BIN)/python -m benchmarks.run
+
 clean:
 	rm -rf $(VENV) build *.egg-info
 
