@@ -111,7 +111,7 @@ def test_a_video_with_no_video_stream_fails_clearly(tmp_path: Path, tiny_network
 
 def test_rerun_skips_finished_videos_and_retries_failed_ones(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
     kwargs = dict(checkpoint=None, stride=16, device="cpu", workers=0)
-    monkeypatch.setattr("tsp_cli.extract.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
+    monkeypatch.setattr("tsp_cli.checkpoint.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
     checkpoint = tmp_path / "fake.pth"
     checkpoint.write_bytes(b"weights")
     kwargs["checkpoint"] = checkpoint
@@ -126,7 +126,7 @@ def test_rerun_skips_finished_videos_and_retries_failed_ones(videos: Path, tmp_p
 
 
 def test_other_feature_settings_are_refused_and_a_new_tool_version_only_noted(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
-    monkeypatch.setattr("tsp_cli.extract.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
+    monkeypatch.setattr("tsp_cli.checkpoint.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
     checkpoint = tmp_path / "fake.pth"
     checkpoint.write_bytes(b"weights")
     out = tmp_path / "out"

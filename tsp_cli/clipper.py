@@ -176,10 +176,16 @@ class _ClipAssembler:
         return chunk
 
 
-def video_messages(job_index: int, job: VideoJob, settings: ClipSettings, *, clips_per_chunk: int = 8) -> Iterator[Message]:
+#: A chunk goes out once it holds this many new frames (about 10 MB of float32 pixels).
+FRAMES_PER_CHUNK = 64
+
+
+def video_messages(job_index: int, job: VideoJob, settings: ClipSettings, *, clips_per_chunk: int = 32) -> Iterator[Message]:
     """Decode one video and yield its messages; any failure ends it with ``VideoFinished(error=...)``.
 
-    A chunk goes out as soon as ``clips_per_chunk`` clips are complete.
+    A chunk goes out once it holds ``FRAMES_PER_CHUNK`` new frames or ``clips_per_chunk``
+    complete clips: few enough messages that passing them costs little (dense strides make
+    a clip per frame), soon enough that batches fill without waiting for whole videos.
     """
     decoded = 0
     try:
@@ -189,12 +195,12 @@ def video_messages(job_index: int, job: VideoJob, settings: ClipSettings, *, cli
         if windows:
             assembler = _ClipAssembler(
                 job_index, info, windows, [int(p) for p in window_positions(info.fps, settings)], settings.clip_len,
-                frames_per_chunk=clips_per_chunk * settings.clip_len,
+                frames_per_chunk=FRAMES_PER_CHUNK + settings.clip_len,
             )
             for pts, frame in decode_frames(info):
                 decoded += 1
                 assembler.add(pts, frame)
-                if len(assembler.ready_clips) >= clips_per_chunk:
+                if len(assembler.ready_clips) >= clips_per_chunk or len(assembler.new_ids) >= FRAMES_PER_CHUNK:
                     yield assembler.take_chunk()
                 if assembler.next_clip >= len(windows):
                     break

@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tsp_cli import __version__, store
 from tsp_cli.backbones import FEATURE_DIM
-from tsp_cli.checkpoint import file_sha256, load_backbone
 from tsp_cli.clipper import FrameChunk, Message, VideoFinished, VideoStarted, video_messages
 from tsp_cli.devices import resolve_device
 from tsp_cli.errors import UsageError
@@ -294,7 +293,7 @@ def run_jobs(
     engine = _Engine(list(jobs), Path(out_dir), model, settings, device, batch_size, precision, model is None, emit, shard)
     started = time.perf_counter()
     waited = 0.0
-    clips_per_chunk = max(1, min(8, batch_size))
+    clips_per_chunk = max(1, min(32, batch_size))
     # Groups of jobs to decode, with their worker count. After a worker crash, the videos it
     # may have been reading are decoded again one at a time, which pins the crash on one file.
     groups = deque([(list(range(len(engine.jobs))), workers)] if engine.jobs else [])
@@ -400,6 +399,8 @@ def run_extraction(
     workers = default_workers() if workers is None else workers
     model, notes = None, []
     if not dry_run:
+        from tsp_cli.checkpoint import file_sha256, load_backbone  # torchvision: ~1 s a dry run need not pay
+
         if checkpoint is None:
             raise UsageError("Give a checkpoint: --checkpoint NAME or --local PATH.")
         model, backbone = load_backbone(Path(checkpoint), backbone)

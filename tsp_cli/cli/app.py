@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -40,4 +41,7 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
+    # The network's OpenMP threads share the cores with our decoding processes: let idle threads
+    # sleep instead of spinning (measured: stride-1 dry run 4.0 s -> 3.2 s on 2 cores).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()
