@@ -12,10 +12,9 @@ from torch import nn
 from torchvision.models.video import r2plus1d_18, r3d_18
 from torchvision.models.video.resnet import BasicBlock, R2Plus1dStem, VideoResNet
 
-from tsp_cli.registry import BACKBONES
+from tsp_cli.registry import BACKBONES, FEATURE_DIM
 
 __all__ = ["BACKBONES", "FEATURE_DIM", "build_backbone"]
-FEATURE_DIM = 512
 
 
 class Conv2Plus1D34(nn.Sequential):

@@ -22,12 +22,12 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tsp_cli import __version__, store
-from tsp_cli.backbones import FEATURE_DIM
 from tsp_cli.clipper import FrameChunk, Message, VideoFinished, VideoStarted, video_messages
 from tsp_cli.devices import resolve_device
 from tsp_cli.errors import UsageError
 from tsp_cli.inputs import VideoJob, collect_jobs
 from tsp_cli.preprocess import CROP_SIZE
+from tsp_cli.registry import FEATURE_DIM
 from tsp_cli.parallel import default_workers
 from tsp_cli.sampling import ClipSettings
 from tsp_cli.sharding import Shard

@@ -28,6 +28,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 #: Importable without torch, unlike ``backbones.py``, so that ``tsp models`` starts fast.
 BACKBONES = ("r2plus1d_34", "r2plus1d_18", "r3d_18")
+#: Width of the clip feature every backbone produces (its global average pool).
+FEATURE_DIM = 512
 PRETRAININGS = ("TSP", "TAC")
 DEFAULT_CHECKPOINT = "r2plus1d_34-tsp_on_activitynet"
 RELEASE_BASE_URL = "https://github.com/HumamAlwassel/TSP/releases/download/model_weights/"
