@@ -24,33 +24,14 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from tsp_cli.backbones import build_backbone
+from tsp_cli import synthetic
 
 
 def write_checkpoint(path: Path, backbone: str, *, seed: int = 0) -> Path:
-    """A seeded checkpoint laid out like a released TSP one (a copy of ``tests.checkpoints``'s)."""
+    """A seeded checkpoint laid out like a released TSP one, made once and kept for later runs."""
     path = Path(path)
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = build_backbone(backbone)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm3d):
-                module.weight.uniform_(0.6, 1.0)
-                module.running_var.uniform_(0.8, 1.6)
-    state = {f"features.{key}": value for key, value in model.state_dict().items()}
-    for head, classes in {"fc1": 200, "fc2": 2}.items():
-        state[f"{head}.weight"] = torch.randn(classes, 512) * 0.01
-        state[f"{head}.bias"] = torch.zeros(classes)
-    args = argparse.Namespace(backbone=backbone, clip_len=16, frame_rate=15)
-    partial = path.with_name(path.name + ".part")
-    torch.save({"model": state, "optimizer": {"state": {}, "param_groups": []}, "lr_scheduler": {}, "epoch": 1, "args": args}, partial)
-    partial.replace(path)
-    return path
+    return path if path.is_file() else synthetic.write_checkpoint(path, backbone, seed=seed)
 
 
 def stride_for_clips(resampled_frames: int, clip_len: int, target: int) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.checkpoints import write_checkpoint  # noqa: E402  (seeded weights, no download)
+from tsp_cli.synthetic import write_checkpoint  # noqa: E402  (seeded weights, no download)
 from tests.videos import make_video  # noqa: E402
 
 DEMO = REPO / "demo-out"

@@ -41,31 +41,50 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
-class ProgressView:
-    """Renders engine events: a Rich live display on a terminal, periodic plain lines elsewhere."""
+class _LiveView:
+    """A Rich progress display on a terminal (with ``columns``); nothing live in logs, where subclasses print lines."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def columns(self) -> tuple:
+        return ()
+
+    def __init__(self) -> None:
         self.live = is_interactive()
         self.progress: Progress | None = None
-        self.task = None
-        self.videos_total = self.videos_seen = self.clips = 0
-        self.started = time.perf_counter()
         self.last_line = time.perf_counter()
 
-    def __enter__(self) -> ProgressView:
+    def __enter__(self):
         if self.live:
-            self.progress = Progress(
-                SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("videos · {task.fields[clips]} clips · {task.fields[rate]:.1f} clips/s"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
-            )
+            self.progress = Progress(*self.columns(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err)
             self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+    def time_for_a_log_line(self) -> bool:
+        """In logs, at most one progress line per ``LOG_INTERVAL_SECONDS``."""
+        if time.perf_counter() - self.last_line < LOG_INTERVAL_SECONDS:
+            return False
+        self.last_line = time.perf_counter()
+        return True
+
+
+class ProgressView(_LiveView):
+    """Renders engine events: a Rich live display on a terminal, periodic plain lines elsewhere."""
+
+    def columns(self) -> tuple:
+        return (
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("videos · {task.fields[clips]} clips · {task.fields[rate]:.1f} clips/s"),
+        )
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+        self.task = None
+        self.videos_total = self.videos_seen = self.clips = 0
+        self.started = time.perf_counter()
 
     def __call__(self, event) -> None:
         from tsp_cli.extract import ClipsComputed, RunStarted, VideoEnded
@@ -93,8 +112,7 @@ class ProgressView:
         rate = self.clips / elapsed if elapsed > 0 else 0.0
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, completed=self.videos_seen, clips=self.clips, rate=rate)
-        elif not self.live and time.perf_counter() - self.last_line >= LOG_INTERVAL_SECONDS:
-            self.last_line = time.perf_counter()
+        elif not self.live and self.time_for_a_log_line():
             remaining = (self.videos_total - self.videos_seen) * elapsed / self.videos_seen if self.videos_seen else float("nan")
             eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if remaining == remaining else "?"
             err.print(
@@ -291,28 +309,18 @@ def _fan_out(device_list: list[str], job_names: list[str], output: Path, argumen
     raise typer.Exit(result.exit_code)
 
 
-class FanoutView:
+class FanoutView(_LiveView):
     """One progress bar per shard plus a total on a terminal; a plain line now and then in logs."""
 
+    def columns(self) -> tuple:
+        return (
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("videos · {task.fields[failed]} failed · {task.fields[clips]} clips"),
+        )
+
     def __init__(self) -> None:
-        self.live = is_interactive()
-        self.progress: Progress | None = None
+        super().__init__()
         self.tasks: dict[str, object] = {}
-        self.last_line = time.perf_counter()
-
-    def __enter__(self) -> FanoutView:
-        if self.live:
-            self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("videos · {task.fields[failed]} failed · {task.fields[clips]} clips"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
-            )
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
     def __call__(self, runs: Sequence[ShardRun]) -> None:
         rows = [(f"shard {run.shard} on {run.device}", run.videos, run.settled, len(run.failed), run.clips) for run in runs]
@@ -322,8 +330,7 @@ class FanoutView:
                 if label not in self.tasks:
                     self.tasks[label] = self.progress.add_task(escape(label), total=max(videos, 1), failed=0, clips=0)
                 self.progress.update(self.tasks[label], completed=settled, failed=failed, clips=clips)
-        elif time.perf_counter() - self.last_line >= LOG_INTERVAL_SECONDS:
-            self.last_line = time.perf_counter()
+        elif self.time_for_a_log_line():
             err.print(" · ".join(f"{label} {settled}/{videos} ({failed} failed)" for label, videos, settled, failed, _ in rows[::-1]))
 
 
