@@ -308,3 +308,30 @@ def test_two_processes_claiming_a_folder_with_different_settings_cannot_both_win
                      for stride in (4, 16)]
         answers = sorted(p.communicate()[0].strip() for p in processes)
         assert answers == ["claimed", "refused"]
+
+
+def test_a_full_disk_stops_the_run_with_one_sentence_and_keeps_finished_videos(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
+    import errno
+
+    from tsp_cli.errors import OutputError
+
+    real_save = store.save_features
+    saved = []
+
+    def save_until_full(out_dir, name, features):
+        if saved:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(name)
+        return real_save(out_dir, name, features)
+
+    monkeypatch.setattr(store, "save_features", save_until_full)
+    with pytest.raises(OutputError, match=r"Cannot write the output of .* \(No space left on device\); make room"):
+        run(jobs_of(videos), tmp_path, tiny_network, workers=0, batch_size=1)
+    assert [p.stem for p in tmp_path.glob("*.npy")] == saved
+
+
+def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(videos: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UsageError, match="Cannot create the output folder"):
+        extract([videos], blocker / "out", dry_run=True, device="cpu")

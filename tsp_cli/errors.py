@@ -56,3 +56,9 @@ class OfflineError(DownloadError):
 
 class CachedFileCorruptError(HashMismatchError):
     """A cached checkpoint whose bytes no longer match its hash (truncated or edited)."""
+
+
+class OutputError(TspError):
+    """The output folder cannot be written mid-run (disk full, permissions changed); finished videos are kept."""
+
+    exit_code = 1

@@ -10,7 +10,9 @@ network, and writes each video's features atomically as soon as its last clip is
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
+from contextlib import contextmanager
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tsp_cli import __version__, store
 from tsp_cli.clipper import FrameChunk, Message, VideoFinished, VideoStarted, video_messages
 from tsp_cli.devices import resolve_device
-from tsp_cli.errors import UsageError
+from tsp_cli.errors import OutputError, UsageError
 from tsp_cli.inputs import VideoJob, collect_jobs
 from tsp_cli.preprocess import CROP_SIZE
 from tsp_cli.registry import FEATURE_DIM
@@ -162,6 +164,18 @@ class _Video:
     decoded: bool = False
 
 
+@contextmanager
+def _writing(out_dir: Path, name: str) -> Iterator[None]:
+    """A failed write (disk full, permissions) stops the run with one sentence; finished videos stay."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputError(
+            f"Cannot write the output of {name} in {out_dir} ({error.strerror or error}); "
+            "make room or fix the folder, then run the same command again to resume."
+        ) from None
+
+
 class _Engine:
     def __init__(self, jobs, out_dir, model, settings, device, batch_size, precision, dry_run, emit, shard):
         self.jobs = jobs
@@ -245,11 +259,12 @@ class _Engine:
         self.ended.add(job)
         name, clips = video.job.name, len(video.features)
         if not self.dry_run:
-            store.record_video(self.out_dir, {
-                "video": name, "path": str(video.job.path), "fps": video.fps,
-                "num_frames": video.num_frames, "clips": clips, "shard": str(self.shard),
-            })
-            store.save_features(self.out_dir, name, video.features)
+            with _writing(self.out_dir, name):
+                store.record_video(self.out_dir, {
+                    "video": name, "path": str(video.job.path), "fps": video.fps,
+                    "num_frames": video.num_frames, "clips": clips, "shard": str(self.shard),
+                })
+                store.save_features(self.out_dir, name, video.features)
         if clips:
             self.summary.done += 1
         else:
@@ -265,7 +280,8 @@ class _Engine:
         self.forget(job)
         self.ended.add(job)
         name = self.jobs[job].name
-        store.record_failure(self.out_dir, name, str(self.jobs[job].path), error, shard=str(self.shard))
+        with _writing(self.out_dir, name):
+            store.record_failure(self.out_dir, name, str(self.jobs[job].path), error, shard=str(self.shard))
         self.summary.failed += 1
         self.summary.failures.append((name, error))
         self.emit(VideoEnded(name, "failed", 0, error))
@@ -374,6 +390,12 @@ def plan_extraction(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"Output {out_dir} is a file; give a folder to --output.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"Cannot create the output folder {out_dir} ({error.strerror}); give another --output.") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"The output folder {out_dir} is not writable; give another --output.")
     jobs = shard.select(collect_jobs([Path(v) for v in videos], Path(metadata) if metadata else None))
     settings = ClipSettings(clip_len=clip_len, frame_rate=frame_rate, stride=stride)
     return ExtractionPlan(jobs, out_dir, resolve_device(device), settings, shard)
@@ -409,7 +431,6 @@ def run_extraction(
             torch.backends.cudnn.benchmark = True
     if plan.device.type == "cuda" and plan.device.index is not None:
         torch.cuda.set_device(plan.device)  # pinned memory and cuDNN state then live on this GPU, not cuda:0
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
     if not dry_run:
         settings = plan.settings
         notes += store.claim_output_folder(plan.out_dir, {
