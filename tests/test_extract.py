@@ -335,3 +335,11 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(vide
     blocker.write_text("")
     with pytest.raises(UsageError, match="Cannot create the output folder"):
         extract([videos], blocker / "out", dry_run=True, device="cpu")
+
+
+def test_metadata_rows_without_a_usable_fps_or_frame_count_are_named(tmp_path: Path) -> None:
+    make_video(tmp_path / "v" / "x.mp4", frames=5)
+    csv = tmp_path / "bad.csv"
+    csv.write_text("filename,video-duration,fps,video-frames\nx.mp4,1.0,30.0,30\nx.mp4,1.0,,30\nx.mp4,1.0,thirty,30\nx.mp4,1,30,2.5\n")
+    with pytest.raises(UsageError, match=r"no usable fps or video-frames on line 3 \(x.mp4\), line 4 \(x.mp4\), line 5 \(x.mp4\)"):
+        collect_jobs([tmp_path / "v"], csv)

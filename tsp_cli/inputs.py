@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from tsp_cli.errors import UsageError
@@ -96,9 +97,15 @@ def jobs_from_metadata(csv_path: Path, inputs: Sequence[Path]) -> list[VideoJob]
     absent = [c for c in METADATA_COLUMNS if c not in table.columns]
     if absent:
         raise UsageError(f"Metadata file {csv_path} lacks the column(s) {', '.join(absent)}; expected {','.join(METADATA_COLUMNS)}.")
+    fps = pd.to_numeric(table["fps"], errors="coerce")
+    frames = pd.to_numeric(table["video-frames"], errors="coerce")
+    bad = ~((fps > 0) & np.isfinite(fps) & (frames >= 0) & (frames == frames.round()))
+    if bad.any():
+        rows = [f"line {i + 2} ({table['filename'].iloc[i]})" for i in np.flatnonzero(bad.to_numpy())]
+        raise UsageError(f"Metadata file {csv_path} has no usable fps or video-frames on {_list_some(rows)}; fix or remove those rows.")
     jobs = [
-        VideoJob(path=folder / str(row.filename), name=output_name(Path(str(row.filename))), fps=float(row.fps), num_frames=int(row.frames))
-        for row in table.rename(columns={"video-frames": "frames"}).itertuples(index=False)
+        VideoJob(path=folder / str(name), name=output_name(Path(str(name))), fps=float(rate), num_frames=int(count))
+        for name, rate, count in zip(table["filename"], fps, frames)
     ]
     missing = [str(job.path.relative_to(folder)) for job in jobs if not job.path.is_file()]
     if missing:
