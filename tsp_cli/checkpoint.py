@@ -52,9 +52,8 @@ def read_backbone_state(path: Path) -> dict[str, torch.Tensor]:
             f"Checkpoint {path} holds objects other than tensors and cannot be loaded safely ({first_line})."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        raise CheckpointError(
-            f"Checkpoint {path} cannot be read ({' '.join(str(error).split())[:160]}); is it a truncated download?"
-        ) from None
+        reason = " ".join(str(error).split())[:160] or ("the file is empty" if path.stat().st_size == 0 else type(error).__name__)
+        raise CheckpointError(f"Checkpoint {path} cannot be read ({reason}); is it a truncated download?") from None
     state = content.get("model", content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"Checkpoint {path} holds no state dict (expected a 'model' entry of tensors).")
