@@ -347,3 +347,15 @@ def test_atomic_path_renames_on_success_and_cleans_up_on_error(tmp_path):
         temp.write_text("half")
         raise RuntimeError
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]
+
+
+def test_legacy_files_named_by_the_reference_count_for_dotted_videos(tmp_path):
+    """The reference wrote ``a.b.mp4``'s features to ``a.pkl``; a completeness check must not call it missing."""
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    (folder / "a.pkl").write_bytes(reference_pickle(features(3, 1)))
+    csv = write_metadata_csv(tmp_path / "meta.csv", ["a.b", "c.d"])
+    result = runner.invoke(app, ["merge", str(folder), str(tmp_path / "g.h5"), "--metadata", str(csv)])
+    assert result.exit_code == 1
+    assert "1 of 2 expected videos have no features" in said(result)
+    assert "c.d" in result.stdout and "a.b" not in result.stdout

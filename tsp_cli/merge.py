@@ -174,9 +174,14 @@ def check_output(output: Path, *, overwrite: bool) -> None:
 
 
 def missing_videos(files: list[FeatureFile], expected: Collection[str]) -> list[str]:
-    """Expected video names with no feature file, sorted."""
+    """Expected video names with no feature file, sorted.
+
+    The reference extractor named its ``.pkl`` files ``basename.split('.')[0]``, so ``a.b.mp4``
+    left ``a.pkl``: for legacy files that shortened name counts as present too.
+    """
     present = {feature_file.video for feature_file in files}
-    return sorted(set(expected) - present)
+    legacy = {f.video for f in files if f.path.suffix == ".pkl"}
+    return sorted(name for name in set(expected) - present if name.split(".")[0] not in legacy)
 
 
 def merge_features(
