@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from tsp_cli.atomic import atomic_path
 from tsp_cli.errors import TspError, UsageError
 from tsp_cli.inputs import VideoFile, output_name
+from tsp_cli.parallel import map_isolating_crashes
 from tsp_cli.video import probe
 
 CSV_COLUMNS = ("filename", "video-duration", "fps", "video-frames")
@@ -69,6 +69,10 @@ def _probe_or_fail(video: VideoFile) -> MetadataRow | Failure:
         return Failure(video.filename, str(error))
 
 
+def _crashed(video: VideoFile) -> Failure:
+    return Failure(video.filename, f"{video.path} crashed the process reading it (a damaged file?).")
+
+
 def collect_metadata(
     videos: list[VideoFile], *, workers: int = 0, on_progress: ProgressCallback | None = None
 ) -> tuple[list[MetadataRow], list[Failure]]:
@@ -80,13 +84,10 @@ def collect_metadata(
         if on_progress is not None:
             on_progress(Progress(len(results), len(videos), result.filename))
 
-    if workers == 0 or len(videos) <= 1:
-        for video in videos:
-            record(_probe_or_fail(video))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for future in as_completed([pool.submit(_probe_or_fail, video) for video in videos]):
-                record(future.result())
+    for _, result in map_isolating_crashes(
+        _probe_or_fail, videos, workers=workers if len(videos) > 1 else 0, on_crash=_crashed
+    ):
+        record(result)
     rows = sorted((r for r in results if isinstance(r, MetadataRow)), key=lambda row: row.filename)
     failures = sorted((r for r in results if isinstance(r, Failure)), key=lambda failure: failure.filename)
     return rows, failures

@@ -15,9 +15,9 @@ skipped when a run is repeated.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +27,7 @@ import av
 from tsp_cli.atomic import atomic_path
 from tsp_cli.errors import TspError, UsageError, VideoError
 from tsp_cli.inputs import find_videos
+from tsp_cli.parallel import map_isolating_crashes
 from tsp_cli.metadata import Failure, Progress
 from tsp_cli.video import describe_av_error, open_video_stream
 
@@ -163,6 +164,10 @@ def _standardize_or_fail(job: Job, fps: Fraction) -> Path | Failure:
         return Failure(str(job.source), str(error))
 
 
+def _crashed(job: Job) -> Failure:
+    return Failure(str(job.source), f"{job.source} crashed the process re-encoding it (a damaged file?).")
+
+
 def standardize_all(
     jobs: list[Job], *, fps: Fraction = DEFAULT_FPS, workers: int = 0, on_progress: ProgressCallback | None = None
 ) -> StandardizeResult:
@@ -177,13 +182,10 @@ def standardize_all(
         if on_progress is not None:
             on_progress(Progress(len(result.written) + len(result.failures), len(pending), name))
 
-    if workers == 0 or len(pending) <= 1:
-        for job in pending:
-            record(_standardize_or_fail(job, fps), job.source.name)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_standardize_or_fail, job, fps): job for job in pending}
-            for future in as_completed(futures):
-                record(future.result(), futures[future].source.name)
+    convert = functools.partial(_standardize_or_fail, fps=fps)
+    for job, outcome in map_isolating_crashes(
+        convert, pending, workers=workers if len(pending) > 1 else 0, on_crash=_crashed
+    ):
+        record(outcome, job.source.name)
     result.failures.sort(key=lambda failure: failure.filename)
     return result
