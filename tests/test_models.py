@@ -532,3 +532,16 @@ def test_the_remembered_hash_is_used_only_while_the_file_is_unchanged(
     path.write_bytes(WEIGHTS[:-1] + b"?")
     assert weights.cached_path("mine") is None
     assert hashed == [path, path]
+
+
+def test_file_sha256_reuses_the_digest_remembered_for_a_checked_cache_file(tmp_path: Path, monkeypatch) -> None:
+    file = tmp_path / "model.pth"
+    file.write_bytes(b"weights")
+    assert weights.file_sha256(file) == sha256(b"weights")  # no sidecar: hashed
+    status = file.stat()
+    weights._remember_digest(file, "f" * 64, status, status.st_mtime_ns + 10**10)
+    hashed = []
+    monkeypatch.setattr(weights, "_sha256_of", lambda path: hashed.append(path) or "0" * 64)
+    assert weights.file_sha256(file) == "f" * 64 and hashed == []
+    file.write_bytes(b"edited weights")  # another size: the remembered digest no longer applies
+    assert weights.file_sha256(file) == "0" * 64 and hashed == [file]

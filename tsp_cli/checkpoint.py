@@ -8,7 +8,6 @@ could run code from the file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pickle
 import zipfile
 from pathlib import Path
@@ -23,15 +22,6 @@ from tsp_cli.errors import CheckpointError
 ALLOWED_GLOBALS = [argparse.Namespace]
 _BACKBONE_PREFIX = "features."
 _HEAD_PREFIXES = ("fc.", "fc1.", "fc2.")
-
-
-def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_backbone_state(path: Path) -> dict[str, torch.Tensor]:

@@ -420,8 +420,11 @@ def run_extraction(
         raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
     workers = default_workers() if workers is None else workers
     model, notes = None, []
+    if plan.device.type == "cuda" and plan.device.index is not None:
+        torch.cuda.set_device(plan.device)  # pinned memory and cuDNN state then live on this GPU, not cuda:0
     if not dry_run:
-        from tsp_cli.checkpoint import file_sha256, load_backbone  # torchvision: ~1 s a dry run need not pay
+        from tsp_cli.checkpoint import load_backbone  # torchvision: ~1 s a dry run need not pay
+        from tsp_cli.weights import file_sha256
 
         if checkpoint is None:
             raise UsageError("Give a checkpoint: --checkpoint NAME or --local PATH.")
@@ -429,9 +432,6 @@ def run_extraction(
         model = model.to(plan.device)
         if plan.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-    if plan.device.type == "cuda" and plan.device.index is not None:
-        torch.cuda.set_device(plan.device)  # pinned memory and cuDNN state then live on this GPU, not cuda:0
-    if not dry_run:
         settings = plan.settings
         notes += store.claim_output_folder(plan.out_dir, {
             "checkpoint": checkpoint_name or Path(checkpoint).name, "checkpoint_sha256": file_sha256(Path(checkpoint)),
