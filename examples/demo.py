@@ -15,11 +15,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tsp_cli.registry import DEFAULT_CHECKPOINT  # noqa: E402
 from tsp_cli.synthetic import write_checkpoint  # noqa: E402  (seeded weights, no download)
 from tests.videos import make_video  # noqa: E402
 
 DEMO = REPO / "demo-out"
-DEFAULT_CHECKPOINT = "r2plus1d_34-tsp_on_activitynet"
 
 
 def tsp(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -19,20 +19,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from tsp_cli.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, WorkersOption, err, handles_errors, is_interactive, out
 from tsp_cli.errors import UsageError
+from tsp_cli.registry import BACKBONES, DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
     from tsp_cli.fanout import FanoutResult, ShardRun
     from tsp_cli.sharding import Shard
 
-DEFAULT_CHECKPOINT = "r2plus1d_34-tsp_on_activitynet"
 #: Plain progress lines in logs: at most one per this many seconds.
 LOG_INTERVAL_SECONDS = 30.0
 
 
-class Backbone(str, Enum):
-    r2plus1d_34 = "r2plus1d_34"
-    r2plus1d_18 = "r2plus1d_18"
-    r3d_18 = "r3d_18"
+#: The --backbone choices, from the one list of backbones.
+Backbone = Enum("Backbone", {name: name for name in BACKBONES}, type=str)
 
 
 class Precision(str, Enum):
