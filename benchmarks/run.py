@@ -30,6 +30,7 @@ import torch
 
 from benchmarks import baseline, e2e, floor, memory, pipeline, videos
 from benchmarks.report import Row, as_markdown, as_text, at_least, at_most
+from tsp_cli.parallel import available_cores
 from tsp_cli.sampling import ClipSettings, resampled_indices
 from tsp_cli.video import probe
 
@@ -121,7 +122,7 @@ def machine() -> dict:
     except (OSError, IndexError, ValueError):
         memory_gib = float("nan")
     return {
-        "cpu": model, "cores_available": len(os.sched_getaffinity(0)), "memory_gib": round(memory_gib, 1),
+        "cpu": model, "cores_available": available_cores(), "memory_gib": round(memory_gib, 1),
         "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "av": av.__version__, "platform": platform.platform(),
     }
