@@ -23,7 +23,7 @@ and applies the reference's video transforms: ``permute(3, 0, 1, 2).float() / 25
 x W), ``interpolate(size=(128, 171), mode="bilinear", align_corners=False)``, normalise, centre
 crop rows 8:120 and columns 30:142. The DataLoader's default collate stacks clips into batches.
 
-The clip plan (which windows, which positions) is ``tsp_cli.sampling``'s, made before the
+The clip plan (which windows, which positions) is ``tsp_cli.pipeline.sampling``'s, made before the
 clock starts (the reference reads fps and frame counts from its metadata CSV).
 """
 
@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tsp_cli.preprocess import CROP_SIZE, CROP_TOP_LEFT, MEAN, RESIZE_HW, STD
-from tsp_cli.sampling import ClipSettings, clip_windows, window_positions
-from tsp_cli.video import probe
+from tsp_cli.pipeline.transform import CROP_SIZE, CROP_TOP_LEFT, MEAN, RESIZE_HW, STD
+from tsp_cli.pipeline.sampling import ClipSettings, clip_windows, window_positions
+from tsp_cli.pipeline.video import probe
 
 _GC_COLLECTION_INTERVAL = 10
 _called_times = 0

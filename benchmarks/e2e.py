@@ -5,7 +5,7 @@ End to end: ``tsp extract VIDEO -o DIR --local CKPT --backbone B --stride S --ba
 shorter than one clip: imports, checkpoint hashing and loading, worker start, no clip).
 
 The network alone: a fresh process (so the same default torch thread settings as the CLI's main
-process) loads the same checkpoint the same way (``tsp_cli.checkpoint.load_backbone``), makes
+process) loads the same checkpoint the same way (``tsp_cli.models.loading.load_backbone``), makes
 random batches of exactly the sizes the run fed (full batches and the remainder) before the
 clock starts, and times the forward passes under ``torch.inference_mode()`` as the engine runs
 them, with no warm-up pass (the extraction has none either).
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from tsp_cli import synthetic
+from tsp_cli.models import synthetic
 
 
 def write_checkpoint(path: Path, backbone: str, *, seed: int = 0) -> Path:
@@ -47,7 +47,7 @@ def batch_sizes(clips: int, batch_size: int) -> list[int]:
 
 def model_alone(checkpoint: Path, backbone: str, clips: int, batch_size: int, clip_len: int = 16) -> dict:
     """Time the forward passes of ``clips`` random clips in batches of ``batch_size`` (this process)."""
-    from tsp_cli.checkpoint import load_backbone
+    from tsp_cli.models.loading import load_backbone
 
     model, _ = load_backbone(Path(checkpoint), backbone)
     model = model.to("cpu")

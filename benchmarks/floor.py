@@ -1,7 +1,7 @@
 """The floor: every frame of every video decoded once with PyAV, nothing else.
 
 No colour conversion, no transform, no clip logic: the least work any extractor that decodes
-must do. The decoder keeps PyAV's defaults, as ``tsp_cli.video.decode_frames`` does (slice
+must do. The decoder keeps PyAV's defaults, as ``tsp_cli.pipeline.video.decode_frames`` does (slice
 threading, which these single-slice H.264 files do not use, so one core per video). Videos are
 spread over a pool of the same number of processes as the pipeline's decoding workers.
 """

@@ -1,12 +1,12 @@
 """cProfile of the engine on one video: where a decoding worker's (or the whole engine's) time goes.
 
 ``python -m benchmarks.profiling VIDEO [--stride 16] [--top 25] [--sort cumulative|tottime]``
-runs ``tsp_cli.clipper.video_messages`` over the whole video in this process (one torch thread,
+runs ``tsp_cli.pipeline.clipper.video_messages`` over the whole video in this process (one torch thread,
 as in a decoding worker), consuming its messages as the DataLoader would, and prints the
 functions with the most cumulative (or own) time. ``--pickle-messages`` also pickles every
 message, which is roughly what sending it to the main process costs on top.
 
-``--engine`` profiles ``tsp_cli.extract.run_jobs`` as a dry run with ``workers=0`` instead: the
+``--engine`` profiles ``tsp_cli.pipeline.engine.run_jobs`` as a dry run with ``workers=0`` instead: the
 decoding side and the main process's side (frame bookkeeping, clip and batch assembly) in one
 process, so the main process's share shows too. Each mode runs once unprofiled first (warm
 caches), then once timed without the profiler, then once profiled.
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from tsp_cli.clipper import video_messages
-from tsp_cli.inputs import VideoJob
-from tsp_cli.sampling import ClipSettings
+from tsp_cli.pipeline.clipper import video_messages
+from tsp_cli.pipeline.inputs import VideoJob
+from tsp_cli.pipeline.sampling import ClipSettings
 
 
 def consume(path: Path, stride: int, clips_per_chunk: int = 8, pickle_messages: bool = False) -> int:
@@ -40,7 +40,7 @@ def consume(path: Path, stride: int, clips_per_chunk: int = 8, pickle_messages: 
 
 
 def engine_dry_run(path: Path, stride: int) -> int:
-    from tsp_cli.extract import run_jobs
+    from tsp_cli.pipeline.engine import run_jobs
 
     with tempfile.TemporaryDirectory(prefix="tsp-profile-") as out_dir:
         return run_jobs([VideoJob(Path(path), Path(path).stem)], Path(out_dir), None, ClipSettings(stride=stride), workers=0).clips

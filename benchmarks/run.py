@@ -31,8 +31,8 @@ import torch
 from benchmarks import baseline, e2e, floor, memory, pipeline, videos
 from benchmarks.report import Row, as_markdown, as_text, at_least, at_most
 from tsp_cli.parallel import available_cores
-from tsp_cli.sampling import ClipSettings, resampled_indices
-from tsp_cli.video import probe
+from tsp_cli.pipeline.sampling import ClipSettings, resampled_indices
+from tsp_cli.pipeline.video import probe
 
 PARTS = ("floor", "dryrun", "baseline", "memory", "e2e")
 SETS = ("small", "hd")

@@ -15,8 +15,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tsp_cli.registry import DEFAULT_CHECKPOINT  # noqa: E402
-from tsp_cli.synthetic import write_checkpoint  # noqa: E402  (seeded weights, no download)
+from tsp_cli.models.registry import DEFAULT_CHECKPOINT  # noqa: E402
+from tsp_cli.models.synthetic import write_checkpoint  # noqa: E402  (seeded weights, no download)
 from tests.videos import make_video  # noqa: E402
 
 DEMO = REPO / "demo-out"

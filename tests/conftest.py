@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tsp_cli.synthetic import write_checkpoint
+from tsp_cli.models.synthetic import write_checkpoint
 
 PARITY_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
 

@@ -107,4 +107,4 @@ def test_the_python_api_is_importable_from_the_package_without_torch_for_the_cli
 
     code = "import sys, tsp_cli.cli.app; assert 'torch' not in sys.modules; from tsp_cli import extract_features, fetch, Shard; print(extract_features.__name__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "extract"
+    assert result.stdout.strip() == "extract_features"

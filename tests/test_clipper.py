@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-import tsp_cli.clipper as clipper
+import tsp_cli.pipeline.clipper as clipper
 from tests.videos import frame_index, make_video
-from tsp_cli.clipper import FrameChunk, VideoFinished, VideoStarted, video_messages
-from tsp_cli.inputs import VideoJob
-from tsp_cli.sampling import ClipSettings, resampled_indices
-from tsp_cli.video import decode_frames, probe
+from tsp_cli.pipeline.clipper import FrameChunk, VideoFinished, VideoStarted, video_messages
+from tsp_cli.pipeline.inputs import VideoJob
+from tsp_cli.pipeline.sampling import ClipSettings, resampled_indices
+from tsp_cli.pipeline.video import decode_frames, probe
 
 
 def reference_clip_frames(path: Path, settings: ClipSettings) -> list[list[int]]:

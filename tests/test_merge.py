@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tsp_cli import merge
+from tsp_cli.data import merge
 from tsp_cli.atomic import TEMP_MARKER, atomic_path
 from tsp_cli.cli.app import app
-from tsp_cli.legacy import UnsafePickleError, load_legacy_features
-from tsp_cli.sampling import clip_start_times
+from tsp_cli.data.legacy import UnsafePickleError, load_legacy_features
+from tsp_cli.pipeline.sampling import clip_start_times
 
 runner = CliRunner()
 

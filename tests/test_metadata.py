@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tests.videos import make_video
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
-from tsp_cli.metadata import VideoTiming, read_metadata_csv
+from tsp_cli.data.metadata import VideoTiming, read_metadata_csv
 
 runner = CliRunner()
 PARITY = Path(__file__).parents[1] / ".." / "shared" / "parity"

@@ -21,7 +21,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers_http import FileServer, unused_port
-from tsp_cli import registry, weights
+from tsp_cli.models import registry
+from tsp_cli.models import cache as model_cache
 from tsp_cli.cli.app import app
 from tsp_cli.errors import DownloadError
 
@@ -197,7 +198,7 @@ def test_fetch_reports_bytes_to_a_pooch_style_progress_bar(cache: Path, server: 
             self.closed = True
 
     bar = RecordingBar()
-    path = weights.fetch("mine", progress=bar)
+    path = model_cache.fetch("mine", progress=bar)
 
     assert path.read_bytes() == WEIGHTS
     assert bar.total == bar.advanced == len(WEIGHTS)
@@ -248,7 +249,7 @@ def test_a_full_hash_mismatch_is_refused_by_pooch_and_nothing_is_kept(cache: Pat
 )
 def test_a_tampered_cached_file_is_refused_with_the_way_out(cache: Path, server: FileServer, models_file, tamper) -> None:
     models_file({"mine": custom_entry(server.serve("mine.pth", WEIGHTS), sha256(WEIGHTS)[:8])})
-    path = weights.fetch("mine")
+    path = model_cache.fetch("mine")
     tamper(path)
 
     refused = run("models", "path", "mine")
@@ -257,7 +258,7 @@ def test_a_tampered_cached_file_is_refused_with_the_way_out(cache: Path, server:
     assert refused.exit_code == 1
     assert_says(refused, f"The cached file {path}", "run `tsp models download mine --force`")
     assert refused.stdout == ""
-    assert weights.cached_path("mine") is None
+    assert model_cache.cached_path("mine") is None
     assert [(row["cached"], row["damaged"]) for row in listed if row["name"] == "mine"] == [(False, True)]
 
     repaired = run("models", "download", "mine", "--force")
@@ -267,24 +268,24 @@ def test_a_tampered_cached_file_is_refused_with_the_way_out(cache: Path, server:
 
 def test_a_failed_forced_download_keeps_the_good_cached_file(cache: Path, server: FileServer, models_file) -> None:
     models_file({"mine": custom_entry(server.serve("mine.pth", WEIGHTS), sha256(WEIGHTS))})
-    path = weights.fetch("mine")
+    path = model_cache.fetch("mine")
     server.serve("mine.pth", b"the server now sends something else")
 
     result = run("models", "download", "mine", "--force")
 
     assert result.exit_code == 1
     assert path.read_bytes() == WEIGHTS
-    assert weights.cached_path("mine") == path
+    assert model_cache.cached_path("mine") == path
 
 
 def test_verify_names_the_file_and_both_hashes(tmp_path: Path) -> None:
     path = tmp_path / "model.pth"
     path.write_bytes(WEIGHTS)
-    assert weights.verify(path, sha256(WEIGHTS)[:8].upper()) == sha256(WEIGHTS)
+    assert model_cache.verify(path, sha256(WEIGHTS)[:8].upper()) == sha256(WEIGHTS)
     with pytest.raises(DownloadError, match=f"{path.name} has SHA-256 {sha256(WEIGHTS)}, not the expected 00000000"):
-        weights.verify(path, "00000000")
+        model_cache.verify(path, "00000000")
     with pytest.raises(ValueError, match="at least 8 hex digits"):
-        weights.verify(path, "")
+        model_cache.verify(path, "")
 
 
 # --- Downloads that fail -----------------------------------------------------------------------
@@ -313,7 +314,7 @@ def test_a_dead_server_is_connection_refused(cache: Path, monkeypatch) -> None:
 
 def test_a_silent_server_times_out(cache: Path, server: FileServer, models_file, monkeypatch) -> None:
     models_file({"slow": custom_entry(server.stall("slow.pth"), sha256(WEIGHTS))})
-    monkeypatch.setattr(weights, "DOWNLOAD_TIMEOUT_S", (2.0, 0.3))
+    monkeypatch.setattr(model_cache, "DOWNLOAD_TIMEOUT_S", (2.0, 0.3))
 
     result = run("models", "download", "slow")
 
@@ -359,7 +360,7 @@ def test_download_goes_on_after_a_failure_and_exits_1(cache: Path, server: FileS
 
     assert result.exit_code == 1
     assert_says(result, "HTTP 404", "1 of 2 checkpoints failed")
-    assert weights.cached_path("mine") is not None
+    assert model_cache.cached_path("mine") is not None
 
 
 # --- The models file ---------------------------------------------------------------------------
@@ -454,7 +455,7 @@ def test_offline_never_touches_the_network(cache: Path, server: FileServer, mode
     assert server.requests == []
 
     monkeypatch.delenv("TSP_OFFLINE", raising=False)
-    weights.fetch("mine")
+    model_cache.fetch("mine")
     if how == "environment":
         monkeypatch.setenv("TSP_OFFLINE", "true")
     present = run("models", "path", "mine", *offline)
@@ -471,7 +472,7 @@ def test_list_json_describes_every_checkpoint_and_what_is_cached(
 ) -> None:
     monkeypatch.setenv("TSP_BASE_URL", server.base_url)
     models_file({"mine": custom_entry(server.serve("mine.pth", WEIGHTS), sha256(WEIGHTS))})
-    weights.fetch("mine")
+    model_cache.fetch("mine")
 
     result = run("models", "list", "--json")
 
@@ -503,7 +504,7 @@ def test_list_json_describes_every_checkpoint_and_what_is_cached(
 
 def test_list_table_shows_cached_state_and_size(cache: Path, server: FileServer, models_file) -> None:
     models_file({"mine": custom_entry(server.serve("mine.pth", WEIGHTS), sha256(WEIGHTS))})
-    weights.fetch("mine")
+    model_cache.fetch("mine")
 
     result = run("models", "list")
 
@@ -517,31 +518,31 @@ def test_the_remembered_hash_is_used_only_while_the_file_is_unchanged(
     cache: Path, server: FileServer, models_file, monkeypatch
 ) -> None:
     models_file({"mine": custom_entry(server.serve("mine.pth", WEIGHTS), sha256(WEIGHTS))})
-    path = weights.fetch("mine")
+    path = model_cache.fetch("mine")
     an_hour_ago = path.stat().st_mtime - 3600
     os.utime(path, (an_hour_ago, an_hour_ago))  # old enough that a later edit shows in the mtime
     hashed: list[Path] = []
-    real_sha256_of = weights._sha256_of
-    monkeypatch.setattr(weights, "_sha256_of", lambda file: hashed.append(file) or real_sha256_of(file))
+    real_sha256_of = model_cache._sha256_of
+    monkeypatch.setattr(model_cache, "_sha256_of", lambda file: hashed.append(file) or real_sha256_of(file))
 
-    assert weights.cached_path("mine") == path
-    assert weights.cached_path("mine") == path
-    assert weights.fetch("mine") == path
+    assert model_cache.cached_path("mine") == path
+    assert model_cache.cached_path("mine") == path
+    assert model_cache.fetch("mine") == path
     assert hashed == [path]
 
     path.write_bytes(WEIGHTS[:-1] + b"?")
-    assert weights.cached_path("mine") is None
+    assert model_cache.cached_path("mine") is None
     assert hashed == [path, path]
 
 
 def test_file_sha256_reuses_the_digest_remembered_for_a_checked_cache_file(tmp_path: Path, monkeypatch) -> None:
     file = tmp_path / "model.pth"
     file.write_bytes(b"weights")
-    assert weights.file_sha256(file) == sha256(b"weights")  # no sidecar: hashed
+    assert model_cache.file_sha256(file) == sha256(b"weights")  # no sidecar: hashed
     status = file.stat()
-    weights._remember_digest(file, "f" * 64, status, status.st_mtime_ns + 10**10)
+    model_cache._remember_digest(file, "f" * 64, status, status.st_mtime_ns + 10**10)
     hashed = []
-    monkeypatch.setattr(weights, "_sha256_of", lambda path: hashed.append(path) or "0" * 64)
-    assert weights.file_sha256(file) == "f" * 64 and hashed == []
+    monkeypatch.setattr(model_cache, "_sha256_of", lambda path: hashed.append(path) or "0" * 64)
+    assert model_cache.file_sha256(file) == "f" * 64 and hashed == []
     file.write_bytes(b"edited weights")  # another size: the remembered digest no longer applies
-    assert weights.file_sha256(file) == "0" * 64 and hashed == [file]
+    assert model_cache.file_sha256(file) == "0" * 64 and hashed == [file]

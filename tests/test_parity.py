@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsp_cli.extract import extract
+from tsp_cli.pipeline.engine import extract_features
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def parity_error(ours: np.ndarray, reference: np.ndarray) -> float:
 @pytest.mark.parametrize("backbone,stride,videos", FIXTURES, ids=[f"{b}-s{s}" for b, s, _ in FIXTURES])
 def test_features_match_the_reference(parity_dir: Path, parity_checkpoint, tmp_path: Path, backbone, stride, videos) -> None:
     out = tmp_path / "out"
-    summary = extract(
+    summary = extract_features(
         [parity_dir / "videos" / f"{v}.mp4" for v in videos], out,
         checkpoint=parity_checkpoint(backbone), stride=stride, device="cpu", workers=2, batch_size=5,
     )
@@ -45,7 +45,7 @@ def test_features_match_the_reference(parity_dir: Path, parity_checkpoint, tmp_p
 
 def test_one_head_checkpoint_gives_the_same_features_with_metadata_csv(parity_dir: Path, parity_checkpoint, tmp_path: Path) -> None:
     """TAC-style (one head) files load too, and --metadata's fps/frames give the same clips."""
-    summary = extract(
+    summary = extract_features(
         [parity_dir / "videos"], tmp_path / "out", checkpoint=parity_checkpoint("r3d_18", heads=1),
         metadata=parity_dir / "metadata.csv", stride=4, device="cpu", workers=0, batch_size=32,
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tsp_cli.sampling import ClipSettings, clip_start_indices, clip_start_times, clip_windows, resampled_indices, window_positions
+from tsp_cli.pipeline.sampling import ClipSettings, clip_start_indices, clip_start_times, clip_windows, resampled_indices, window_positions
 
 
 def reference_indices(fps: float, num_frames: int, frame_rate: float = 15.0) -> np.ndarray:

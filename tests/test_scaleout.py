@@ -14,13 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.videos import make_video
-from tsp_cli import fanout, store
+from tsp_cli.pipeline import fanout
+from tsp_cli.pipeline import store
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
 from tsp_cli.errors import UsageError
-from tsp_cli.extract import extract
-from tsp_cli.fanout import FanoutResult, ShardRun
-from tsp_cli.sharding import Shard
+from tsp_cli.pipeline.engine import extract_features
+from tsp_cli.pipeline.fanout import FanoutResult, ShardRun
+from tsp_cli.pipeline.sharding import Shard
 
 runner = CliRunner()
 BIN = Path(sys.executable).parent
@@ -85,7 +86,7 @@ def assert_folder_is_clean(out: Path) -> None:
 
 def test_torchrun_gives_every_video_once_with_the_features_of_one_process(videos: Path, r3d_checkpoint: Path, tmp_path: Path) -> None:
     single, ranked = tmp_path / "single", tmp_path / "torchrun"
-    extract([videos], single, checkpoint=r3d_checkpoint, device="cpu", workers=0)
+    extract_features([videos], single, checkpoint=r3d_checkpoint, device="cpu", workers=0)
     command = [
         str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "--no-python", "--",
         str(BIN / "tsp"), "extract", str(videos), "-o", str(ranked), "--local", str(r3d_checkpoint),

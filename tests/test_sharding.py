@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tsp_cli.errors import UsageError
-from tsp_cli.sharding import Shard, all_shards, detect_shard, device_for_local_rank
+from tsp_cli.pipeline.sharding import Shard, all_shards, detect_shard, device_for_local_rank
 
 
 def slurm_array(task: int, first: int = 0, last: int = 7, count: int | None = None, step: int = 1) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from tests.videos import frame_index, make_video
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
-from tsp_cli.standardize import standardize_video
+from tsp_cli.data.standardize import standardize_video
 
 runner = CliRunner()
 HEVC = "libx265" if "libx265" in av.codecs_available else "libx264"

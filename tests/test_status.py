@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tsp_cli import store
+from tsp_cli.pipeline import store
 from tsp_cli.cli.app import app
-from tsp_cli.status import RECENT_WINDOW_SECONDS, folder_status, recent_speed, slurm_array_spec
+from tsp_cli.data.status import RECENT_WINDOW_SECONDS, folder_status, recent_speed, slurm_array_spec
 
 runner = CliRunner()
 NAMES = [f"v{i}" for i in range(9)]

@@ -16,14 +16,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from tsp_cli import merge as merging
-from tsp_cli import metadata as metadata_csv
-from tsp_cli import standardize as standardizing
+from tsp_cli.data import merge as merging
+from tsp_cli.data import metadata as metadata_csv
+from tsp_cli.data import standardize as standardizing
 from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, WorkersOption, err, handles_errors, is_interactive, out
 from tsp_cli.errors import UsageError
-from tsp_cli.inputs import find_videos
+from tsp_cli.pipeline.inputs import find_videos
 from tsp_cli.parallel import default_workers
-from tsp_cli.metadata import Failure, Progress, VideoTiming
+from tsp_cli.data.metadata import Failure, Progress, VideoTiming
 
 #: Without a terminal (cluster logs), one progress line at most this often, plus the last one.
 PLAIN_PROGRESS_SECONDS = 10.0

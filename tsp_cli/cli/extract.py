@@ -1,7 +1,7 @@
 """``tsp extract``: options, checkpoint resolution, the progress display and the closing summary.
 
 ``--shard auto`` takes the shard from Slurm or torchrun; ``--devices`` runs one shard per device
-as child processes (``tsp_cli.fanout``) and shows their progress side by side.
+as child processes (``tsp_cli.pipeline.fanout``) and shows their progress side by side.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from tsp_cli.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, WorkersOption, err, handles_errors, is_interactive, out
 from tsp_cli.errors import UsageError
-from tsp_cli.registry import BACKBONES, DEFAULT_CHECKPOINT
+from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
-    from tsp_cli.fanout import FanoutResult, ShardRun
-    from tsp_cli.sharding import Shard
+    from tsp_cli.pipeline.fanout import FanoutResult, ShardRun
+    from tsp_cli.pipeline.sharding import Shard
 
 #: Plain progress lines in logs: at most one per this many seconds.
 LOG_INTERVAL_SECONDS = 30.0
@@ -85,7 +85,7 @@ class ProgressView(_LiveView):
         self.started = time.perf_counter()
 
     def __call__(self, event) -> None:
-        from tsp_cli.extract import ClipsComputed, RunStarted, VideoEnded
+        from tsp_cli.pipeline.engine import ClipsComputed, RunStarted, VideoEnded
 
         if isinstance(event, RunStarted):
             self.videos_total = event.to_do
@@ -136,7 +136,8 @@ def _resolve_checkpoint(local: Path | None, name: str | None, backbone: str | No
         raise UsageError("Give either --local PATH or --checkpoint NAME, not both.")
     if local is not None:
         return local, None, backbone
-    from tsp_cli import registry, weights
+    from tsp_cli.models import registry
+    from tsp_cli.models import cache
     from tsp_cli.cli.models import RichDownloadBar, download_progress
 
     name = name or DEFAULT_CHECKPOINT
@@ -144,7 +145,7 @@ def _resolve_checkpoint(local: Path | None, name: str | None, backbone: str | No
     if backbone is not None and backbone != entry.backbone:
         raise UsageError(f"Checkpoint {name} is a {entry.backbone} model, not {backbone}; drop --backbone or change it.")
     with download_progress(transient=True) as progress:
-        path = weights.fetch(name, offline=offline, progress=RichDownloadBar(progress, name))
+        path = cache.fetch(name, offline=offline, progress=RichDownloadBar(progress, name))
     return path, name, entry.backbone
 
 
@@ -169,7 +170,7 @@ def extract(
     offline: Annotated[bool, typer.Option("--offline", help="Never download a checkpoint; fail if it is not cached (also TSP_OFFLINE=1).")] = False,
 ) -> None:
     """Extract one feature file per video: clips x 512 float32, exactly as the reference recipe."""
-    from tsp_cli.extract import plan_extraction, run_extraction
+    from tsp_cli.pipeline.engine import plan_extraction, run_extraction
 
     backbone_name = backbone.value if backbone else None
     if devices is not None:
@@ -210,7 +211,7 @@ def _choose_shard(spec: str | None, device: str | None) -> tuple[Shard, str | No
     With ``auto`` the launcher's name is said on stderr, so that a job log shows where the shard came from.
     """
     from tsp_cli import settings
-    from tsp_cli.sharding import Shard, detect_shard, device_for_local_rank, parse_shard
+    from tsp_cli.pipeline.sharding import Shard, detect_shard, device_for_local_rank, parse_shard
 
     if spec is None:
         return Shard(), device, None
@@ -234,7 +235,7 @@ def _exit_code_for(code: int, launcher: str | None) -> int:
 
     The failures stay in failures.jsonl; ``tsp status`` lists them and exits 1.
     """
-    from tsp_cli.sharding import TORCHRUN
+    from tsp_cli.pipeline.sharding import TORCHRUN
 
     if launcher == TORCHRUN and code == EXIT_ITEMS_FAILED:
         err.print("[yellow]Exiting with 0 all the same, as torchrun stops every other rank when one exits non-zero; "
@@ -255,8 +256,8 @@ def _refuse_with_devices(shard: str | None, device: str | None) -> None:
 
 def _checked_devices(spec: str) -> list[str]:
     """The devices of ``--devices``, each checked to exist here before any child starts."""
-    from tsp_cli import fanout
-    from tsp_cli.devices import resolve_device
+    from tsp_cli.pipeline import fanout
+    from tsp_cli.pipeline.devices import resolve_device
 
     device_list = fanout.parse_devices(spec)
     for device in device_list:
@@ -277,7 +278,7 @@ def _shared_extract_arguments(
     dry_run: bool, clip_len: int, frame_rate: float, precision: str, shards: int,
 ) -> list[str]:
     """Every child's options other than the checkpoint, --shard and --device; decoders are shared out unless given."""
-    from tsp_cli.fanout import default_workers_per_shard
+    from tsp_cli.pipeline.fanout import default_workers_per_shard
 
     workers = default_workers_per_shard(shards) if workers is None else workers
     arguments = [
@@ -293,7 +294,7 @@ def _shared_extract_arguments(
 
 def _fan_out(device_list: list[str], job_names: list[str], output: Path, arguments: list[str]) -> None:
     """Run one shard per device in child processes, show their progress, and exit with their worst code."""
-    from tsp_cli import fanout
+    from tsp_cli.pipeline import fanout
 
     log_dir = fanout.make_log_dir()
     err.print(f"Running {len(device_list)} shards on {escape(', '.join(device_list))}; their logs are in {escape(str(log_dir))}.")

@@ -18,10 +18,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from tsp_cli import registry, settings, weights
+from tsp_cli import settings
+
+from tsp_cli.models import registry
+
+from tsp_cli.models import cache
 from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, err, handles_errors, is_interactive, out
 from tsp_cli.errors import TspError, UsageError
-from tsp_cli.registry import Checkpoint
+from tsp_cli.models.registry import Checkpoint
 
 app = typer.Typer(help="The 13 released TSP/TAC checkpoints (and yours): list, download, locate.", no_args_is_help=True)
 
@@ -99,8 +103,8 @@ def list_models(json_output: JsonOption = False) -> None:
 
 def _describe(checkpoint: Checkpoint) -> dict[str, Any]:
     """One checkpoint as plain data, for ``--json`` and for the table."""
-    path = weights.local_path(checkpoint.name)
-    cached = weights.cached_path(checkpoint.name) is not None
+    path = cache.local_path(checkpoint.name)
+    cached = cache.cached_path(checkpoint.name) is not None
     return {
         "name": checkpoint.name,
         "backbone": checkpoint.backbone,
@@ -168,11 +172,11 @@ def download(
     failed = 0
     with download_progress(transient=False) as progress:
         for checkpoint in checkpoints:
-            if not force and weights.cached_path(checkpoint.name) is not None:
+            if not force and cache.cached_path(checkpoint.name) is not None:
                 err.print(f"[green]✓[/] {escape(checkpoint.name)} is already cached")
                 continue
             try:
-                path = weights.fetch(
+                path = cache.fetch(
                     checkpoint.name, offline=offline, force=force, progress=RichDownloadBar(progress, checkpoint.name)
                 )
             except TspError as error:
@@ -206,5 +210,5 @@ def path(
 ) -> None:
     """Print the cached file's path (downloading it first if needed), for scripts."""
     with download_progress(transient=True) as progress:
-        file = weights.fetch(name, offline=offline, progress=RichDownloadBar(progress, name))
+        file = cache.fetch(name, offline=offline, progress=RichDownloadBar(progress, name))
     out.out(str(file), highlight=False)

@@ -13,7 +13,7 @@ from rich.table import Table
 from tsp_cli.cli.common import JsonOption, handles_errors, out
 
 if TYPE_CHECKING:
-    from tsp_cli.status import FolderStatus
+    from tsp_cli.data.status import FolderStatus
 
 #: Failed and missing videos, and incomplete shards, listed in the text output; ``--json`` has them all.
 LISTED_AT_MOST = 20
@@ -37,7 +37,7 @@ def status(
 
     Exits 0 when every video is done, 1 when any is failed or missing.
     """
-    from tsp_cli import status as folder
+    from tsp_cli.data import status as folder
 
     names = folder.expected_videos(videos or [], metadata)
     result = folder.folder_status(out_dir, names, shards=shards)
@@ -65,7 +65,7 @@ def _print_status(result: FolderStatus) -> None:
 
 
 def _print_shards(result: FolderStatus) -> None:
-    from tsp_cli.status import slurm_array_spec
+    from tsp_cli.data.status import slurm_array_spec
 
     left = [row for row in result.shards if not row.complete]
     if result.shard_count is None:

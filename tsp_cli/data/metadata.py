@@ -2,7 +2,7 @@
 
 Researchers already hold such CSVs for ActivityNet and THUMOS14 and feed them to the reference
 extractor; ours must carry the same values so that either can be used with ``tsp extract
---metadata`` and compared line by line. Values come from :func:`tsp_cli.video.probe`: ``fps`` is
+--metadata`` and compared line by line. Values come from :func:`tsp_cli.pipeline.video.probe`: ``fps`` is
 the video stream's average rate, ``video-frames`` the frames counted in the video stream, and
 ``video-duration`` is ``video-frames / fps``, exactly as the reference computed it.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tsp_cli.atomic import atomic_path
 from tsp_cli.errors import TspError, UsageError
-from tsp_cli.inputs import VideoFile, output_name
+from tsp_cli.pipeline.inputs import VideoFile, output_name
 from tsp_cli.parallel import map_isolating_crashes
-from tsp_cli.video import probe
+from tsp_cli.pipeline.video import probe
 
 CSV_COLUMNS = ("filename", "video-duration", "fps", "video-frames")
 

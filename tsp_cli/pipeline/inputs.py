@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tsp_cli.errors import UsageError
-from tsp_cli.video import VIDEO_SUFFIXES
+from tsp_cli.pipeline.video import VIDEO_SUFFIXES
 
 METADATA_COLUMNS = ("filename", "video-duration", "fps", "video-frames")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tsp_cli.backbones import BACKBONES, build_backbone
+from tsp_cli.models.backbones import BACKBONES, build_backbone
 from tsp_cli.errors import CheckpointError
 
 #: The only non-tensor class a checkpoint may contain.

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 import torch
 
 from tsp_cli.errors import VideoError
-from tsp_cli.inputs import VideoJob
-from tsp_cli.preprocess import CROP_SIZE, FrameTransform
-from tsp_cli.sampling import ClipSettings, ClipWindow, clip_windows, window_positions
-from tsp_cli.video import VideoInfo, decode_frames, probe
+from tsp_cli.pipeline.inputs import VideoJob
+from tsp_cli.pipeline.transform import CROP_SIZE, FrameTransform
+from tsp_cli.pipeline.sampling import ClipSettings, ClipWindow, clip_windows, window_positions
+from tsp_cli.pipeline.video import VideoInfo, decode_frames, probe
 
 
 @dataclass

@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.models.video import r2plus1d_18, r3d_18
 from torchvision.models.video.resnet import BasicBlock, R2Plus1dStem, VideoResNet
 
-from tsp_cli.registry import BACKBONES, FEATURE_DIM
+from tsp_cli.models.registry import BACKBONES, FEATURE_DIM
 
 __all__ = ["BACKBONES", "FEATURE_DIM", "build_backbone"]
 

@@ -29,7 +29,9 @@ from urllib.parse import urlsplit
 import pooch
 import requests.exceptions
 
-from tsp_cli import registry, settings
+from tsp_cli import settings
+
+from tsp_cli.models import registry
 from tsp_cli.errors import (
     CachedFileCorruptError,
     DownloadError,
@@ -37,7 +39,7 @@ from tsp_cli.errors import (
     OfflineError,
     TspError,
 )
-from tsp_cli.registry import Checkpoint
+from tsp_cli.models.registry import Checkpoint
 
 #: Seconds to wait for a connection, then for each piece of data (requests' ``timeout``).
 DOWNLOAD_TIMEOUT_S: tuple[float, float] = (10.0, 60.0)

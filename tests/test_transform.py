@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tsp_cli.preprocess import CROP_TOP_LEFT, FrameTransform, reference_transform
+from tsp_cli.pipeline.transform import CROP_TOP_LEFT, FrameTransform, reference_transform
 
 
 @pytest.mark.parametrize("height,width", [(120, 160), (96, 128), (240, 320), (720, 1280), (1080, 1920), (47, 63), (128, 171), (2000, 90)])

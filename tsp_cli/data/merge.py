@@ -19,12 +19,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tsp_cli import store
+from tsp_cli.pipeline import store
 from tsp_cli.atomic import TEMP_MARKER, atomic_path
 from tsp_cli.errors import TspError, UsageError
-from tsp_cli.legacy import load_legacy_features
-from tsp_cli.metadata import Progress, VideoTiming
-from tsp_cli.sampling import clip_start_times
+from tsp_cli.data.legacy import load_legacy_features
+from tsp_cli.data.metadata import Progress, VideoTiming
+from tsp_cli.pipeline.sampling import clip_start_times
 
 FEATURE_SUFFIXES = (".npy", ".pkl")
 #: Float features barely compress (about 10-15 %, the same at every level), so the fastest level

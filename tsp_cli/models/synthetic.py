@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from tsp_cli.atomic import atomic_path
-from tsp_cli.backbones import FEATURE_DIM, build_backbone
+from tsp_cli.models.backbones import FEATURE_DIM, build_backbone
 
 
 def write_checkpoint(path: Path | str, backbone: str, *, heads: int = 2, seed: int = 0) -> Path:

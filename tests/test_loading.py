@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tsp_cli.backbones import build_backbone
-from tsp_cli.checkpoint import detect_backbone, load_backbone, read_backbone_state
+from tsp_cli.models.backbones import build_backbone
+from tsp_cli.models.loading import detect_backbone, load_backbone, read_backbone_state
 from tsp_cli.errors import CheckpointError
 
 

@@ -23,16 +23,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from tsp_cli import __version__, store
-from tsp_cli.clipper import FrameChunk, Message, VideoFinished, VideoStarted, video_messages
-from tsp_cli.devices import resolve_device
+from tsp_cli import __version__
+
+from tsp_cli.pipeline import store
+from tsp_cli.pipeline.clipper import FrameChunk, Message, VideoFinished, VideoStarted, video_messages
+from tsp_cli.pipeline.devices import resolve_device
 from tsp_cli.errors import OutputError, UsageError
-from tsp_cli.inputs import VideoJob, collect_jobs
-from tsp_cli.preprocess import CROP_SIZE
-from tsp_cli.registry import FEATURE_DIM
+from tsp_cli.pipeline.inputs import VideoJob, collect_jobs
+from tsp_cli.pipeline.transform import CROP_SIZE
+from tsp_cli.models.registry import FEATURE_DIM
 from tsp_cli.parallel import default_workers
-from tsp_cli.sampling import ClipSettings
-from tsp_cli.sharding import Shard
+from tsp_cli.pipeline.sampling import ClipSettings
+from tsp_cli.pipeline.sharding import Shard
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -423,8 +425,8 @@ def run_extraction(
     if plan.device.type == "cuda" and plan.device.index is not None:
         torch.cuda.set_device(plan.device)  # pinned memory and cuDNN state then live on this GPU, not cuda:0
     if not dry_run:
-        from tsp_cli.checkpoint import load_backbone  # torchvision: ~1 s a dry run need not pay
-        from tsp_cli.weights import file_sha256
+        from tsp_cli.models.loading import load_backbone  # torchvision: ~1 s a dry run need not pay
+        from tsp_cli.models.cache import file_sha256
 
         if checkpoint is None:
             raise UsageError("Give a checkpoint: --checkpoint NAME or --local PATH.")
@@ -452,7 +454,7 @@ def run_extraction(
     return summary
 
 
-def extract(
+def extract_features(
     videos: Sequence[Path | str],
     out_dir: Path | str,
     *,
@@ -474,7 +476,7 @@ def extract(
     """Extract TSP features of ``videos`` (folders and/or files) into ``out_dir/<name>.npy``.
 
     ``checkpoint`` is a local checkpoint file (for a released one, get its path with
-    ``tsp_cli.weights.fetch(name)``); ``backbone`` is detected from it when left out. Finished
+    ``tsp_cli.models.cache.fetch(name)``); ``backbone`` is detected from it when left out. Finished
     videos are skipped, so a killed run resumes where it stopped. ``dry_run`` decodes and
     assembles every batch but loads no checkpoint, runs no network and writes no features.
     """

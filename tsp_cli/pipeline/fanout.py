@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsp_cli import store
+from tsp_cli.pipeline import store
 from tsp_cli.errors import UsageError
 from tsp_cli.parallel import MAX_DEFAULT_WORKERS, available_cores
-from tsp_cli.sharding import Shard, all_shards
+from tsp_cli.pipeline.sharding import Shard, all_shards
 
 #: Lines of a crashed child's log shown to the user.
 LOG_TAIL_LINES = 20

@@ -26,10 +26,10 @@ import av
 
 from tsp_cli.atomic import atomic_path
 from tsp_cli.errors import TspError, UsageError, VideoError
-from tsp_cli.inputs import find_videos
+from tsp_cli.pipeline.inputs import find_videos
 from tsp_cli.parallel import map_isolating_crashes
-from tsp_cli.metadata import Failure, Progress
-from tsp_cli.video import describe_av_error, open_video_stream
+from tsp_cli.data.metadata import Failure, Progress
+from tsp_cli.pipeline.video import describe_av_error, open_video_stream
 
 DEFAULT_FPS = Fraction(30)
 ENCODER = "libx264"

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from tests.videos import make_video
-from tsp_cli import store
+from tsp_cli.pipeline import store
 from tsp_cli.errors import UsageError
-from tsp_cli.extract import VideoEnded, extract, run_jobs
-from tsp_cli.inputs import VideoJob, collect_jobs, output_name
-from tsp_cli.sampling import ClipSettings
-from tsp_cli.sharding import Shard, parse_shard
+from tsp_cli.pipeline.engine import VideoEnded, extract_features, run_jobs
+from tsp_cli.pipeline.inputs import VideoJob, collect_jobs, output_name
+from tsp_cli.pipeline.sampling import ClipSettings
+from tsp_cli.pipeline.sharding import Shard, parse_shard
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,37 +111,37 @@ def test_a_video_with_no_video_stream_fails_clearly(tmp_path: Path, tiny_network
 
 def test_rerun_skips_finished_videos_and_retries_failed_ones(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
     kwargs = dict(checkpoint=None, stride=16, device="cpu", workers=0)
-    monkeypatch.setattr("tsp_cli.checkpoint.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
+    monkeypatch.setattr("tsp_cli.models.loading.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
     checkpoint = tmp_path / "fake.pth"
     checkpoint.write_bytes(b"weights")
     kwargs["checkpoint"] = checkpoint
-    first = extract([videos], tmp_path / "out", **kwargs)
+    first = extract_features([videos], tmp_path / "out", **kwargs)
     assert first.done == 3
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.npy")}
     (tmp_path / "out" / "b.npy").unlink()
-    second = extract([videos], tmp_path / "out", **kwargs)
+    second = extract_features([videos], tmp_path / "out", **kwargs)
     assert (second.skipped, second.done) == (3, 1)
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.npy")}
     assert {n for n in after if after[n] != before.get(n)} == {"b.npy"}
 
 
 def test_other_feature_settings_are_refused_and_a_new_tool_version_only_noted(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
-    monkeypatch.setattr("tsp_cli.checkpoint.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
+    monkeypatch.setattr("tsp_cli.models.loading.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
     checkpoint = tmp_path / "fake.pth"
     checkpoint.write_bytes(b"weights")
     out = tmp_path / "out"
-    extract([videos / "a.mp4"], out, checkpoint=checkpoint, workers=0, device="cpu")
+    extract_features([videos / "a.mp4"], out, checkpoint=checkpoint, workers=0, device="cpu")
     with pytest.raises(UsageError, match="stride 16 there vs 4 now"):
-        extract([videos / "a.mp4"], out, checkpoint=checkpoint, stride=4, workers=0, device="cpu")
+        extract_features([videos / "a.mp4"], out, checkpoint=checkpoint, stride=4, workers=0, device="cpu")
     other = tmp_path / "other.pth"
     other.write_bytes(b"other weights")
     with pytest.raises(UsageError, match="checkpoint_sha256"):
-        extract([videos / "a.mp4"], out, checkpoint=other, workers=0, device="cpu")
+        extract_features([videos / "a.mp4"], out, checkpoint=other, workers=0, device="cpu")
     manifest = json.loads((out / "tsp-manifest.json").read_text())
     manifest["versions"]["torch"] = "1.0"
     (out / "tsp-manifest.json").write_text(json.dumps(manifest))
     notes = []
-    extract([videos / "a.mp4"], out, checkpoint=checkpoint, workers=0, device="cpu", on_event=lambda e: notes.extend(getattr(e, "notes", ())))
+    extract_features([videos / "a.mp4"], out, checkpoint=checkpoint, workers=0, device="cpu", on_event=lambda e: notes.extend(getattr(e, "notes", ())))
     assert any("torch is" in note and "1.0 when" in note for note in notes)
 
 
@@ -161,9 +161,9 @@ def test_stale_temp_files_of_dead_processes_are_removed_but_not_live_ones(tmp_pa
 KILLABLE_RUN = textwrap.dedent(
     """
     import sys, time, torch
-    from tsp_cli.extract import run_jobs
-    from tsp_cli.inputs import collect_jobs
-    from tsp_cli.sampling import ClipSettings
+    from tsp_cli.pipeline.engine import run_jobs
+    from tsp_cli.pipeline.inputs import collect_jobs
+    from tsp_cli.pipeline.sampling import ClipSettings
     from tests.conftest import TinyNetwork
 
     class Slow(TinyNetwork):
@@ -255,14 +255,14 @@ def test_metadata_csv_order_and_problems(tmp_path: Path) -> None:
 
 
 def test_dry_run_assembles_every_batch_but_writes_no_features(videos: Path, tmp_path: Path) -> None:
-    summary = extract([videos], tmp_path / "out", stride=4, dry_run=True, workers=2, device="cpu")
+    summary = extract_features([videos], tmp_path / "out", stride=4, dry_run=True, workers=2, device="cpu")
     assert summary.clips == 14 and summary.done == 3 and summary.no_clips == 1
     assert list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.mark.skipif(__import__("multiprocessing").get_start_method() != "fork", reason="the patch reaches workers only through fork")
 def test_a_decoder_that_crashes_its_process_fails_only_that_video(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
-    import tsp_cli.extract as engine_module
+    import tsp_cli.pipeline.engine as engine_module
 
     real_messages = engine_module.video_messages
 
@@ -289,7 +289,7 @@ def test_two_processes_claiming_a_folder_with_different_settings_cannot_both_win
     script = textwrap.dedent(
         """
         import sys, time
-        from tsp_cli import store
+        from tsp_cli.pipeline import store
         from tsp_cli.errors import UsageError
         time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
         try:
@@ -334,7 +334,7 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(vide
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(UsageError, match="Cannot create the output folder"):
-        extract([videos], blocker / "out", dry_run=True, device="cpu")
+        extract_features([videos], blocker / "out", dry_run=True, device="cpu")
 
 
 def test_metadata_rows_without_a_usable_fps_or_frame_count_are_named(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 The released checkpoints are declared as data, like torchvision's and timm's weight tables, so
 adding one is adding a row. A user's own checkpoints come from the TOML file that
 ``TSP_MODELS_FILE`` names and become the same :class:`Checkpoint` entries, so they work wherever
-a released name does. Nothing here touches the network or the cache; that is ``weights.py``.
+a released name does. Nothing here touches the network or the cache; that is ``cache``.
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsp_cli import store
+from tsp_cli.pipeline import store
 from tsp_cli.errors import UsageError
-from tsp_cli.inputs import collect_jobs
-from tsp_cli.metadata import read_metadata_csv
-from tsp_cli.sharding import Shard, all_shards, parse_shard
+from tsp_cli.pipeline.inputs import collect_jobs
+from tsp_cli.data.metadata import read_metadata_csv
+from tsp_cli.pipeline.sharding import Shard, all_shards, parse_shard
 
 #: "Recent progress" is the speed over the last this many seconds of finished videos.
 RECENT_WINDOW_SECONDS = 600.0

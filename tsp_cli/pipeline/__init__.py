@@ -1,0 +1,11 @@
+"""From a video path to its feature rows: the extraction pipeline.
+
+``inputs`` (which videos, what they are called), ``video`` (PyAV probing and single-pass
+decoding), ``sampling`` (the clip plan as pure functions), ``transform`` (per-frame resize,
+normalise, crop), ``clipper`` (a worker's decode loop: frames to clip-ready chunks), ``engine``
+(workers, batches, the model, writes), ``store`` (atomic per-video outputs, manifest, records),
+``sharding`` / ``fanout`` / ``devices`` (splitting work over tasks and GPUs).
+
+Imports ``tsp_cli.models`` and the foundation; never ``tsp_cli.data`` or the CLI, and never
+typer or rich.
+"""
