@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # project's ranges accept any 2.x torch.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test demo bench clean
+.PHONY: install lint format test test-fast demo bench clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,22 @@ install:
 	$(BIN)/python -m pip install -e '.[dev]'
 	@test -x $(BIN)/tsp
 
+# ruff (lint and format check) and mypy, as configured in pyproject.toml; CI runs it before the tests.
+lint:
+	$(BIN)/ruff check tsp_cli tests benchmarks examples
+	$(BIN)/ruff format --check tsp_cli tests benchmarks examples
+	$(BIN)/mypy
+
+format:
+	$(BIN)/ruff check --fix tsp_cli tests benchmarks examples
+	$(BIN)/ruff format tsp_cli tests benchmarks examples
+
+# The whole suite (what CI runs); test-fast leaves out the tests marked slow (real networks on the CPU).
 test:
 	$(BIN)/python -m pytest -q
+
+test-fast:
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench:
 	$(BIN)/python -m benchmarks.run

@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tsp_cli.pipeline.transform import CROP_SIZE, CROP_TOP_LEFT, MEAN, RESIZE_HW, STD
 from tsp_cli.pipeline.sampling import ClipSettings, clip_windows, window_positions
+from tsp_cli.pipeline.transform import CROP_SIZE, CROP_TOP_LEFT, MEAN, RESIZE_HW, STD
 from tsp_cli.pipeline.video import probe
 
 _GC_COLLECTION_INTERVAL = 10
@@ -74,7 +74,11 @@ def plan_clips(paths: Sequence[Path], settings: ClipSettings) -> list[ClipRead]:
         whole = int(step) if float(step).is_integer() else None
         positions = tuple(int(p) for p in window_positions(info.fps, settings))
         for window in clip_windows(info.fps, info.num_frames, info.time_base, settings):
-            clips.append(ClipRead(os.fspath(path), window.index, window.start_pts, window.end_pts, whole, positions, settings.clip_len))
+            clips.append(
+                ClipRead(
+                    os.fspath(path), window.index, window.start_pts, window.end_pts, whole, positions, settings.clip_len
+                )
+            )
     return clips
 
 

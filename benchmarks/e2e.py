@@ -60,13 +60,30 @@ def model_alone(checkpoint: Path, backbone: str, clips: int, batch_size: int, cl
             model(batch).float().cpu().numpy()
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
-    return {"seconds": seconds, "cpu_seconds": cpu, "clips": clips, "batches": len(batches), "threads": torch.get_num_threads()}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "clips": clips,
+        "batches": len(batches),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def model_alone_subprocess(checkpoint: Path, backbone: str, clips: int, batch_size: int) -> dict:
     """:func:`model_alone` in a fresh interpreter, as the CLI runs."""
-    command = [sys.executable, "-m", "benchmarks.e2e", "--checkpoint", str(checkpoint), "--backbone", backbone,
-               "--clips", str(clips), "--batch-size", str(batch_size)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.e2e",
+        "--checkpoint",
+        str(checkpoint),
+        "--backbone",
+        backbone,
+        "--clips",
+        str(clips),
+        "--batch-size",
+        str(batch_size),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1])
     if done.returncode != 0:
         raise RuntimeError(f"network-alone run failed:\n{done.stdout}\n{done.stderr}")

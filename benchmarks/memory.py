@@ -76,9 +76,11 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
-def measure_peak(command: Sequence[str], *, env: dict[str, str] | None = None, interval: float = 0.02, pss_every: int = 5) -> dict:
+def measure_peak(
+    command: Sequence[str], *, env: dict[str, str] | None = None, interval: float = 0.02, pss_every: int = 5
+) -> dict:
     """Run ``command`` and poll its tree; peak summed RSS and PSS (MiB), wall seconds, most processes seen."""
-    output = tempfile.TemporaryFile(mode="w+")  # not a pipe: a chatty child never blocks on it
+    output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed below). Not a pipe: a chatty child never blocks on it.
     started = time.perf_counter()
     process = subprocess.Popen(list(command), stdout=output, stderr=subprocess.STDOUT, env=env, text=True)
     peak_rss = peak_pss = peak_main = 0

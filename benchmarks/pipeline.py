@@ -26,10 +26,24 @@ class CommandFailed(RuntimeError):
     pass
 
 
-def tsp_command(videos: Sequence[Path], out_dir: Path, *, stride: int, workers: int, extra: Sequence[str] = ("--dry-run",)) -> list[str]:
+def tsp_command(
+    videos: Sequence[Path], out_dir: Path, *, stride: int, workers: int, extra: Sequence[str] = ("--dry-run",)
+) -> list[str]:
     return [
-        sys.executable, "-m", "tsp_cli", "extract", *map(os.fspath, videos), "-o", os.fspath(out_dir),
-        "--workers", str(workers), "--stride", str(stride), "--device", "cpu", *extra,
+        sys.executable,
+        "-m",
+        "tsp_cli",
+        "extract",
+        *map(os.fspath, videos),
+        "-o",
+        os.fspath(out_dir),
+        "--workers",
+        str(workers),
+        "--stride",
+        str(stride),
+        "--device",
+        "cpu",
+        *extra,
     ]
 
 

@@ -32,7 +32,9 @@ from tsp_cli.pipeline.sampling import ClipSettings
 
 def consume(path: Path, stride: int, clips_per_chunk: int = 8, pickle_messages: bool = False) -> int:
     messages = 0
-    for message in video_messages(0, VideoJob(Path(path), Path(path).stem), ClipSettings(stride=stride), clips_per_chunk=clips_per_chunk):
+    for message in video_messages(
+        0, VideoJob(Path(path), Path(path).stem), ClipSettings(stride=stride), clips_per_chunk=clips_per_chunk
+    ):
         if pickle_messages:
             pickle.dumps(message)
         messages += 1
@@ -43,14 +45,27 @@ def engine_dry_run(path: Path, stride: int) -> int:
     from tsp_cli.pipeline.engine import run_jobs
 
     with tempfile.TemporaryDirectory(prefix="tsp-profile-") as out_dir:
-        return run_jobs([VideoJob(Path(path), Path(path).stem)], Path(out_dir), None, ClipSettings(stride=stride), workers=0).clips
+        return run_jobs(
+            [VideoJob(Path(path), Path(path).stem)], Path(out_dir), None, ClipSettings(stride=stride), workers=0
+        ).clips
 
 
-def profile(path: Path, stride: int, *, top: int = 25, sort: str = "cumulative", pickle_messages: bool = False,
-            engine: bool = False) -> str:
+def profile(
+    path: Path,
+    stride: int,
+    *,
+    top: int = 25,
+    sort: str = "cumulative",
+    pickle_messages: bool = False,
+    engine: bool = False,
+) -> str:
     """The profile report (a string) of one pass of ``video_messages`` (or ``run_jobs``) over ``path``."""
     torch.set_num_threads(1)
-    work = (lambda: engine_dry_run(path, stride)) if engine else (lambda: consume(path, stride, pickle_messages=pickle_messages))
+    work = (
+        (lambda: engine_dry_run(path, stride))
+        if engine
+        else (lambda: consume(path, stride, pickle_messages=pickle_messages))
+    )
     work()  # warm caches and lazy imports first
     started = time.perf_counter()
     work()
@@ -73,10 +88,20 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"])
     parser.add_argument("--pickle-messages", action="store_true")
-    parser.add_argument("--engine", action="store_true", help="profile run_jobs (dry run, workers=0): both sides of the engine")
+    parser.add_argument(
+        "--engine", action="store_true", help="profile run_jobs (dry run, workers=0): both sides of the engine"
+    )
     options = parser.parse_args()
-    print(profile(options.video, options.stride, top=options.top, sort=options.sort, pickle_messages=options.pickle_messages,
-                  engine=options.engine))
+    print(
+        profile(
+            options.video,
+            options.stride,
+            top=options.top,
+            sort=options.sort,
+            pickle_messages=options.pickle_messages,
+            engine=options.engine,
+        )
+    )
 
 
 if __name__ == "__main__":

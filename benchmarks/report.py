@@ -47,7 +47,7 @@ def as_text(rows: list[Row | str]) -> str:
     """A fixed-width table; a plain string in ``rows`` is a section heading."""
     cells = [_cells(r) for r in rows if isinstance(r, Row)]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(HEADERS)]
-    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()  # noqa: E731
     out = [line(HEADERS), line(["-" * w for w in widths])]
     for row in rows:
         out.append(f"[{row}]" if isinstance(row, str) else line(_cells(row)))

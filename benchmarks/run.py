@@ -66,18 +66,41 @@ class Config:
 
 
 def parse(argv: list[str] | None) -> Config:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="10 s videos (60 s for the long memory video), one repeat, few clips")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="10 s videos (60 s for the long memory video), one repeat, few clips"
+    )
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
-    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated video sets: small (4 x 320x240, targeted), hd (1280x720, reported)")
-    parser.add_argument("--repeat", type=int, help="rounds of floor, start-up and dry-run timings (median); default 3, 1 with --quick")
+    parser.add_argument(
+        "--sets",
+        default=",".join(SETS),
+        help="comma-separated video sets: small (4 x 320x240, targeted), hd (1280x720, reported)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, help="rounds of floor, start-up and dry-run timings (median); default 3, 1 with --quick"
+    )
     parser.add_argument("--baseline-repeat", type=int, default=1)
-    parser.add_argument("--e2e-repeat", type=int, help="runs of the end-to-end and network-alone timings (median); default 3, 1 with --quick")
+    parser.add_argument(
+        "--e2e-repeat",
+        type=int,
+        help="runs of the end-to-end and network-alone timings (median); default 3, 1 with --quick",
+    )
     parser.add_argument("--workers", type=int, default=2, help="decoding processes for every measurement (default 2)")
-    parser.add_argument("--baseline-clips", type=int, help="stride-1 baseline: clips actually run, evenly spaced, scaled to all (default 480 for 320x240, 48 for 720p)")
+    parser.add_argument(
+        "--baseline-clips",
+        type=int,
+        help="stride-1 baseline: clips actually run, evenly spaced, scaled to all (default 480 for 320x240, 48 for 720p)",
+    )
     parser.add_argument("--e2e-clips", type=int, help="clips of the end-to-end run (default 64, 16 with --quick)")
-    parser.add_argument("--memory-strides", default="16", help="strides of the memory runs (default 16; 16,1 adds the slower dense runs)")
+    parser.add_argument(
+        "--memory-strides",
+        default="16",
+        help="strides of the memory runs (default 16; 16,1 adds the slower dense runs)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     options = parser.parse_args(argv)
     parts = tuple(p for p in options.only.split(",") if p)
@@ -90,17 +113,22 @@ def parse(argv: list[str] | None) -> Config:
     small_limit = options.baseline_clips or (64 if quick else 480)
     hd_limit = options.baseline_clips or (16 if quick else 48)
     return Config(
-        quick=quick, parts=parts, sets=sets,
+        quick=quick,
+        parts=parts,
+        sets=sets,
         repeat=options.repeat or (1 if quick else 3),
         baseline_repeat=options.baseline_repeat,
         e2e_repeat=options.e2e_repeat or (1 if quick else 3),
-        workers=options.workers, out=options.out, strides=(16, 1),
+        workers=options.workers,
+        out=options.out,
+        strides=(16, 1),
         memory_strides=tuple(int(x) for x in options.memory_strides.split(",") if x),
         seconds=10 if quick else 60,
         memory_seconds=(6, 60) if quick else (60, 600),
         baseline_limits={("small", 16): None, ("small", 1): small_limit, ("hd", 16): None, ("hd", 1): hd_limit},
         e2e_clips=options.e2e_clips or (16 if quick else 64),
-        batch_size=32, backbone="r3d_18",
+        batch_size=32,
+        backbone="r3d_18",
     )
 
 
@@ -122,9 +150,14 @@ def machine() -> dict:
     except (OSError, IndexError, ValueError):
         memory_gib = float("nan")
     return {
-        "cpu": model, "cores_available": available_cores(), "memory_gib": round(memory_gib, 1),
-        "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "av": av.__version__, "platform": platform.platform(),
+        "cpu": model,
+        "cores_available": available_cores(),
+        "memory_gib": round(memory_gib, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "av": av.__version__,
+        "platform": platform.platform(),
     }
 
 
@@ -143,9 +176,12 @@ def engine_revision() -> str:
     if marker.is_file():
         return marker.read_text(encoding="utf-8").strip()
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--", "tsp_cli"], cwd=root, capture_output=True, text=True,
-                                 check=True).stdout.split("\n")
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "tsp_cli"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):
         return f"{root} (not a git checkout)"
     changed = [line[3:] for line in changed if line.strip()]
@@ -212,7 +248,9 @@ class Bench:
     def timing_rounds(self, sets: dict[str, list[Path]]) -> None:
         c = self.config
         for name, paths in sets.items():
-            self.entry(name, paths).update({"floor": [], "startup": [], "dryrun": {s: [] for s in c.strides}, "clips": {}})
+            self.entry(name, paths).update(
+                {"floor": [], "startup": [], "dryrun": {s: [] for s in c.strides}, "clips": {}}
+            )
         for round_ in range(c.repeat):
             for name, paths in sets.items():
                 entry = self.raw[name]
@@ -232,8 +270,10 @@ class Bench:
                         run.pop("stdout")
                         entry["dryrun"][stride].append(run)
                         entry["clips"][stride] = run["engine_clips"]
-                        log(f"{tag}: dry run stride {stride} {run['seconds']:.2f} s, CPU {run['cpu_seconds']:.2f} s "
-                            f"(engine: {run['engine_clips']} clips in {run['engine_seconds']} s)")
+                        log(
+                            f"{tag}: dry run stride {stride} {run['seconds']:.2f} s, CPU {run['cpu_seconds']:.2f} s "
+                            f"(engine: {run['engine_clips']} clips in {run['engine_seconds']} s)"
+                        )
 
     def baselines(self, sets: dict[str, list[Path]]) -> None:
         c = self.config
@@ -242,11 +282,18 @@ class Bench:
             for stride in c.strides:
                 entry[stride] = []
                 for _ in range(c.baseline_repeat):
-                    result = baseline.measure_baseline(paths, ClipSettings(stride=stride), workers=c.workers,
-                                                       batch_size=c.batch_size, limit=c.baseline_limits[name, stride])
+                    result = baseline.measure_baseline(
+                        paths,
+                        ClipSettings(stride=stride),
+                        workers=c.workers,
+                        batch_size=c.batch_size,
+                        limit=c.baseline_limits[name, stride],
+                    )
                     entry[stride].append(result)
-                    log(f"{name}: per-clip baseline stride {stride}: {result['seconds']:.2f} s, CPU {result['cpu_seconds']:.2f} s "
-                        f"for {result['clips_run']} of {result['clips_total']} clips -> {result['scaled_seconds']:.1f} s for all")
+                    log(
+                        f"{name}: per-clip baseline stride {stride}: {result['seconds']:.2f} s, CPU {result['cpu_seconds']:.2f} s "
+                        f"for {result['clips_run']} of {result['clips_total']} clips -> {result['scaled_seconds']:.1f} s for all"
+                    )
 
     # ---- memory ---------------------------------------------------------------------------
     def memory(self) -> None:
@@ -257,16 +304,20 @@ class Bench:
         with tempfile.TemporaryDirectory(prefix="tsp-bench-") as out_dir:
             command = pipeline.tsp_command(self.startup_set(1), Path(out_dir), stride=16, workers=c.workers)
             entry["startup"] = memory.measure_peak(command, env=pipeline.child_env())
-        log(f"memory, start-up only: peak RSS sum {entry['startup']['peak_rss_mib']:.0f} MiB, PSS sum {entry['startup']['peak_pss_mib']:.0f} MiB")
+        log(
+            f"memory, start-up only: peak RSS sum {entry['startup']['peak_rss_mib']:.0f} MiB, PSS sum {entry['startup']['peak_pss_mib']:.0f} MiB"
+        )
         for stride in c.memory_strides:
             entry[stride] = {}
-            for label, path in zip(("short", "long"), paths):
+            for label, path in zip(("short", "long"), paths, strict=True):
                 with tempfile.TemporaryDirectory(prefix="tsp-bench-") as out_dir:
                     command = pipeline.tsp_command([path], Path(out_dir), stride=stride, workers=c.workers)
                     result = memory.measure_peak(command, env=pipeline.child_env())
                 entry[stride][label] = result
-                log(f"memory stride {stride}, {path.name}: peak RSS sum {result['peak_rss_mib']:.0f} MiB, "
-                    f"PSS sum {result['peak_pss_mib']:.0f} MiB, {result['processes']} processes, {result['seconds']:.1f} s")
+                log(
+                    f"memory stride {stride}, {path.name}: peak RSS sum {result['peak_rss_mib']:.0f} MiB, "
+                    f"PSS sum {result['peak_pss_mib']:.0f} MiB, {result['processes']} processes, {result['seconds']:.1f} s"
+                )
 
     # ---- end to end ---------------------------------------------------------------------------
     def end_to_end(self) -> None:
@@ -280,8 +331,19 @@ class Bench:
         checkpoint = e2e.write_checkpoint(c.out / "checkpoints" / f"{c.backbone}-bench.pth", c.backbone)
         extra = ["--local", str(checkpoint), "--backbone", c.backbone, "--batch-size", str(c.batch_size)]
         starters = self.startup_set(1)
-        entry = self.raw.setdefault("e2e", {"video": path.name, "stride": stride, "backbone": c.backbone, "batch_size": c.batch_size,
-                                            "workers": c.workers, "extract": [], "startup": [], "model_alone": []})
+        entry = self.raw.setdefault(
+            "e2e",
+            {
+                "video": path.name,
+                "stride": stride,
+                "backbone": c.backbone,
+                "batch_size": c.batch_size,
+                "workers": c.workers,
+                "extract": [],
+                "startup": [],
+                "model_alone": [],
+            },
+        )
         for round_ in range(c.e2e_repeat):
             started = pipeline.run_extract(starters, stride=stride, workers=c.workers, extra=extra)
             started.pop("stdout")
@@ -293,9 +355,11 @@ class Bench:
             alone = e2e.model_alone_subprocess(checkpoint, c.backbone, run["engine_clips"], c.batch_size)
             entry["model_alone"].append(alone)
             entry["threads"] = alone["threads"]
-            log(f"e2e round {round_ + 1}/{c.e2e_repeat}: extract {run['seconds']:.1f} s, CPU {run['cpu_seconds']:.1f} s "
+            log(
+                f"e2e round {round_ + 1}/{c.e2e_repeat}: extract {run['seconds']:.1f} s, CPU {run['cpu_seconds']:.1f} s "
                 f"(start-up {started['seconds']:.1f} s, engine {run['engine_seconds']} s) for {run['engine_clips']} clips; "
-                f"network alone {alone['seconds']:.1f} s, CPU {alone['cpu_seconds']:.1f} s")
+                f"network alone {alone['seconds']:.1f} s, CPU {alone['cpu_seconds']:.1f} s"
+            )
 
     # ---- the table ----------------------------------------------------------------------------
     def build_rows(self) -> None:
@@ -312,14 +376,28 @@ class Bench:
         targeted = name == "small"
         count = len(entry["videos"])
         what = f"{count} x 320x240" if targeted else f"{count} x 1280x720"
-        self.rows.append(f"{what}, {c.seconds:g} s each at 30 fps, {entry['frames']} frames, {c.workers} workers"
-                         + ("" if targeted else " (reported, not targeted)"))
+        self.rows.append(
+            f"{what}, {c.seconds:g} s each at 30 fps, {entry['frames']} frames, {c.workers} workers"
+            + ("" if targeted else " (reported, not targeted)")
+        )
         floor_s = Series(entry.get("floor", []))
         startup = Series(entry.get("startup", []))
         if floor_s:
-            self.rows.append(Row(f"floor: decode every frame once, {min(c.workers, count)} process(es)", floor_s.text(), cpu=f"{floor_s.cpu:.2f} s"))
+            self.rows.append(
+                Row(
+                    f"floor: decode every frame once, {min(c.workers, count)} process(es)",
+                    floor_s.text(),
+                    cpu=f"{floor_s.cpu:.2f} s",
+                )
+            )
         if startup:
-            self.rows.append(Row("tsp start-up (same command on videos shorter than a clip)", startup.text(), cpu=f"{startup.cpu:.2f} s"))
+            self.rows.append(
+                Row(
+                    "tsp start-up (same command on videos shorter than a clip)",
+                    startup.text(),
+                    cpu=f"{startup.cpu:.2f} s",
+                )
+            )
         for stride in c.strides:
             runs = Series(entry.get("dryrun", {}).get(stride, []))
             pipeline_s = pipeline_cpu = None
@@ -328,7 +406,11 @@ class Bench:
                 pipeline_s = runs.median - startup.median if startup else runs.median
                 pipeline_min = runs.minimum - startup.minimum if startup else runs.minimum
                 pipeline_cpu = runs.cpu - startup.cpu if startup else runs.cpu
-                label = f"dry run, stride {stride} ({clips} clips), less start-up" if startup else f"dry run, stride {stride} ({clips} clips)"
+                label = (
+                    f"dry run, stride {stride} ({clips} clips), less start-up"
+                    if startup
+                    else f"dry run, stride {stride} ({clips} clips)"
+                )
                 value = f"{pipeline_s:.2f} s (min {pipeline_min:.2f})"
                 if floor_s:
                     ratio = pipeline_s / floor_s.median
@@ -336,25 +418,56 @@ class Bench:
                     if targeted:
                         limit = TARGETS[stride]["vs_floor"]
                         text, target, result = at_most(ratio, limit)
-                        self.rows.append(Row(label, value, cpu, f"floor {floor_s.median:.2f} s", text, target, result, ratio, limit))
+                        self.rows.append(
+                            Row(label, value, cpu, f"floor {floor_s.median:.2f} s", text, target, result, ratio, limit)
+                        )
                     else:
-                        self.rows.append(Row(label, value, cpu, f"floor {floor_s.median:.2f} s", f"{ratio:.2f}x", ratio_value=ratio))
-                    self.rows.append(Row(f"dry run, stride {stride}, with start-up", runs.text(), f"{runs.cpu:.2f} s",
-                                         f"floor {floor_s.median:.2f} s", f"{runs.median / floor_s.median:.2f}x",
-                                         ratio_value=runs.median / floor_s.median))
-                    own = Series([{"seconds": r["engine_seconds"]} for r in entry["dryrun"][stride] if r.get("engine_seconds") is not None])
+                        self.rows.append(
+                            Row(label, value, cpu, f"floor {floor_s.median:.2f} s", f"{ratio:.2f}x", ratio_value=ratio)
+                        )
+                    self.rows.append(
+                        Row(
+                            f"dry run, stride {stride}, with start-up",
+                            runs.text(),
+                            f"{runs.cpu:.2f} s",
+                            f"floor {floor_s.median:.2f} s",
+                            f"{runs.median / floor_s.median:.2f}x",
+                            ratio_value=runs.median / floor_s.median,
+                        )
+                    )
+                    own = Series(
+                        [
+                            {"seconds": r["engine_seconds"]}
+                            for r in entry["dryrun"][stride]
+                            if r.get("engine_seconds") is not None
+                        ]
+                    )
                     if own:
-                        self.rows.append(Row(f"dry run, stride {stride}, the engine's own clock (run_jobs)", own.text(), "",
-                                             f"floor {floor_s.median:.2f} s", f"{own.median / floor_s.median:.2f}x",
-                                             ratio_value=own.median / floor_s.median))
+                        self.rows.append(
+                            Row(
+                                f"dry run, stride {stride}, the engine's own clock (run_jobs)",
+                                own.text(),
+                                "",
+                                f"floor {floor_s.median:.2f} s",
+                                f"{own.median / floor_s.median:.2f}x",
+                                ratio_value=own.median / floor_s.median,
+                            )
+                        )
                 else:
                     self.rows.append(Row(label, value, f"{pipeline_cpu:.2f} s"))
             base = entry.get("baseline", {}).get(stride)
             if base:
-                scaled = Series([{"seconds": b["scaled_seconds"], "cpu_seconds": b["scaled_cpu_seconds"]} for b in base])
+                scaled = Series(
+                    [{"seconds": b["scaled_seconds"], "cpu_seconds": b["scaled_cpu_seconds"]} for b in base]
+                )
                 first = base[0]
-                note = "all clips" if first["clips_run"] == first["clips_total"] else (
-                    f"{first['clips_run']} of {first['clips_total']} clips evenly spaced, scaled x{first['clips_total'] / first['clips_run']:.2f}")
+                note = (
+                    "all clips"
+                    if first["clips_run"] == first["clips_total"]
+                    else (
+                        f"{first['clips_run']} of {first['clips_total']} clips evenly spaced, scaled x{first['clips_total'] / first['clips_run']:.2f}"
+                    )
+                )
                 cpu = f"{scaled.cpu:.1f} s" + (f" ({scaled.cpu / floor_s.cpu:.0f}x)" if floor_s else "")
                 self.rows.append(Row(f"per-clip baseline, stride {stride} ({note})", scaled.text(), cpu))
                 if pipeline_s:
@@ -364,49 +477,114 @@ class Bench:
                     if targeted:
                         limit = TARGETS[stride]["speedup"]
                         text, target, result = at_least(speedup, limit)
-                        self.rows.append(Row(label, f"{pipeline_s:.2f} s", cpu, f"baseline {scaled.median:.2f} s", text, target, result,
-                                             speedup, limit))
+                        self.rows.append(
+                            Row(
+                                label,
+                                f"{pipeline_s:.2f} s",
+                                cpu,
+                                f"baseline {scaled.median:.2f} s",
+                                text,
+                                target,
+                                result,
+                                speedup,
+                                limit,
+                            )
+                        )
                     else:
-                        self.rows.append(Row(label, f"{pipeline_s:.2f} s", cpu, f"baseline {scaled.median:.2f} s", f"{speedup:.1f}x faster",
-                                             ratio_value=speedup))
+                        self.rows.append(
+                            Row(
+                                label,
+                                f"{pipeline_s:.2f} s",
+                                cpu,
+                                f"baseline {scaled.median:.2f} s",
+                                f"{speedup:.1f}x faster",
+                                ratio_value=speedup,
+                            )
+                        )
 
     def _memory_rows(self, mem: dict) -> None:
         c = self.config
         short_s, long_s = mem["seconds"]
-        self.rows.append(f"peak memory of tsp extract --dry-run, 320x240, {c.workers} workers: RSS summed over the process tree (PSS sum)")
+        self.rows.append(
+            f"peak memory of tsp extract --dry-run, 320x240, {c.workers} workers: RSS summed over the process tree (PSS sum)"
+        )
         if "startup" in mem:
             base = mem["startup"]
-            self.rows.append(Row("start-up only (a video shorter than a clip): imports, 1 worker",
-                                 f"{base['peak_rss_mib']:.0f} MiB (PSS {base['peak_pss_mib']:.0f})"))
+            self.rows.append(
+                Row(
+                    "start-up only (a video shorter than a clip): imports, 1 worker",
+                    f"{base['peak_rss_mib']:.0f} MiB (PSS {base['peak_pss_mib']:.0f})",
+                )
+            )
         for stride in c.memory_strides:
             if stride not in mem:
                 continue
             short, long = mem[stride]["short"], mem[stride]["long"]
-            self.rows.append(Row(f"stride {stride}, {short_s:g} s video", f"{short['peak_rss_mib']:.0f} MiB (PSS {short['peak_pss_mib']:.0f})"))
+            self.rows.append(
+                Row(
+                    f"stride {stride}, {short_s:g} s video",
+                    f"{short['peak_rss_mib']:.0f} MiB (PSS {short['peak_pss_mib']:.0f})",
+                )
+            )
             ratio = long["peak_rss_mib"] / short["peak_rss_mib"]
             text, target, result = at_most(ratio, TARGETS["memory"])
-            self.rows.append(Row(f"stride {stride}, {long_s:g} s video", f"{long['peak_rss_mib']:.0f} MiB (PSS {long['peak_pss_mib']:.0f})", "",
-                                 f"{short_s:g} s video", text, target, result, ratio, TARGETS["memory"]))
+            self.rows.append(
+                Row(
+                    f"stride {stride}, {long_s:g} s video",
+                    f"{long['peak_rss_mib']:.0f} MiB (PSS {long['peak_pss_mib']:.0f})",
+                    "",
+                    f"{short_s:g} s video",
+                    text,
+                    target,
+                    result,
+                    ratio,
+                    TARGETS["memory"],
+                )
+            )
 
     def _e2e_rows(self, run: dict) -> None:
         alone = Series(run["model_alone"])
         startup = Series(run["startup"])
         extract = Series(run["extract"])
-        self.rows.append(f"end to end on CPU: {run['backbone']}, {run['clips']} clips (stride {run['stride']}), batch {run['batch_size']}, "
-                         f"{run['workers']} workers, {run['threads']} torch threads")
+        self.rows.append(
+            f"end to end on CPU: {run['backbone']}, {run['clips']} clips (stride {run['stride']}), batch {run['batch_size']}, "
+            f"{run['workers']} workers, {run['threads']} torch threads"
+        )
         self.rows.append(Row("network alone: same batches, random input", alone.text(), f"{alone.cpu:.1f} s"))
         # Each round runs start-up, extraction and the network alone back to back; the ratio is the
         # median of the rounds' own ratios, which a burst of load in one round moves less.
-        paired = median([(e["seconds"] - s["seconds"]) / a["seconds"]
-                         for e, s, a in zip(run["extract"], run["startup"], run["model_alone"])])
+        paired = median(
+            [
+                (e["seconds"] - s["seconds"]) / a["seconds"]
+                for e, s, a in zip(run["extract"], run["startup"], run["model_alone"], strict=True)
+            ]
+        )
         less = extract.median - startup.median
         text, target, result = at_most(paired, TARGETS["e2e"])
         cpu = extract.cpu - startup.cpu
-        self.rows.append(Row("tsp extract, less start-up (ratio: median of paired rounds)",
-                             f"{less:.2f} s (min {extract.minimum - startup.minimum:.2f})", f"{cpu:.1f} s ({cpu / alone.cpu:.2f}x)",
-                             f"network alone {alone.median:.2f} s", text, target, result, paired, TARGETS["e2e"]))
-        self.rows.append(Row("tsp extract, with start-up", extract.text(), f"{extract.cpu:.1f} s", f"network alone {alone.median:.2f} s",
-                             f"{extract.median / alone.median:.2f}x", ratio_value=extract.median / alone.median))
+        self.rows.append(
+            Row(
+                "tsp extract, less start-up (ratio: median of paired rounds)",
+                f"{less:.2f} s (min {extract.minimum - startup.minimum:.2f})",
+                f"{cpu:.1f} s ({cpu / alone.cpu:.2f}x)",
+                f"network alone {alone.median:.2f} s",
+                text,
+                target,
+                result,
+                paired,
+                TARGETS["e2e"],
+            )
+        )
+        self.rows.append(
+            Row(
+                "tsp extract, with start-up",
+                extract.text(),
+                f"{extract.cpu:.1f} s",
+                f"network alone {alone.median:.2f} s",
+                f"{extract.median / alone.median:.2f}x",
+                ratio_value=extract.median / alone.median,
+            )
+        )
 
     def notes(self, started: float, load_before: tuple, load_after: tuple) -> list[str]:
         c = self.config
@@ -452,8 +630,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.build_rows()
     load_after = os.getloadavg()
     notes = bench.notes(started, load_before, load_after)
-    header = (f"Machine: {info['cpu']}, {info['cores_available']} cores available, {info['memory_gib']} GiB; Python {info['python']}, "
-              f"torch {info['torch']} ({info['torch_threads']} threads), PyAV {info['av']}. Engine: tsp_cli at {info['engine']}.")
+    header = (
+        f"Machine: {info['cpu']}, {info['cores_available']} cores available, {info['memory_gib']} GiB; Python {info['python']}, "
+        f"torch {info['torch']} ({info['torch_threads']} threads), PyAV {info['av']}. Engine: tsp_cli at {info['engine']}."
+    )
     print()
     print(header)
     print(as_text(bench.rows))
@@ -464,10 +644,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{header}\n\n{as_markdown(bench.rows)}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n", encoding="utf-8"
     )
     results = {
-        "machine": info, "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items() if k != "baseline_limits"},
+        "machine": info,
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items() if k != "baseline_limits"
+        },
         "baseline_limits": {f"{k[0]}/stride{k[1]}": v for k, v in config.baseline_limits.items()},
-        "load_average": {"before": load_before, "after": load_after}, "raw": bench.raw,
-        "rows": [r.as_dict() if isinstance(r, Row) else {"section": r} for r in bench.rows], "notes": notes,
+        "load_average": {"before": load_before, "after": load_after},
+        "raw": bench.raw,
+        "rows": [r.as_dict() if isinstance(r, Row) else {"section": r} for r in bench.rows],
+        "notes": notes,
     }
     (config.out / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     log(f"wrote {config.out / 'results.json'} and {config.out / 'results.md'}")

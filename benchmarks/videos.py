@@ -64,7 +64,9 @@ def _texture(height: int, width: int, seed: int) -> np.ndarray:
     for columns, amplitude in ((8, 80.0), (32, 45.0), (128, 30.0), (max(4, width // 3), 22.0)):
         rows = max(2, height * columns // width)
         low = torch.from_numpy(generator.standard_normal((1, 3, rows, columns)).astype(np.float32))
-        total += amplitude * torch.nn.functional.interpolate(low, size=(height, width), mode="bicubic", align_corners=False)
+        total += amplitude * torch.nn.functional.interpolate(
+            low, size=(height, width), mode="bicubic", align_corners=False
+        )
     return (total[0].permute(1, 2, 0) + 128).clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -73,7 +75,9 @@ def frames_of(spec: VideoSpec):
     width, height = spec.width, spec.height
     texture = _texture(2 * height, 2 * width, spec.seed)
     generator = np.random.default_rng(spec.seed + 1)
-    grain = [generator.integers(-5, 6, size=(height, width, 3), dtype=np.int16) for _ in range(7)] if spec.grain else None
+    grain = (
+        [generator.integers(-5, 6, size=(height, width, 3), dtype=np.int16) for _ in range(7)] if spec.grain else None
+    )
     box_h, box_w = height // 4, width // 4
     phase = spec.seed * 0.7
     for index in range(spec.frames):

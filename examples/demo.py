@@ -15,9 +15,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.videos import make_video  # noqa: E402
 from tsp_cli.models.registry import DEFAULT_CHECKPOINT  # noqa: E402
 from tsp_cli.models.synthetic import write_checkpoint  # noqa: E402  (seeded weights, no download)
-from tests.videos import make_video  # noqa: E402
 
 DEMO = REPO / "demo-out"
 

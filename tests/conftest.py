@@ -32,8 +32,18 @@ def parity_checkpoint(parity_dir: Path, tmp_path_factory: pytest.TempPathFactory
         if (backbone, heads) not in made:
             path = folder / f"{backbone}-h{heads}.pth"
             subprocess.run(
-                [sys.executable, str(parity_dir / "make_checkpoint.py"), backbone, str(path), "--seed", "7", "--heads", str(heads)],
-                check=True, capture_output=True,
+                [
+                    sys.executable,
+                    str(parity_dir / "make_checkpoint.py"),
+                    backbone,
+                    str(path),
+                    "--seed",
+                    "7",
+                    "--heads",
+                    str(heads),
+                ],
+                check=True,
+                capture_output=True,
             )
             made[backbone, heads] = path
         return made[backbone, heads]

@@ -57,7 +57,9 @@ class FileServer:
         self._thread.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self._release_stalled.set()
         self._server.shutdown()
         self._server.server_close()
@@ -67,7 +69,7 @@ class FileServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+            def do_GET(self) -> None:
                 server.requests.append(self.path)
                 if self.path in server.stalled:
                     server._release_stalled.wait(_STALL_LIMIT_S)

@@ -71,8 +71,22 @@ def test_baseline_clips_equal_the_engines_and_floor_decodes_every_frame(tmp_path
 
 def test_the_cli_summary_line_still_parses(tmp_path):
     video = generate(VideoSpec("tiny", 64, 48, 1.2, gop=25, preset="ultrafast"), tmp_path / "tiny.mp4")
-    result = CliRunner().invoke(app, ["extract", str(video), "-o", str(tmp_path / "out"), "--dry-run", "--workers", "0",
-                                      "--device", "cpu", "--stride", "1"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "extract",
+            str(video),
+            "-o",
+            str(tmp_path / "out"),
+            "--dry-run",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--stride",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     found = pipeline._SUMMARY.search(result.output)
     assert found and int(found.group(1)) == 3, result.output
@@ -93,7 +107,11 @@ def test_memory_poller_sees_a_process_tree():
 
 def test_report_renders_rows():
     ratio, target, outcome = at_most(1.5, 2.0)
-    rows = ["a set", Row("dry run", "1.50 s", "3 s", "floor 1.00 s", ratio, target, outcome), Row("x", "1 s", "", "", *at_least(3.0, 5.0))]
+    rows = [
+        "a set",
+        Row("dry run", "1.50 s", "3 s", "floor 1.00 s", ratio, target, outcome),
+        Row("x", "1 s", "", "", *at_least(3.0, 5.0)),
+    ]
     text, markdown = as_text(rows), as_markdown(rows)
     assert "1.50x" in text and "pass" in text and "MISS" in text and "[a set]" in text
     assert markdown.count("\n") == 4 and "| 3 s |" in markdown and re.search(r"\| dry run \| 1\.50 s \|", markdown)

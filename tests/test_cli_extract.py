@@ -37,7 +37,10 @@ def video_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["/does/not/exist"], "does not exist"),
         (["{videos}", "--shard", "4/4"], "--shard '4/4' is out of range"),
         (["{videos}", "--shard", "a/b"], "is not of the form i/n"),
-        (["{videos}", "--local", "{ckpt}", "--checkpoint", "r3d_18-tac_on_kinetics"], "either --local PATH or --checkpoint NAME"),
+        (
+            ["{videos}", "--local", "{ckpt}", "--checkpoint", "r3d_18-tac_on_kinetics"],
+            "either --local PATH or --checkpoint NAME",
+        ),
         (["{videos}", "--local", "{ckpt}", "--backbone", "r2plus1d_34"], "holds a r3d_18 backbone, not r2plus1d_34"),
         (["{videos}", "--local", "{videos}/missing.pth"], "does not exist"),
         (["{videos}", "--checkpoint", "r3d_18-tsp_on_activitynett"], "r3d_18-tsp_on_activitynet"),
@@ -52,7 +55,9 @@ def test_bad_invocations_exit_2_with_one_sentence(video_folder, r3d_checkpoint, 
     assert message in one_line_error(result)
 
 
-def test_extract_runs_and_a_broken_video_exits_1_without_stopping_the_others(video_folder, r3d_checkpoint, tmp_path) -> None:
+def test_extract_runs_and_a_broken_video_exits_1_without_stopping_the_others(
+    video_folder, r3d_checkpoint, tmp_path
+) -> None:
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     (mixed / "clip.mp4").write_bytes((video_folder / "clip.mp4").read_bytes())
@@ -67,11 +72,17 @@ def test_extract_runs_and_a_broken_video_exits_1_without_stopping_the_others(vid
 def test_extract_checkpoint_by_name_equals_extract_local(video_folder, r3d_checkpoint, tmp_path, monkeypatch) -> None:
     sha = hashlib.sha256(r3d_checkpoint.read_bytes()).hexdigest()
     models = tmp_path / "models.toml"
-    models.write_text(f'[models.my-r3d]\nbackbone = "r3d_18"\nurl = "{r3d_checkpoint}"\nsha256 = "{sha}"\ndescription = "test"\n')
+    models.write_text(
+        f'[models.my-r3d]\nbackbone = "r3d_18"\nurl = "{r3d_checkpoint}"\nsha256 = "{sha}"\ndescription = "test"\n'
+    )
     monkeypatch.setenv("TSP_MODELS_FILE", str(models))
     monkeypatch.setenv("TSP_CACHE_DIR", str(tmp_path / "cache"))
-    by_name = invoke("extract", video_folder, "-o", tmp_path / "named", "--checkpoint", "my-r3d", "--device", "cpu", "-j", "0")
-    local = invoke("extract", video_folder, "-o", tmp_path / "local", "--local", r3d_checkpoint, "--device", "cpu", "-j", "0")
+    by_name = invoke(
+        "extract", video_folder, "-o", tmp_path / "named", "--checkpoint", "my-r3d", "--device", "cpu", "-j", "0"
+    )
+    local = invoke(
+        "extract", video_folder, "-o", tmp_path / "local", "--local", r3d_checkpoint, "--device", "cpu", "-j", "0"
+    )
     assert by_name.exit_code == 0 and local.exit_code == 0, by_name.output + local.output
     np.testing.assert_array_equal(np.load(tmp_path / "named" / "clip.npy"), np.load(tmp_path / "local" / "clip.npy"))
 
@@ -96,7 +107,14 @@ def test_version_and_help() -> None:
     from tsp_cli import __version__
 
     assert invoke("--version").output.strip() == f"tsp {__version__}"
-    for command in (["--help"], ["extract", "--help"], ["models", "--help"], ["merge", "--help"], ["metadata", "--help"], ["standardize", "--help"]):
+    for command in (
+        ["--help"],
+        ["extract", "--help"],
+        ["models", "--help"],
+        ["merge", "--help"],
+        ["metadata", "--help"],
+        ["standardize", "--help"],
+    ):
         result = invoke(*command)
         assert result.exit_code == 0 and "Usage" in result.output
 

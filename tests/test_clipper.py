@@ -73,7 +73,7 @@ def clipper_clip_frames(path: Path, settings: ClipSettings) -> tuple[list[list[i
     for message in messages:
         if isinstance(message, FrameChunk):
             assert not set(message.frame_ids) & set(frames), "a frame was sent twice"
-            frames.update({i: int(t[0, 0, 0]) for i, t in zip(message.frame_ids, message.frames)})
+            frames.update({i: int(t[0, 0, 0]) for i, t in zip(message.frame_ids, message.frames, strict=True)})
             clips.update({k: [frames[i] for i in ids] for k, ids in message.clips})
     return [clips[k] for k in sorted(clips)], messages
 
@@ -110,7 +110,9 @@ def test_sparse_variable_frame_rate_fails_that_video_and_points_to_standardize(t
     assert "variable frame rate" in messages[-1].error and "tsp standardize" in messages[-1].error
 
 
-def test_each_frame_is_decoded_once_and_decoding_stops_after_the_last_clip(tmp_path: Path, labelled_frames, monkeypatch) -> None:
+def test_each_frame_is_decoded_once_and_decoding_stops_after_the_last_clip(
+    tmp_path: Path, labelled_frames, monkeypatch
+) -> None:
     video = make_video(tmp_path / "v.mp4", frames=200, fps=30)
     opened = []
     real_decode = clipper.decode_frames
@@ -161,7 +163,7 @@ def test_duplicate_pts_keep_the_last_frame_and_missing_start_takes_the_previous(
     for label, pts in enumerate([0, 10, 20, 20, 30, 40, 50, 61]):
         assembler.add(pts, FakeFrame(label))
     chunk = assembler.take_chunk()
-    values = dict(zip(chunk.frame_ids, (int(t[0, 0, 0]) for t in chunk.frames)))
+    values = dict(zip(chunk.frame_ids, (int(t[0, 0, 0]) for t in chunk.frames), strict=True))
     assert [[values[i] for i in ids] for _, ids in chunk.clips] == [[0, 1, 3], [3, 4, 5]]
 
 
@@ -182,7 +184,7 @@ def test_a_frame_that_completes_more_clips_than_a_chunk_holds_grows_the_chunk(mo
         assembler.add(pts, FakeFrame(label))
     assembler.add(1000, FakeFrame(99))  # completes every clip at once
     chunk = assembler.take_chunk()
-    values = dict(zip(chunk.frame_ids, (int(t[0, 0, 0]) for t in chunk.frames)))
+    values = dict(zip(chunk.frame_ids, (int(t[0, 0, 0]) for t in chunk.frames), strict=True))
     assert [[values[i] for i in ids] for _, ids in chunk.clips] == [[2 * k, 2 * k + 1, 2 * k + 2] for k in range(6)]
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from tests.videos import make_video
-from tsp_cli.pipeline import store
 from tsp_cli.errors import UsageError
+from tsp_cli.pipeline import store
 from tsp_cli.pipeline.engine import VideoEnded, extract_features, run_jobs
 from tsp_cli.pipeline.inputs import VideoJob, collect_jobs, output_name
 from tsp_cli.pipeline.sampling import ClipSettings
@@ -45,7 +45,9 @@ def jobs_of(folder: Path) -> list[VideoJob]:
     return collect_jobs([folder])
 
 
-def test_outputs_are_clips_by_512_float32_named_without_the_last_extension(videos: Path, tmp_path: Path, tiny_network) -> None:
+def test_outputs_are_clips_by_512_float32_named_without_the_last_extension(
+    videos: Path, tmp_path: Path, tiny_network
+) -> None:
     summary = run(jobs_of(videos), tmp_path, tiny_network, workers=2, batch_size=3)
     assert (summary.done, summary.no_clips, summary.failed) == (3, 1, 0)
     shapes = {p.name: np.load(p).shape for p in tmp_path.glob("*.npy")}
@@ -75,7 +77,9 @@ def test_batches_mix_clips_of_several_videos(videos: Path, tmp_path: Path) -> No
     assert seen_batches == [4, 4, 4, 2]
 
 
-def test_broken_empty_and_streamless_files_fail_alone_and_are_logged(videos: Path, tmp_path: Path, tiny_network) -> None:
+def test_broken_empty_and_streamless_files_fail_alone_and_are_logged(
+    videos: Path, tmp_path: Path, tiny_network
+) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "garbage.mp4").write_bytes(os.urandom(5000))
@@ -91,7 +95,11 @@ def test_broken_empty_and_streamless_files_fail_alone_and_are_logged(videos: Pat
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert sorted(f["video"] for f in failures) == ["empty", "garbage", "truncated"]
     assert all(f["error"] and "Traceback" not in f["error"] for f in failures)
-    assert {e.name for e in events if isinstance(e, VideoEnded) and e.outcome == "failed"} == {"empty", "garbage", "truncated"}
+    assert {e.name for e in events if isinstance(e, VideoEnded) and e.outcome == "failed"} == {
+        "empty",
+        "garbage",
+        "truncated",
+    }
 
 
 def test_a_video_with_no_video_stream_fails_clearly(tmp_path: Path, tiny_network) -> None:
@@ -109,7 +117,9 @@ def test_a_video_with_no_video_stream_fails_clearly(tmp_path: Path, tiny_network
     assert summary.failures == [("audio", f"{audio_only} has no video stream.")]
 
 
-def test_rerun_skips_finished_videos_and_retries_failed_ones(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
+def test_rerun_skips_finished_videos_and_retries_failed_ones(
+    videos: Path, tmp_path: Path, tiny_network, monkeypatch
+) -> None:
     kwargs = dict(checkpoint=None, stride=16, device="cpu", workers=0)
     monkeypatch.setattr("tsp_cli.models.loading.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
     checkpoint = tmp_path / "fake.pth"
@@ -125,7 +135,9 @@ def test_rerun_skips_finished_videos_and_retries_failed_ones(videos: Path, tmp_p
     assert {n for n in after if after[n] != before.get(n)} == {"b.npy"}
 
 
-def test_other_feature_settings_are_refused_and_a_new_tool_version_only_noted(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
+def test_other_feature_settings_are_refused_and_a_new_tool_version_only_noted(
+    videos: Path, tmp_path: Path, tiny_network, monkeypatch
+) -> None:
     monkeypatch.setattr("tsp_cli.models.loading.load_backbone", lambda path, backbone: (tiny_network, "r3d_18"))
     checkpoint = tmp_path / "fake.pth"
     checkpoint.write_bytes(b"weights")
@@ -141,7 +153,14 @@ def test_other_feature_settings_are_refused_and_a_new_tool_version_only_noted(vi
     manifest["versions"]["torch"] = "1.0"
     (out / "tsp-manifest.json").write_text(json.dumps(manifest))
     notes = []
-    extract_features([videos / "a.mp4"], out, checkpoint=checkpoint, workers=0, device="cpu", on_event=lambda e: notes.extend(getattr(e, "notes", ())))
+    extract_features(
+        [videos / "a.mp4"],
+        out,
+        checkpoint=checkpoint,
+        workers=0,
+        device="cpu",
+        on_event=lambda e: notes.extend(getattr(e, "notes", ())),
+    )
     assert any("torch is" in note and "1.0 when" in note for note in notes)
 
 
@@ -219,7 +238,12 @@ def test_folder_order_is_by_relative_path_and_finds_every_container(tmp_path: Pa
     for name in ["b/x.webm", "a/z.mp4", "a/y.MKV", "c.avi", "notes.txt"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    assert [j.path.relative_to(tmp_path).as_posix() for j in collect_jobs([tmp_path])] == ["a/y.MKV", "a/z.mp4", "b/x.webm", "c.avi"]
+    assert [j.path.relative_to(tmp_path).as_posix() for j in collect_jobs([tmp_path])] == [
+        "a/y.MKV",
+        "a/z.mp4",
+        "b/x.webm",
+        "c.avi",
+    ]
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7])
@@ -228,7 +252,7 @@ def test_shards_are_the_reference_linspace_split(count: int) -> None:
     parts = [Shard(i, count).select(items) for i in range(count)]
     bounds = np.linspace(0, 10, count + 1).astype(int)
     assert parts == [items[bounds[i] : bounds[i + 1]] for i in range(count)]
-    assert sum(parts, []) == items
+    assert [item for part in parts for item in part] == items
 
 
 @pytest.mark.parametrize("spec", ["4/4", "-1/2", "a/b", "1/0", "3", ""])
@@ -246,7 +270,7 @@ def test_metadata_csv_order_and_problems(tmp_path: Path) -> None:
     assert [(j.name, j.fps, j.num_frames) for j in jobs] == [("y", 30.0, 30), ("x", 25.0, 25)]
     bad_columns = tmp_path / "cols.csv"
     bad_columns.write_text("filename,fps\nx.mp4,30\n")
-    with pytest.raises(UsageError, match="lacks the column.*video-duration, video-frames"):
+    with pytest.raises(UsageError, match=r"lacks the column.*video-duration, video-frames"):
         collect_jobs([tmp_path / "v"], bad_columns)
     missing = tmp_path / "missing.csv"
     missing.write_text("filename,video-duration,fps,video-frames\n" + "".join(f"m{i}.mp4,1,30,30\n" for i in range(5)))
@@ -260,8 +284,12 @@ def test_dry_run_assembles_every_batch_but_writes_no_features(videos: Path, tmp_
     assert list((tmp_path / "out").iterdir()) == []
 
 
-@pytest.mark.skipif(__import__("multiprocessing").get_start_method() != "fork", reason="the patch reaches workers only through fork")
-def test_a_decoder_that_crashes_its_process_fails_only_that_video(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
+@pytest.mark.skipif(
+    __import__("multiprocessing").get_start_method() != "fork", reason="the patch reaches workers only through fork"
+)
+def test_a_decoder_that_crashes_its_process_fails_only_that_video(
+    videos: Path, tmp_path: Path, tiny_network, monkeypatch
+) -> None:
     import tsp_cli.pipeline.engine as engine_module
 
     real_messages = engine_module.video_messages
@@ -304,13 +332,19 @@ def test_two_processes_claiming_a_folder_with_different_settings_cannot_both_win
         out = tmp_path / f"out{attempt}"
         out.mkdir()
         start = str(time.time() + 1.0)
-        processes = [subprocess.Popen([sys.executable, "-c", script, str(out), str(stride), start], env=env, stdout=subprocess.PIPE, text=True)
-                     for stride in (4, 16)]
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(out), str(stride), start], env=env, stdout=subprocess.PIPE, text=True
+            )
+            for stride in (4, 16)
+        ]
         answers = sorted(p.communicate()[0].strip() for p in processes)
         assert answers == ["claimed", "refused"]
 
 
-def test_a_full_disk_stops_the_run_with_one_sentence_and_keeps_finished_videos(videos: Path, tmp_path: Path, tiny_network, monkeypatch) -> None:
+def test_a_full_disk_stops_the_run_with_one_sentence_and_keeps_finished_videos(
+    videos: Path, tmp_path: Path, tiny_network, monkeypatch
+) -> None:
     import errno
 
     from tsp_cli.errors import OutputError
@@ -340,6 +374,10 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(vide
 def test_metadata_rows_without_a_usable_fps_or_frame_count_are_named(tmp_path: Path) -> None:
     make_video(tmp_path / "v" / "x.mp4", frames=5)
     csv = tmp_path / "bad.csv"
-    csv.write_text("filename,video-duration,fps,video-frames\nx.mp4,1.0,30.0,30\nx.mp4,1.0,,30\nx.mp4,1.0,thirty,30\nx.mp4,1,30,2.5\n")
-    with pytest.raises(UsageError, match=r"no usable fps or video-frames on line 3 \(x.mp4\), line 4 \(x.mp4\), line 5 \(x.mp4\)"):
+    csv.write_text(
+        "filename,video-duration,fps,video-frames\nx.mp4,1.0,30.0,30\nx.mp4,1.0,,30\nx.mp4,1.0,thirty,30\nx.mp4,1,30,2.5\n"
+    )
+    with pytest.raises(
+        UsageError, match=r"no usable fps or video-frames on line 3 \(x.mp4\), line 4 \(x.mp4\), line 5 \(x.mp4\)"
+    ):
         collect_jobs([tmp_path / "v"], csv)

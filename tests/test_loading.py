@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tsp_cli.errors import CheckpointError
 from tsp_cli.models.backbones import build_backbone
 from tsp_cli.models.loading import detect_backbone, load_backbone, read_backbone_state
-from tsp_cli.errors import CheckpointError
 
 
 class Exploit:
@@ -52,7 +52,7 @@ def test_a_wrong_backbone_names_the_one_the_file_holds(r3d_checkpoint: Path) -> 
 def test_truncated_and_missing_files_are_one_sentence_errors(r3d_checkpoint: Path, tmp_path: Path) -> None:
     truncated = tmp_path / "cut.pth"
     truncated.write_bytes(r3d_checkpoint.read_bytes()[:100_000])
-    with pytest.raises(CheckpointError, match="cannot be read .*truncated download"):
+    with pytest.raises(CheckpointError, match=r"cannot be read .*truncated download"):
         read_backbone_state(truncated)
     with pytest.raises(CheckpointError, match="does not exist"):
         read_backbone_state(tmp_path / "nope.pth")

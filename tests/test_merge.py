@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tsp_cli.data import merge
 from tsp_cli.atomic import TEMP_MARKER, atomic_path
 from tsp_cli.cli.app import app
+from tsp_cli.data import merge
 from tsp_cli.data.legacy import UnsafePickleError, load_legacy_features
 from tsp_cli.pipeline.sampling import clip_start_times
 
@@ -24,6 +24,7 @@ runner = CliRunner()
 def said(result) -> str:
     """Everything the command printed, with Rich's line wrapping undone."""
     return " ".join(result.output.split())
+
 
 MANIFEST = {
     "settings": {
@@ -103,7 +104,10 @@ def reference_pickle(array: np.ndarray, protocol: int | None = None) -> bytes:
 def as_numpy1_pickle(data: bytes) -> bytes:
     """The same pickle as NumPy 1 wrote it (``numpy.core`` instead of ``numpy._core``)."""
     renamed = data
-    for new, old in ((b"numpy.core.multiarray", b"numpy._core.multiarray"), (b"numpy.core.numeric", b"numpy._core.numeric")):
+    for new, old in (
+        (b"numpy.core.multiarray", b"numpy._core.multiarray"),
+        (b"numpy.core.numeric", b"numpy._core.numeric"),
+    ):
         renamed = renamed.replace(b"\x8c" + bytes([len(old)]) + old, b"\x8c" + bytes([len(new)]) + new)
         renamed = renamed.replace(old + b"\n", new + b"\n")
     shrunk = len(data) - len(renamed)
@@ -166,7 +170,7 @@ def test_malicious_pickle_is_refused_and_never_run(tmp_path):
     assert not output.exists()
     path = tmp_path / "eval.pkl"
     path.write_bytes(pickle.dumps([np.zeros((1, 2), np.float32), _CallsEval()]))
-    with pytest.raises(UnsafePickleError, match="builtins.eval is not part of a NumPy array"):
+    with pytest.raises(UnsafePickleError, match=r"builtins\.eval is not part of a NumPy array"):
         load_legacy_features(path)
 
 
@@ -268,15 +272,24 @@ def test_existing_output_is_kept_unless_overwrite(extraction, tmp_path):
     ("make_folder", "code", "message"),
     [
         (lambda d: None, 2, "holds no feature files"),
-        (lambda d: (np.save(d / "a.npy", features(2, 1)), np.save(d / "b.npy", features(2, 1, width=256))), 1,
-         "has 256 columns but"),
-        (lambda d: np.save(d / "a.npy", np.array([[1.0, np.nan], [1.0, 2.0]], np.float32)), 1,
-         "has 1 rows with NaN or infinite values"),
+        (
+            lambda d: (np.save(d / "a.npy", features(2, 1)), np.save(d / "b.npy", features(2, 1, width=256))),
+            1,
+            "has 256 columns but",
+        ),
+        (
+            lambda d: np.save(d / "a.npy", np.array([[1.0, np.nan], [1.0, 2.0]], np.float32)),
+            1,
+            "has 1 rows with NaN or infinite values",
+        ),
         (lambda d: np.save(d / "a.npy", np.array([[1.0, np.inf]], np.float32)), 1, "NaN or infinite"),
         (lambda d: np.save(d / "a.npy", np.arange(4)), 1, "not rows of float features"),
         (lambda d: np.save(d / "a.npy", np.array([{"x": 1}], dtype=object)), 1, "cannot be read as a NumPy"),
-        (lambda d: (np.save(d / "a.npy", features(2, 1)), (d / "a.pkl").write_bytes(b"")), 1,
-         "both hold features of video a"),
+        (
+            lambda d: (np.save(d / "a.npy", features(2, 1)), (d / "a.pkl").write_bytes(b"")),
+            1,
+            "both hold features of video a",
+        ),
     ],
     ids=["empty", "widths", "nan", "inf", "integers", "object-npy", "duplicate"],
 )

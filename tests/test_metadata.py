@@ -50,7 +50,10 @@ def test_values_relative_names_and_audio_first_files(tmp_path):
     rows = {row["filename"]: row for row in read_rows(output)}
     assert sorted(rows) == ["a.b.webm", "ntsc.mkv", "sub/audio_first.mp4"]
     assert rows["sub/audio_first.mp4"] == {
-        "filename": "sub/audio_first.mp4", "video-duration": "1.0", "fps": "24.0", "video-frames": "24"
+        "filename": "sub/audio_first.mp4",
+        "video-duration": "1.0",
+        "fps": "24.0",
+        "video-frames": "24",
     }
     ntsc = rows["ntsc.mkv"]
     assert float(ntsc["fps"]) == pytest.approx(30000 / 1001, rel=1e-3) and ntsc["video-frames"] == "40"

@@ -21,10 +21,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers_http import FileServer, unused_port
-from tsp_cli.models import registry
-from tsp_cli.models import cache as model_cache
 from tsp_cli.cli.app import app
 from tsp_cli.errors import DownloadError
+from tsp_cli.models import cache as model_cache
+from tsp_cli.models import registry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -142,7 +142,9 @@ def test_download_needs_names_or_all_but_not_both(cache: Path, args: list[str]) 
 
 
 @pytest.mark.parametrize("hash_length", [64, 8, 12], ids=["full-sha256", "8-hex-prefix", "12-hex-prefix"])
-def test_download_verifies_the_hash_and_keeps_the_file(cache: Path, server: FileServer, models_file, hash_length: int) -> None:
+def test_download_verifies_the_hash_and_keeps_the_file(
+    cache: Path, server: FileServer, models_file, hash_length: int
+) -> None:
     models_file({"mine": custom_entry(server.serve("mine.pth", WEIGHTS), sha256(WEIGHTS)[:hash_length])})
 
     result = run("models", "download", "mine")
@@ -226,28 +228,40 @@ def test_a_released_file_with_the_wrong_hash_is_refused(
     result = run("models", "download", RELEASED_NAME)
 
     assert result.exit_code == 1
-    assert_says(result, RELEASED_FILE, f"has SHA-256 {sha256(impostor)}", "not the expected dcd952c6… (published prefix), so it was not kept.")
+    assert_says(
+        result,
+        RELEASED_FILE,
+        f"has SHA-256 {sha256(impostor)}",
+        "not the expected dcd952c6… (published prefix), so it was not kept.",
+    )
     assert server.requests == ["/" + RELEASED_FILE]
     assert files_under(cache) == []
 
 
-def test_a_full_hash_mismatch_is_refused_by_pooch_and_nothing_is_kept(cache: Path, server: FileServer, models_file) -> None:
+def test_a_full_hash_mismatch_is_refused_by_pooch_and_nothing_is_kept(
+    cache: Path, server: FileServer, models_file
+) -> None:
     expected = sha256(b"other bytes")
     models_file({"mine": custom_entry(server.serve("mine.pth", WEIGHTS), expected)})
 
     result = run("models", "path", "mine")
 
     assert result.exit_code == 1
-    assert_says(result, "mine.pth", f"has SHA-256 {sha256(WEIGHTS)}", f"not the expected {expected}, so it was not kept.")
+    assert_says(
+        result, "mine.pth", f"has SHA-256 {sha256(WEIGHTS)}", f"not the expected {expected}, so it was not kept."
+    )
     assert result.stdout == ""
     assert files_under(cache) == []
 
 
 @pytest.mark.parametrize(
-    "tamper", [lambda path: path.write_bytes(WEIGHTS[:-1] + b"?"), lambda path: path.write_bytes(WEIGHTS[:100])],
+    "tamper",
+    [lambda path: path.write_bytes(WEIGHTS[:-1] + b"?"), lambda path: path.write_bytes(WEIGHTS[:100])],
     ids=["edited", "truncated"],
 )
-def test_a_tampered_cached_file_is_refused_with_the_way_out(cache: Path, server: FileServer, models_file, tamper) -> None:
+def test_a_tampered_cached_file_is_refused_with_the_way_out(
+    cache: Path, server: FileServer, models_file, tamper
+) -> None:
     models_file({"mine": custom_entry(server.serve("mine.pth", WEIGHTS), sha256(WEIGHTS)[:8])})
     path = model_cache.fetch("mine")
     tamper(path)
@@ -327,7 +341,7 @@ class FullDisk:
     """A file that accepts a few bytes, then fails as a full disk does."""
 
     def __init__(self, path: str, mode: str) -> None:
-        self._stream = open(path, mode)
+        self._stream = open(path, mode)  # noqa: SIM115  (closed by close())
 
     def write(self, data: bytes) -> int:
         self._stream.write(data[:10])
@@ -341,7 +355,9 @@ class FullDisk:
 
 
 @pytest.mark.parametrize("hash_length", [64, 8])
-def test_a_full_disk_leaves_nothing_half_written(cache: Path, server: FileServer, models_file, monkeypatch, hash_length) -> None:
+def test_a_full_disk_leaves_nothing_half_written(
+    cache: Path, server: FileServer, models_file, monkeypatch, hash_length
+) -> None:
     models_file({"mine": custom_entry(server.serve("mine.pth", WEIGHTS), sha256(WEIGHTS)[:hash_length])})
     monkeypatch.setattr(pooch.downloaders, "open", FullDisk, raising=False)
 
@@ -352,7 +368,9 @@ def test_a_full_disk_leaves_nothing_half_written(cache: Path, server: FileServer
     assert files_under(cache) == []
 
 
-def test_download_goes_on_after_a_failure_and_exits_1(cache: Path, server: FileServer, models_file, monkeypatch) -> None:
+def test_download_goes_on_after_a_failure_and_exits_1(
+    cache: Path, server: FileServer, models_file, monkeypatch
+) -> None:
     monkeypatch.setenv("TSP_BASE_URL", server.base_url)
     models_file({"mine": custom_entry(server.serve("mine.pth", WEIGHTS), sha256(WEIGHTS))})
 
@@ -451,7 +469,9 @@ def test_offline_never_touches_the_network(cache: Path, server: FileServer, mode
 
     missing = run("models", "path", "mine", *offline)
     assert missing.exit_code == 1
-    assert_says(missing, "mine is not in the cache", f"{cache / 'custom' / 'mine' / 'mine.pth'} is missing", "offline mode")
+    assert_says(
+        missing, "mine is not in the cache", f"{cache / 'custom' / 'mine' / 'mine.pth'} is missing", "offline mode"
+    )
     assert server.requests == []
 
     monkeypatch.delenv("TSP_OFFLINE", raising=False)

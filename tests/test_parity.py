@@ -29,11 +29,18 @@ def parity_error(ours: np.ndarray, reference: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("backbone,stride,videos", FIXTURES, ids=[f"{b}-s{s}" for b, s, _ in FIXTURES])
-def test_features_match_the_reference(parity_dir: Path, parity_checkpoint, tmp_path: Path, backbone, stride, videos) -> None:
+def test_features_match_the_reference(
+    parity_dir: Path, parity_checkpoint, tmp_path: Path, backbone, stride, videos
+) -> None:
     out = tmp_path / "out"
     summary = extract_features(
-        [parity_dir / "videos" / f"{v}.mp4" for v in videos], out,
-        checkpoint=parity_checkpoint(backbone), stride=stride, device="cpu", workers=2, batch_size=5,
+        [parity_dir / "videos" / f"{v}.mp4" for v in videos],
+        out,
+        checkpoint=parity_checkpoint(backbone),
+        stride=stride,
+        device="cpu",
+        workers=2,
+        batch_size=5,
     )
     assert summary.failed == 0 and summary.done == len(videos)
     for video in videos:
@@ -43,11 +50,19 @@ def test_features_match_the_reference(parity_dir: Path, parity_checkpoint, tmp_p
         assert parity_error(ours, reference) < 1e-4, f"{backbone} stride {stride} {video}"
 
 
-def test_one_head_checkpoint_gives_the_same_features_with_metadata_csv(parity_dir: Path, parity_checkpoint, tmp_path: Path) -> None:
+def test_one_head_checkpoint_gives_the_same_features_with_metadata_csv(
+    parity_dir: Path, parity_checkpoint, tmp_path: Path
+) -> None:
     """TAC-style (one head) files load too, and --metadata's fps/frames give the same clips."""
     summary = extract_features(
-        [parity_dir / "videos"], tmp_path / "out", checkpoint=parity_checkpoint("r3d_18", heads=1),
-        metadata=parity_dir / "metadata.csv", stride=4, device="cpu", workers=0, batch_size=32,
+        [parity_dir / "videos"],
+        tmp_path / "out",
+        checkpoint=parity_checkpoint("r3d_18", heads=1),
+        metadata=parity_dir / "metadata.csv",
+        stride=4,
+        device="cpu",
+        workers=0,
+        batch_size=32,
     )
     assert summary.done == 3
     reference = np.load(parity_dir / "reference" / "r3d_18-s4" / "cfr30_b.npy")

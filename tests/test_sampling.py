@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from tsp_cli.pipeline.sampling import ClipSettings, clip_start_indices, clip_start_times, clip_windows, resampled_indices, window_positions
+from tsp_cli.pipeline.sampling import (
+    ClipSettings,
+    clip_start_indices,
+    clip_start_times,
+    clip_windows,
+    resampled_indices,
+    window_positions,
+)
 
 
 def reference_indices(fps: float, num_frames: int, frame_rate: float = 15.0) -> np.ndarray:
@@ -79,7 +86,9 @@ def test_clip_start_times_are_k_stride_over_15_for_whole_steps() -> None:
 
 def test_window_positions() -> None:
     assert window_positions(30.0).tolist() == list(range(0, 32, 2))
-    assert window_positions(25.0).tolist() == (torch.arange(16, dtype=torch.float32) * (25 / 15)).floor().long().tolist()
+    assert (
+        window_positions(25.0).tolist() == (torch.arange(16, dtype=torch.float32) * (25 / 15)).floor().long().tolist()
+    )
     assert window_positions(15.0).tolist() == list(range(16))
 
 

@@ -14,11 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.videos import make_video
-from tsp_cli.pipeline import fanout
-from tsp_cli.pipeline import store
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
 from tsp_cli.errors import UsageError
+from tsp_cli.pipeline import fanout, store
 from tsp_cli.pipeline.engine import extract_features
 from tsp_cli.pipeline.fanout import FanoutResult, ShardRun
 from tsp_cli.pipeline.sharding import Shard
@@ -26,8 +25,16 @@ from tsp_cli.pipeline.sharding import Shard
 runner = CliRunner()
 BIN = Path(sys.executable).parent
 LAUNCHER_VARIABLES = (
-    "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_COUNT",
-    "SLURM_ARRAY_TASK_STEP", "SLURM_PROCID", "SLURM_NTASKS", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_STEP",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
 )
 #: What an output folder may hold: features, the manifest, the records, lock files.
 OUTPUT_SUFFIXES = {".npy", ".json", ".jsonl", ".lock"}
@@ -84,19 +91,41 @@ def assert_folder_is_clean(out: Path) -> None:
 # ---- torchrun and Slurm --------------------------------------------------------------------
 
 
-def test_torchrun_gives_every_video_once_with_the_features_of_one_process(videos: Path, r3d_checkpoint: Path, tmp_path: Path) -> None:
+def test_torchrun_gives_every_video_once_with_the_features_of_one_process(
+    videos: Path, r3d_checkpoint: Path, tmp_path: Path
+) -> None:
     single, ranked = tmp_path / "single", tmp_path / "torchrun"
     extract_features([videos], single, checkpoint=r3d_checkpoint, device="cpu", workers=0)
     command = [
-        str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "--no-python", "--",
-        str(BIN / "tsp"), "extract", str(videos), "-o", str(ranked), "--local", str(r3d_checkpoint),
-        "--shard", "auto", "--device", "cpu", "--workers", "0",
+        str(BIN / "torchrun"),
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--no-python",
+        "--",
+        str(BIN / "tsp"),
+        "extract",
+        str(videos),
+        "-o",
+        str(ranked),
+        "--local",
+        str(r3d_checkpoint),
+        "--shard",
+        "auto",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
     ]
     result = subprocess.run(command, check=False, env=clean_environment(), capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Using shard 0/2 from torchrun." in result.stderr and "Using shard 1/2 from torchrun." in result.stderr
     records = records_by_video(ranked)
-    assert {name: [r["shard"] for r in rs] for name, rs in records.items()} == {"a": ["0/2"], "b": ["1/2"], "c": ["1/2"]}
+    assert {name: [r["shard"] for r in rs] for name, rs in records.items()} == {
+        "a": ["0/2"],
+        "b": ["1/2"],
+        "c": ["1/2"],
+    }
     for name in "abc":
         ours, reference = np.load(ranked / f"{name}.npy"), np.load(single / f"{name}.npy")
         assert ours.shape == reference.shape
@@ -106,16 +135,37 @@ def test_torchrun_gives_every_video_once_with_the_features_of_one_process(videos
 
 def slurm_array_task(task: int, count: int) -> dict[str, str]:
     return {
-        "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": str(count - 1),
-        "SLURM_ARRAY_TASK_COUNT": str(count), "SLURM_ARRAY_TASK_STEP": "1", "SLURM_PROCID": "0", "SLURM_NTASKS": "1",
+        "SLURM_ARRAY_TASK_ID": str(task),
+        "SLURM_ARRAY_TASK_MIN": "0",
+        "SLURM_ARRAY_TASK_MAX": str(count - 1),
+        "SLURM_ARRAY_TASK_COUNT": str(count),
+        "SLURM_ARRAY_TASK_STEP": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_NTASKS": "1",
     }
 
 
-def test_a_slurm_array_of_three_tasks_covers_every_video_exactly_once(short_videos: Path, r3d_checkpoint: Path, tmp_path: Path) -> None:
+def test_a_slurm_array_of_three_tasks_covers_every_video_exactly_once(
+    short_videos: Path, r3d_checkpoint: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     for task in range(3):
         result = runner.invoke(
-            app, ["extract", str(short_videos), "-o", str(out), "--local", str(r3d_checkpoint), "--shard", "auto", "--device", "cpu", "-j", "0"],
+            app,
+            [
+                "extract",
+                str(short_videos),
+                "-o",
+                str(out),
+                "--local",
+                str(r3d_checkpoint),
+                "--shard",
+                "auto",
+                "--device",
+                "cpu",
+                "-j",
+                "0",
+            ],
             env=slurm_array_task(task, 3),
         )
         assert result.exit_code == 0, result.output
@@ -125,12 +175,20 @@ def test_a_slurm_array_of_three_tasks_covers_every_video_exactly_once(short_vide
     assert all(len(rs) == 1 for rs in records.values())
     # linspace(0, 7, 4).astype(int) = 0, 2, 4, 7
     assert {name: rs[0]["shard"] for name, rs in records.items()} == {
-        "s0": "0/3", "s1": "0/3", "s2": "1/3", "s3": "1/3", "s4": "2/3", "s5": "2/3", "s6": "2/3",
+        "s0": "0/3",
+        "s1": "0/3",
+        "s2": "1/3",
+        "s3": "1/3",
+        "s4": "2/3",
+        "s5": "2/3",
+        "s6": "2/3",
     }
 
 
 def test_shard_auto_without_a_launcher_cannot_start(short_videos: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["extract", str(short_videos), "-o", str(tmp_path / "out"), "--shard", "auto", "--dry-run"])
+    result = runner.invoke(
+        app, ["extract", str(short_videos), "-o", str(tmp_path / "out"), "--shard", "auto", "--dry-run"]
+    )
     assert result.exit_code == 2
     assert "Error: --shard auto found neither a Slurm job array" in result.output
     assert "Traceback" not in result.output
@@ -138,7 +196,8 @@ def test_shard_auto_without_a_launcher_cannot_start(short_videos: Path, tmp_path
 
 def test_an_explicit_shard_wins_over_the_launcher(short_videos: Path, tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["extract", str(short_videos), "-o", str(tmp_path / "out"), "--shard", "1/4", "--dry-run", "-j", "0"],
+        app,
+        ["extract", str(short_videos), "-o", str(tmp_path / "out"), "--shard", "1/4", "--dry-run", "-j", "0"],
         env=slurm_array_task(0, 3),
     )
     assert result.exit_code == 0, result.output
@@ -149,7 +208,19 @@ def test_an_explicit_shard_wins_over_the_launcher(short_videos: Path, tmp_path: 
 def test_under_torchrun_failed_videos_exit_0_so_that_the_other_ranks_go_on(tmp_path: Path) -> None:
     (tmp_path / "videos").mkdir()
     (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video")
-    arguments = ["extract", str(tmp_path / "videos"), "-o", str(tmp_path / "out"), "--shard", "auto", "--dry-run", "-j", "0", "--device", "cpu"]
+    arguments = [
+        "extract",
+        str(tmp_path / "videos"),
+        "-o",
+        str(tmp_path / "out"),
+        "--shard",
+        "auto",
+        "--dry-run",
+        "-j",
+        "0",
+        "--device",
+        "cpu",
+    ]
     ranked = runner.invoke(app, arguments, env={"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
     assert ranked.exit_code == 0, ranked.output
     assert "1 failed" in ranked.output and "torchrun stops every other rank" in " ".join(ranked.output.split())
@@ -160,9 +231,25 @@ def test_under_torchrun_failed_videos_exit_0_so_that_the_other_ranks_go_on(tmp_p
 # ---- --devices ----------------------------------------------------------------------------
 
 
-def test_devices_run_one_shard_per_device_into_one_folder(short_videos: Path, r3d_checkpoint: Path, tmp_path: Path) -> None:
+def test_devices_run_one_shard_per_device_into_one_folder(
+    short_videos: Path, r3d_checkpoint: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    result = runner.invoke(app, ["extract", str(short_videos), "-o", str(out), "--local", str(r3d_checkpoint), "--devices", "cpu,cpu", "-j", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "extract",
+            str(short_videos),
+            "-o",
+            str(out),
+            "--local",
+            str(r3d_checkpoint),
+            "--devices",
+            "cpu,cpu",
+            "-j",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Running 2 shards on cpu, cpu" in result.output
     assert "2 shards: 7 done, 0 skipped, 0 failed" in result.output
@@ -182,7 +269,9 @@ def test_devices_run_one_shard_per_device_into_one_folder(short_videos: Path, r3
         (["--devices", "cpu,tpu"], "--device 'tpu' is not"),
     ],
 )
-def test_devices_that_cannot_work_are_refused_before_anything_starts(short_videos: Path, tmp_path: Path, options, message) -> None:
+def test_devices_that_cannot_work_are_refused_before_anything_starts(
+    short_videos: Path, tmp_path: Path, options, message
+) -> None:
     result = runner.invoke(app, ["extract", str(short_videos), "-o", str(tmp_path / "out"), "--dry-run", *options])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
@@ -198,7 +287,9 @@ def test_a_crashing_shard_is_reported_with_its_log_and_sets_the_exit_code(tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     store.save_features(out, "c", np.zeros((0, 512), np.float32))
-    result = fanout.run_shards(["--no-such-option"], ["cpu", "cpu"], ["a", "b", "c", "d"], out, tmp_path, poll_seconds=0.05)
+    result = fanout.run_shards(
+        ["--no-such-option"], ["cpu", "cpu"], ["a", "b", "c", "d"], out, tmp_path, poll_seconds=0.05
+    )
     assert [run.exit_code for run in result.runs] == [2, 2]
     assert result.crashed == result.runs and result.exit_code == 2
     assert any("No such option" in line for line in result.runs[0].log_tail())
@@ -240,11 +331,31 @@ def test_progress_is_read_from_whole_record_lines_only(tmp_path: Path) -> None:
 # ---- several writers in one folder ------------------------------------------------------------
 
 
-def test_two_processes_on_the_same_shard_at_once_leave_whole_identical_files(videos: Path, r3d_checkpoint: Path, tmp_path: Path) -> None:
+def test_two_processes_on_the_same_shard_at_once_leave_whole_identical_files(
+    videos: Path, r3d_checkpoint: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "tsp_cli", "extract", str(videos), "-o", str(out), "--local", str(r3d_checkpoint),
-               "--shard", "0/1", "--device", "cpu", "-j", "0"]
-    processes = [subprocess.Popen(command, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "tsp_cli",
+        "extract",
+        str(videos),
+        "-o",
+        str(out),
+        "--local",
+        str(r3d_checkpoint),
+        "--shard",
+        "0/1",
+        "--device",
+        "cpu",
+        "-j",
+        "0",
+    ]
+    processes = [
+        subprocess.Popen(command, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
     outputs = [process.communicate(timeout=180)[0].decode() for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     assert_folder_is_clean(out)

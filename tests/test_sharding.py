@@ -12,9 +12,14 @@ def slurm_array(task: int, first: int = 0, last: int = 7, count: int | None = No
     """The variables Slurm sets in one task of ``--array=first-last[:step]``, with its SLURM_PROCID of 0."""
     count = (last - first) // step + 1 if count is None else count
     return {
-        "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": str(first), "SLURM_ARRAY_TASK_MAX": str(last),
-        "SLURM_ARRAY_TASK_COUNT": str(count), "SLURM_ARRAY_TASK_STEP": str(step),
-        "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_JOB_ID": "1234",
+        "SLURM_ARRAY_TASK_ID": str(task),
+        "SLURM_ARRAY_TASK_MIN": str(first),
+        "SLURM_ARRAY_TASK_MAX": str(last),
+        "SLURM_ARRAY_TASK_COUNT": str(count),
+        "SLURM_ARRAY_TASK_STEP": str(step),
+        "SLURM_PROCID": "0",
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_ID": "1234",
     }
 
 
@@ -66,7 +71,7 @@ def test_arrays_with_gaps_or_steps_are_refused_with_a_hint(environment: dict[str
 
 
 def test_no_launcher_is_a_clear_usage_error() -> None:
-    with pytest.raises(UsageError, match="found neither a Slurm job array .* give --shard i/n instead") as raised:
+    with pytest.raises(UsageError, match=r"found neither a Slurm job array .* give --shard i/n instead") as raised:
         detect_shard({"HOME": "/home/me", "CUDA_VISIBLE_DEVICES": "0"})
     assert raised.value.exit_code == 2
 
@@ -77,7 +82,10 @@ def test_no_launcher_is_a_clear_usage_error() -> None:
         ({"RANK": "0"}, "found torchrun but no WORLD_SIZE"),
         ({"RANK": "zero", "WORLD_SIZE": "2"}, "RANK='zero', which is not a whole number"),
         ({"RANK": "2", "WORLD_SIZE": "2"}, "shard 2/2 from torchrun, which is out of range"),
-        ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "1"}, "no SLURM_ARRAY_TASK_COUNT"),
+        (
+            {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "1"},
+            "no SLURM_ARRAY_TASK_COUNT",
+        ),
     ],
 )
 def test_incomplete_or_garbled_variables_are_usage_errors(environment: dict[str, str], problem: str) -> None:

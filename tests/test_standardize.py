@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -37,7 +38,7 @@ def assert_constant_rate(path: Path, fps: int, frames: int) -> list[int]:
     stream, pts, picked = decoded(path)
     assert stream.codec_context.name == "h264" and stream.average_rate == fps
     assert len(pts) == frames
-    assert {b - a for a, b in zip(pts, pts[1:])} == {int(1 / (stream.time_base * fps))}
+    assert {b - a for a, b in itertools.pairwise(pts)} == {int(1 / (stream.time_base * fps))}
     assert pts[0] == 0
     return picked
 
@@ -110,8 +111,11 @@ def test_folder_run_lists_failures_skips_finished_and_leaves_no_temp(tmp_path):
     [
         (lambda d: make_video(d / "in" / "x.mp4", frames=3), ["--fps", "0"], "--fps must be a positive number"),
         (lambda d: make_video(d / "in" / "x.mp4", frames=3), ["--fps", "abc"], "--fps must be a positive number"),
-        (lambda d: (make_video(d / "in" / "x.mp4", frames=3), make_video(d / "in" / "x.mkv", frames=3)), [],
-         "would both become"),
+        (
+            lambda d: (make_video(d / "in" / "x.mp4", frames=3), make_video(d / "in" / "x.mkv", frames=3)),
+            [],
+            "would both become",
+        ),
         (lambda d: (d / "in").mkdir(), [], "holds no videos"),
     ],
     ids=["zero-fps", "text-fps", "same-name", "no-videos"],

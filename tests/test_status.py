@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tsp_cli.pipeline import store
 from tsp_cli.cli.app import app
 from tsp_cli.data.status import RECENT_WINDOW_SECONDS, folder_status, recent_speed, slurm_array_spec
+from tsp_cli.pipeline import store
 
 runner = CliRunner()
 NAMES = [f"v{i}" for i in range(9)]
@@ -34,7 +34,9 @@ def videos(tmp_path: Path) -> Path:
 
 
 def finish(out: Path, name: str, shard: str, finished_at: float, clips: int = 5) -> None:
-    store.append_jsonl(out / store.RECORDS_NAME, {"video": name, "clips": clips, "shard": shard, "finished_at": finished_at})
+    store.append_jsonl(
+        out / store.RECORDS_NAME, {"video": name, "clips": clips, "shard": shard, "finished_at": finished_at}
+    )
     store.save_features(out, name, np.zeros((clips, 512), np.float32))
 
 
@@ -98,12 +100,18 @@ def test_records_of_mixed_shard_counts_are_shown_as_recorded(half_done: Path, vi
     finish(half_done, "v8", "0/1", time.time())
     _, report = status_json(str(half_done), str(videos))
     assert report["shard_count"] is None
-    assert [(row["shard"], row["done"], row["failed"]) for row in report["shards"]] == [("0/1", 1, 0), ("0/3", 3, 0), ("1/3", 1, 1)]
+    assert [(row["shard"], row["done"], row["failed"]) for row in report["shards"]] == [
+        ("0/1", 1, 0),
+        ("0/3", 3, 0),
+        ("1/3", 1, 1),
+    ]
 
 
 def test_a_metadata_csv_alone_lists_the_videos_in_its_order(half_done: Path, tmp_path: Path) -> None:
     csv = tmp_path / "metadata.csv"
-    csv.write_text("filename,video-duration,fps,video-frames\n" + "".join(f"{n}.mp4,1.0,30.0,30\n" for n in reversed(NAMES)))
+    csv.write_text(
+        "filename,video-duration,fps,video-frames\n" + "".join(f"{n}.mp4,1.0,30.0,30\n" for n in reversed(NAMES))
+    )
     code, report = status_json(str(half_done), "--metadata", str(csv), "--shards", "3")
     assert code == 1 and (report["done"], report["failed"], report["missing"]) == (4, 1, 4)
     # reversed order: shard 0 is v8, v7, v6, all missing; shard 2 is v2, v1, v0, all done
@@ -150,7 +158,7 @@ def test_recent_speed_looks_only_at_the_last_window() -> None:
     old = [{"finished_at": 0.0, "clips": 1000}]
     recent = [{"finished_at": 5000.0 + 2 * i, "clips": 4} for i in range(6)]
     speed = recent_speed(old + recent, now=5020.0)
-    assert 5000.0 - 0.0 > RECENT_WINDOW_SECONDS
+    assert RECENT_WINDOW_SECONDS < 5000.0 - 0.0
     assert speed.clips_per_second == pytest.approx(20 / 10)
     assert speed.last_finished_ago_seconds == pytest.approx(10)
     assert recent_speed(recent[:1], now=5020.0) is None

@@ -9,7 +9,9 @@ import torch
 from tsp_cli.pipeline.transform import CROP_TOP_LEFT, FrameTransform, reference_transform
 
 
-@pytest.mark.parametrize("height,width", [(120, 160), (96, 128), (240, 320), (720, 1280), (1080, 1920), (47, 63), (128, 171), (2000, 90)])
+@pytest.mark.parametrize(
+    "height,width", [(120, 160), (96, 128), (240, 320), (720, 1280), (1080, 1920), (47, 63), (128, 171), (2000, 90)]
+)
 def test_transform_matches_interpolate_to_float32_rounding(height: int, width: int) -> None:
     rgb = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8)
     ours = FrameTransform.for_size(height, width)(rgb)

@@ -56,7 +56,10 @@ def frame_image(index: int, size: tuple[int, int]) -> np.ndarray:
 def frame_index(image: np.ndarray) -> int:
     """The index (modulo 256) that :func:`frame_image` drew into a decoded RGB24 image."""
     stripe = image.shape[1] // STRIPES
-    bits = [image[:, bit * stripe + stripe // 4 : (bit + 1) * stripe - stripe // 4, 0].mean() > 127 for bit in range(STRIPES)]
+    bits = [
+        image[:, bit * stripe + stripe // 4 : (bit + 1) * stripe - stripe // 4, 0].mean() > 127
+        for bit in range(STRIPES)
+    ]
     return sum(1 << bit for bit, on in enumerate(bits) if on)
 
 
@@ -91,7 +94,9 @@ def make_video(
     rate = Fraction(fps).limit_denominator(100_000)
     with av.open(str(path), "w", options=dict(container_options or {})) as container:
         audio = _add_audio_stream(container, path.suffix) if audio_first else None
-        video = container.add_stream(codec, rate=rate, options={**_FAST_OPTIONS.get(codec, {}), **(codec_options or {})})
+        video = container.add_stream(
+            codec, rate=rate, options={**_FAST_OPTIONS.get(codec, {}), **(codec_options or {})}
+        )
         video.width, video.height = size
         video.pix_fmt = pix_fmt
         if gop is not None:
@@ -115,11 +120,15 @@ def _add_audio_stream(container: av.container.OutputContainer, suffix: str) -> a
     return container.add_stream(codec, rate=48000, layout="mono")
 
 
-def _write_silence(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float) -> None:
+def _write_silence(
+    container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, seconds: float
+) -> None:
     """Silent audio covering the video, so the file looks like a real audio-first recording."""
     samples_per_frame = 960
     for start in range(0, int(seconds * 48000) + samples_per_frame, samples_per_frame):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, samples_per_frame), dtype=np.float32), format="fltp", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, samples_per_frame), dtype=np.float32), format="fltp", layout="mono"
+        )
         frame.sample_rate = 48000
         frame.pts = start
         frame.time_base = Fraction(1, 48000)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Annotated, Callable, TypeVar
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -46,6 +47,11 @@ def is_interactive() -> bool:
 
 WorkersOption = Annotated[
     int | None,
-    typer.Option("--workers", "-j", min=0, help="Decoding processes (default: CPU count, at most 8; 0 decodes in the main process)."),
+    typer.Option(
+        "--workers",
+        "-j",
+        min=0,
+        help="Decoding processes (default: CPU count, at most 8; 0 decodes in the main process).",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]

@@ -16,14 +16,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, WorkersOption, err, handles_errors, is_interactive, out
 from tsp_cli.data import merge as merging
 from tsp_cli.data import metadata as metadata_csv
 from tsp_cli.data import standardize as standardizing
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, WorkersOption, err, handles_errors, is_interactive, out
-from tsp_cli.errors import UsageError
-from tsp_cli.pipeline.inputs import find_videos
-from tsp_cli.parallel import default_workers
 from tsp_cli.data.metadata import Failure, Progress, VideoTiming
+from tsp_cli.errors import UsageError
+from tsp_cli.parallel import default_workers
+from tsp_cli.pipeline.inputs import find_videos
 
 #: Without a terminal (cluster logs), one progress line at most this often, plus the last one.
 PLAIN_PROGRESS_SECONDS = 10.0
@@ -43,7 +43,13 @@ def register(app: typer.Typer) -> None:
 def _progress(description: str) -> Iterator[Callable[[Progress], None]]:
     """A progress callback for the core: a Rich bar on a terminal, periodic plain lines otherwise."""
     if is_interactive():
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with RichProgress(*columns, console=err, transient=True) as bar:
             task = bar.add_task(description, total=None)
             yield lambda event: bar.update(task, completed=event.done, total=event.total)
@@ -76,11 +82,22 @@ def _workers(workers: int | None) -> int:
 
 @handles_errors
 def merge(
-    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Folder of per-video features: .npy from tsp extract, or the reference's .pkl.")],
+    out_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUT_DIR", help="Folder of per-video features: .npy from tsp extract, or the reference's .pkl."
+        ),
+    ],
     output: Annotated[Path, typer.Argument(metavar="FEATURES_H5", help="The HDF5 file to write.")],
-    metadata: Annotated[Path | None, typer.Option("--metadata", help="Metadata CSV listing the videos that must all be present.")] = None,
-    videos: Annotated[Path | None, typer.Option("--videos", help="Folder of the videos that must all be present.")] = None,
-    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Merge even if listed videos have no features.")] = False,
+    metadata: Annotated[
+        Path | None, typer.Option("--metadata", help="Metadata CSV listing the videos that must all be present.")
+    ] = None,
+    videos: Annotated[
+        Path | None, typer.Option("--videos", help="Folder of the videos that must all be present.")
+    ] = None,
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="Merge even if listed videos have no features.")
+    ] = False,
     compression_level: Annotated[
         int, typer.Option("--compression-level", min=0, max=9, help="gzip level: 1 is fastest, 9 smallest.")
     ] = merging.DEFAULT_COMPRESSION_LEVEL,
@@ -91,8 +108,13 @@ def merge(
     with _progress("Merging") as on_progress:
         try:
             result = merging.merge_features(
-                out_dir, output, expected=expected, allow_missing=allow_missing,
-                compression_level=compression_level, overwrite=overwrite, on_progress=on_progress,
+                out_dir,
+                output,
+                expected=expected,
+                allow_missing=allow_missing,
+                compression_level=compression_level,
+                overwrite=overwrite,
+                on_progress=on_progress,
             )
         except merging.MissingVideosError as error:
             _list_missing(error.missing)
@@ -100,9 +122,7 @@ def merge(
     if result.missing:
         _list_missing(result.missing)
         err.print(f"[yellow]Merged without {len(result.missing)} missing videos (--allow-missing).[/]")
-    out.print(
-        f"Merged {result.videos} videos ({result.rows} rows × {result.width}) into {escape(str(result.output))}."
-    )
+    out.print(f"Merged {result.videos} videos ({result.rows} rows × {result.width}) into {escape(str(result.output))}.")
 
 
 def _expected_videos(metadata: Path | None, videos: Path | None) -> dict[str, VideoTiming | None] | None:
@@ -185,9 +205,14 @@ def _videos_table(summary: merging.FeatureSummary) -> Table:
     for video in shown:
         attributes = video.attributes
         table.add_row(
-            escape(video.video), str(video.rows), str(video.width), video.dtype,
-            _number(attributes.get("fps")), _number(attributes.get("num_frames")),
-            _starts(attributes.get("clip_start_times")), str(video.non_finite_rows),
+            escape(video.video),
+            str(video.rows),
+            str(video.width),
+            video.dtype,
+            _number(attributes.get("fps")),
+            _number(attributes.get("num_frames")),
+            _starts(attributes.get("clip_start_times")),
+            str(video.non_finite_rows),
         )
     return table
 
@@ -216,7 +241,9 @@ def _short(value: Any) -> str:
 
 @handles_errors
 def metadata(
-    videos: Annotated[list[Path], typer.Argument(metavar="VIDEOS...", help="Video folders (searched recursively) and/or files.")],
+    videos: Annotated[
+        list[Path], typer.Argument(metavar="VIDEOS...", help="Video folders (searched recursively) and/or files.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The CSV to write.")],
     workers: WorkersOption = None,
 ) -> None:
@@ -237,7 +264,9 @@ def metadata(
 
 @handles_errors
 def standardize(
-    source: Annotated[Path, typer.Argument(metavar="IN", help="A folder of videos (searched recursively) or one video.")],
+    source: Annotated[
+        Path, typer.Argument(metavar="IN", help="A folder of videos (searched recursively) or one video.")
+    ],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for the re-encoded OUT/<name>.mp4 files.")],
     fps: Annotated[str, typer.Option("--fps", help="Output frame rate: 30, 25, 30000/1001, …")] = "30",
     workers: WorkersOption = None,

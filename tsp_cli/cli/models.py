@@ -19,18 +19,16 @@ from rich.progress import (
 from rich.table import Table
 
 from tsp_cli import settings
-
-from tsp_cli.models import registry
-
-from tsp_cli.models import cache
 from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, err, handles_errors, is_interactive, out
 from tsp_cli.errors import TspError, UsageError
+from tsp_cli.models import cache, registry
 from tsp_cli.models.registry import Checkpoint
 
 app = typer.Typer(help="The 13 released TSP/TAC checkpoints (and yours): list, download, locate.", no_args_is_help=True)
 
 OfflineOption = Annotated[
-    bool, typer.Option("--offline", help="Never touch the network; fail if the file is not cached (also TSP_OFFLINE=1).")
+    bool,
+    typer.Option("--offline", help="Never touch the network; fail if the file is not cached (also TSP_OFFLINE=1)."),
 ]
 
 
@@ -162,7 +160,10 @@ def _human_size(size_bytes: int) -> str:
 @app.command("download")
 @handles_errors
 def download(
-    names: Annotated[list[str] | None, typer.Argument(metavar="NAME", help="Checkpoint names, as `tsp models list` shows them.", show_default=False)] = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="NAME", help="Checkpoint names, as `tsp models list` shows them.", show_default=False),
+    ] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Download every known checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Download again even when a verified copy is cached.")] = False,
     offline: OfflineOption = False,
@@ -205,7 +206,9 @@ def _selected(names: list[str], all_models: bool) -> list[Checkpoint]:
 @app.command("path")
 @handles_errors
 def path(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Checkpoint name, as `tsp models list` shows it.", show_default=False)],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Checkpoint name, as `tsp models list` shows it.", show_default=False)
+    ],
     offline: OfflineOption = False,
 ) -> None:
     """Print the cached file's path (downloading it first if needed), for scripts."""

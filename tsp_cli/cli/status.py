@@ -21,15 +21,29 @@ LISTED_AT_MOST = 20
 
 @handles_errors
 def status(
-    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="The --output folder of tsp extract.", show_default=False)],
+    out_dir: Annotated[
+        Path, typer.Argument(metavar="OUT_DIR", help="The --output folder of tsp extract.", show_default=False)
+    ],
     videos: Annotated[
         list[Path] | None,
-        typer.Argument(metavar="VIDEOS", help="The videos given to tsp extract (not needed with --metadata).", show_default=False),
+        typer.Argument(
+            metavar="VIDEOS", help="The videos given to tsp extract (not needed with --metadata).", show_default=False
+        ),
     ] = None,
-    metadata: Annotated[Path | None, typer.Option("--metadata", help="The metadata CSV given to tsp extract: its rows are the videos.", show_default=False)] = None,
+    metadata: Annotated[
+        Path | None,
+        typer.Option(
+            "--metadata", help="The metadata CSV given to tsp extract: its rows are the videos.", show_default=False
+        ),
+    ] = None,
     shards: Annotated[
         int | None,
-        typer.Option("--shards", min=1, help="The n of --shard i/n, to count every video under its shard (default: the n the records agree on).", show_default=False),
+        typer.Option(
+            "--shards",
+            min=1,
+            help="The n of --shard i/n, to count every video under its shard (default: the n the records agree on).",
+            show_default=False,
+        ),
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -69,7 +83,9 @@ def _print_shards(result: FolderStatus) -> None:
 
     left = [row for row in result.shards if not row.complete]
     if result.shard_count is None:
-        table = Table("shard (recorded)", "done", "failed", title="Per shard, as the records name them", title_justify="left")
+        table = Table(
+            "shard (recorded)", "done", "failed", title="Per shard, as the records name them", title_justify="left"
+        )
         for row in result.shards:
             table.add_row(row.shard, str(row.done), str(row.failed))
         out.print(table)
@@ -79,21 +95,33 @@ def _print_shards(result: FolderStatus) -> None:
         out.print(f"All {result.shard_count} shards (from {source}) are complete.")
         return
     table = Table(
-        "shard", "videos", "done", "failed", "missing", title_justify="left",
+        "shard",
+        "videos",
+        "done",
+        "failed",
+        "missing",
+        title_justify="left",
         title=f"Shards with work left: {len(left)} of {result.shard_count} (from {source})",
-        caption=f"… and {len(left) - LISTED_AT_MOST} more (--json lists them all)" if len(left) > LISTED_AT_MOST else None,
+        caption=f"… and {len(left) - LISTED_AT_MOST} more (--json lists them all)"
+        if len(left) > LISTED_AT_MOST
+        else None,
     )
     for row in left[:LISTED_AT_MOST]:
         table.add_row(row.shard, str(row.videos), str(row.done), str(row.failed), str(row.missing))
     out.print(table)
     array = slurm_array_spec(result.shards_with_work_left)
-    out.print(f"To run them again: sbatch --array={array} with --shard $SLURM_ARRAY_TASK_ID/{result.shard_count} in the script.")
+    out.print(
+        f"To run them again: sbatch --array={array} with --shard $SLURM_ARRAY_TASK_ID/{result.shard_count} in the script."
+    )
 
 
 def _failures_table(result: FolderStatus) -> Table:
     hidden = len(result.failed) - LISTED_AT_MOST
     table = Table(
-        "failed video", "shard", "reason", title_justify="left",
+        "failed video",
+        "shard",
+        "reason",
+        title_justify="left",
         caption=f"… and {hidden} more (--json lists them all)" if hidden > 0 else None,
     )
     for name, record in list(result.failed.items())[:LISTED_AT_MOST]:

@@ -85,6 +85,8 @@ def load_legacy_features(path: Path) -> np.ndarray:
             f"{path} was refused: it is not a plain NumPy feature array ({error}), and nothing in it was run."
         ) from None
     if not (isinstance(result, np.ndarray) and result.ndim == 2 and result.dtype.kind == "f"):
-        described = f"a {result.ndim}-D {result.dtype} array" if isinstance(result, np.ndarray) else type(result).__name__
+        described = (
+            f"a {result.ndim}-D {result.dtype} array" if isinstance(result, np.ndarray) else type(result).__name__
+        )
         raise UnsafePickleError(f"{path} was refused: it holds {described}, not a 2-D float feature array.")
     return result

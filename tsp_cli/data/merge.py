@@ -19,11 +19,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tsp_cli.pipeline import store
 from tsp_cli.atomic import TEMP_MARKER, atomic_path
-from tsp_cli.errors import TspError, UsageError
 from tsp_cli.data.legacy import load_legacy_features
 from tsp_cli.data.metadata import Progress, VideoTiming
+from tsp_cli.errors import TspError, UsageError
+from tsp_cli.pipeline import store
 from tsp_cli.pipeline.sampling import clip_start_times
 
 FEATURE_SUFFIXES = (".npy", ".pkl")
@@ -149,9 +149,7 @@ def read_features(path: Path) -> np.ndarray:
         except (OSError, ValueError, EOFError) as error:
             raise FeatureFileError(f"{path} cannot be read as a NumPy feature array ({error}).") from None
     if features.ndim != 2 or features.dtype.kind != "f":
-        raise FeatureFileError(
-            f"{path} holds a {features.ndim}-D {features.dtype} array, not rows of float features."
-        )
+        raise FeatureFileError(f"{path} holds a {features.ndim}-D {features.dtype} array, not rows of float features.")
     return features.astype(np.float32, copy=False)
 
 
@@ -210,7 +208,7 @@ def merge_features(
     missing = missing_videos(files, expected) if expected is not None else []
     if missing and not allow_missing:
         raise MissingVideosError(
-            f"{len(missing)} of {len(expected)} expected videos have no features in {folder}; "
+            f"{len(missing)} of {len(expected or ())} expected videos have no features in {folder}; "
             "extract them, or pass --allow-missing to merge without them.",
             missing,
         )
@@ -359,8 +357,12 @@ def _inspect_hdf5(path: Path, on_progress: ProgressCallback | None) -> FeatureSu
                 features = item[()]
                 videos.append(
                     VideoSummary(
-                        name, features.shape[0], features.shape[1], str(features.dtype),
-                        non_finite_rows(features), dict(item.attrs),
+                        name,
+                        features.shape[0],
+                        features.shape[1],
+                        str(features.dtype),
+                        non_finite_rows(features),
+                        dict(item.attrs),
                     )
                 )
             else:
@@ -379,8 +381,12 @@ def _inspect_folder(folder: Path, on_progress: ProgressCallback | None) -> Featu
         features = read_features(feature_file.path)
         videos.append(
             VideoSummary(
-                feature_file.video, features.shape[0], features.shape[1], str(features.dtype),
-                non_finite_rows(features), extraction.video_attributes(feature_file.video, len(features)),
+                feature_file.video,
+                features.shape[0],
+                features.shape[1],
+                str(features.dtype),
+                non_finite_rows(features),
+                extraction.video_attributes(feature_file.video, len(features)),
             )
         )
         if on_progress is not None:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tsp_cli.atomic import atomic_path
 from tsp_cli.errors import TspError, UsageError
-from tsp_cli.pipeline.inputs import VideoFile, output_name
 from tsp_cli.parallel import map_isolating_crashes
+from tsp_cli.pipeline.inputs import VideoFile, output_name
 from tsp_cli.pipeline.video import probe
 
 CSV_COLUMNS = ("filename", "video-duration", "fps", "video-frames")
@@ -97,11 +97,10 @@ def write_metadata_csv(rows: Iterable[MetadataRow], output: Path) -> None:
     """Write the CSV atomically; floats as Python's shortest repr, like the reference's pandas."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output) as temp:
-        with temp.open("w", newline="") as file:
-            writer = csv.writer(file, lineterminator="\n")
-            writer.writerow(CSV_COLUMNS)
-            writer.writerows((row.filename, row.duration, row.fps, row.frames) for row in rows)
+    with atomic_path(output) as temp, temp.open("w", newline="") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows((row.filename, row.duration, row.fps, row.frames) for row in rows)
 
 
 @dataclass(frozen=True)
@@ -130,5 +129,3 @@ def _timing(row: dict[str, str]) -> VideoTiming | None:
         return VideoTiming(fps=float(row["fps"]), num_frames=int(float(row["video-frames"])))
     except (KeyError, TypeError, ValueError):
         return None
-
-

@@ -25,10 +25,10 @@ from pathlib import Path
 import av
 
 from tsp_cli.atomic import atomic_path
-from tsp_cli.errors import TspError, UsageError, VideoError
-from tsp_cli.pipeline.inputs import find_videos
-from tsp_cli.parallel import map_isolating_crashes
 from tsp_cli.data.metadata import Failure, Progress
+from tsp_cli.errors import TspError, UsageError, VideoError
+from tsp_cli.parallel import map_isolating_crashes
+from tsp_cli.pipeline.inputs import find_videos
 from tsp_cli.pipeline.video import describe_av_error, open_video_stream
 
 DEFAULT_FPS = Fraction(30)
@@ -101,7 +101,10 @@ def _encode(source: Path, temp: Path, fps: Fraction) -> int:
         input_stream.thread_type = "AUTO"
         with av.open(os.fspath(temp), "w", format="mp4") as output:
             encoder: av.video.stream.VideoStream | None = None
-            for frame in _constant_rate_frames(input_container.decode(input_stream), input_stream.time_base, fps):
+            time_base = input_stream.time_base
+            if time_base is None:
+                raise VideoError(f"{source} has a video stream without a time base; it cannot be re-timed.")
+            for frame in _constant_rate_frames(input_container.decode(input_stream), time_base, fps):
                 if encoder is None:
                     encoder = _add_encoder(output, frame, fps)
                 frame.pts, frame.time_base = written, encoder.codec_context.time_base
@@ -113,7 +116,9 @@ def _encode(source: Path, temp: Path, fps: Fraction) -> int:
     return written
 
 
-def _constant_rate_frames(frames: Iterator[av.VideoFrame], time_base: Fraction, fps: Fraction) -> Iterator[av.VideoFrame]:
+def _constant_rate_frames(
+    frames: Iterator[av.VideoFrame], time_base: Fraction, fps: Fraction
+) -> Iterator[av.VideoFrame]:
     """The decoded frames through FFmpeg's ``fps`` filter (and an even-size crop), in output order."""
     graph: av.filter.Graph | None = None
     for frame in frames:
@@ -148,8 +153,10 @@ def _drain(graph: av.filter.Graph) -> Iterator[av.VideoFrame]:
             return
 
 
-def _add_encoder(output: av.container.OutputContainer, frame: av.VideoFrame, fps: Fraction) -> av.video.stream.VideoStream:
-    stream = output.add_stream(ENCODER, rate=fps)
+def _add_encoder(
+    output: av.container.OutputContainer, frame: av.VideoFrame, fps: Fraction
+) -> av.video.stream.VideoStream:
+    stream: av.video.stream.VideoStream = output.add_stream(ENCODER, rate=fps)  # type: ignore[assignment]
     stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, PIXEL_FORMAT
     stream.codec_context.time_base = 1 / fps
     return stream
@@ -178,7 +185,10 @@ def standardize_all(
         job.target.parent.mkdir(parents=True, exist_ok=True)
 
     def record(outcome: Path | Failure, name: str) -> None:
-        (result.failures if isinstance(outcome, Failure) else result.written).append(outcome)
+        if isinstance(outcome, Failure):
+            result.failures.append(outcome)
+        else:
+            result.written.append(outcome)
         if on_progress is not None:
             on_progress(Progress(len(result.written) + len(result.failures), len(pending), name))
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsp_cli.pipeline import store
-from tsp_cli.errors import UsageError
-from tsp_cli.pipeline.inputs import collect_jobs
 from tsp_cli.data.metadata import read_metadata_csv
+from tsp_cli.errors import UsageError
+from tsp_cli.pipeline import store
+from tsp_cli.pipeline.inputs import collect_jobs
 from tsp_cli.pipeline.sharding import Shard, all_shards, parse_shard
 
 #: "Recent progress" is the speed over the last this many seconds of finished videos.
@@ -110,11 +110,15 @@ def expected_videos(videos: Sequence[Path], metadata: Path | None) -> list[str]:
     if metadata is not None and not videos:
         return list(read_metadata_csv(metadata))
     if not videos:
-        raise UsageError("Give the VIDEOS that were extracted, or --metadata CSV, so that status knows which videos belong there.")
+        raise UsageError(
+            "Give the VIDEOS that were extracted, or --metadata CSV, so that status knows which videos belong there."
+        )
     return [job.name for job in collect_jobs(list(videos), metadata)]
 
 
-def folder_status(out_dir: Path, names: Sequence[str], *, shards: int | None = None, now: float | None = None) -> FolderStatus:
+def folder_status(
+    out_dir: Path, names: Sequence[str], *, shards: int | None = None, now: float | None = None
+) -> FolderStatus:
     """Done, failed and missing videos of ``names`` in ``out_dir``, per shard and with recent speed.
 
     ``shards`` splits ``names`` as ``tsp extract --shard i/shards`` does; without it, the
@@ -131,11 +135,16 @@ def folder_status(out_dir: Path, names: Sequence[str], *, shards: int | None = N
     records = {record["video"]: record for record in all_records if record.get("video") in expected}
     failed = {name: record for name, record in store.read_failures(out_dir).items() if name in expected}
     status = FolderStatus(
-        out_dir, len(names), done=[n for n in names if n in finished], failed={n: failed[n] for n in names if n in failed},
+        out_dir,
+        len(names),
+        done=[n for n in names if n in finished],
+        failed={n: failed[n] for n in names if n in failed},
         missing=[n for n in names if n not in finished and n not in failed],
         recent=recent_speed(all_records, now=time.time() if now is None else now),
     )
-    recorded_shards = {name: str(record["shard"]) for name, record in {**records, **status.failed}.items() if "shard" in record}
+    recorded_shards = {
+        name: str(record["shard"]) for name, record in {**records, **status.failed}.items() if "shard" in record
+    }
     if shards is not None:
         status.shard_count, status.shard_count_source = shards, "--shards"
     else:
@@ -206,7 +215,9 @@ def _counted_shards(names: Sequence[str], status: FolderStatus, shards: list[Sha
         members = shard.select(list(names))
         done_here = sum(name in done for name in members)
         failed_here = sum(name in failed for name in members)
-        rows.append(ShardStatus(str(shard), len(members), done_here, failed_here, len(members) - done_here - failed_here))
+        rows.append(
+            ShardStatus(str(shard), len(members), done_here, failed_here, len(members) - done_here - failed_here)
+        )
     return rows
 
 
@@ -214,7 +225,9 @@ def _recorded_shards(status: FolderStatus, recorded_shards: dict[str, str]) -> l
     """Per shard as the records name them; missing videos have no shard to count them under."""
     done = Counter(recorded_shards[name] for name in status.done if name in recorded_shards)
     failed = Counter(recorded_shards[name] for name in status.failed if name in recorded_shards)
-    return [ShardStatus(shard, None, done[shard], failed[shard], None) for shard in sorted(done | failed, key=_shard_order)]
+    return [
+        ShardStatus(shard, None, done[shard], failed[shard], None) for shard in sorted(done | failed, key=_shard_order)
+    ]
 
 
 def _shard_order(spec: str) -> tuple[int, int, str]:

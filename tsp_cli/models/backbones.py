@@ -45,7 +45,11 @@ def _r2plus1d_34() -> VideoResNet:
 
 def build_backbone(name: str) -> VideoResNet:
     """The named backbone with random weights and its classifier replaced by the identity."""
-    builders = {"r2plus1d_34": _r2plus1d_34, "r2plus1d_18": lambda: r2plus1d_18(weights=None), "r3d_18": lambda: r3d_18(weights=None)}
+    builders = {
+        "r2plus1d_34": _r2plus1d_34,
+        "r2plus1d_18": lambda: r2plus1d_18(weights=None),
+        "r3d_18": lambda: r3d_18(weights=None),
+    }
     if name not in builders:
         raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
     model = builders[name]()

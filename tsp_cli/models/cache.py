@@ -30,8 +30,6 @@ import pooch
 import requests.exceptions
 
 from tsp_cli import settings
-
-from tsp_cli.models import registry
 from tsp_cli.errors import (
     CachedFileCorruptError,
     DownloadError,
@@ -39,6 +37,7 @@ from tsp_cli.errors import (
     OfflineError,
     TspError,
 )
+from tsp_cli.models import registry
 from tsp_cli.models.registry import Checkpoint
 
 #: Seconds to wait for a connection, then for each piece of data (requests' ``timeout``).

@@ -11,15 +11,16 @@ import argparse
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from tsp_cli.models.backbones import BACKBONES, build_backbone
 from tsp_cli.errors import CheckpointError
+from tsp_cli.models.backbones import BACKBONES, build_backbone
 
 #: The only non-tensor class a checkpoint may contain.
-ALLOWED_GLOBALS = [argparse.Namespace]
+ALLOWED_GLOBALS: list[Any] = [argparse.Namespace]
 _BACKBONE_PREFIX = "features."
 _HEAD_PREFIXES = ("fc.", "fc1.", "fc2.")
 
@@ -42,7 +43,9 @@ def read_backbone_state(path: Path) -> dict[str, torch.Tensor]:
             f"Checkpoint {path} holds objects other than tensors and cannot be loaded safely ({first_line})."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        reason = " ".join(str(error).split())[:160] or ("the file is empty" if path.stat().st_size == 0 else type(error).__name__)
+        reason = " ".join(str(error).split())[:160] or (
+            "the file is empty" if path.stat().st_size == 0 else type(error).__name__
+        )
         raise CheckpointError(f"Checkpoint {path} cannot be read ({reason}); is it a truncated download?") from None
     state = content.get("model", content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -75,9 +78,7 @@ def load_backbone(path: Path, backbone: str | None = None) -> tuple[nn.Module, s
     detected = detect_backbone(state)
     if backbone is None:
         if detected is None:
-            raise CheckpointError(
-                f"Cannot tell which backbone {path} holds; pass --backbone ({', '.join(BACKBONES)})."
-            )
+            raise CheckpointError(f"Cannot tell which backbone {path} holds; pass --backbone ({', '.join(BACKBONES)}).")
         backbone = detected
     elif detected is not None and detected != backbone:
         raise CheckpointError(
@@ -87,7 +88,11 @@ def load_backbone(path: Path, backbone: str | None = None) -> tuple[nn.Module, s
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        missing = sum(1 for line in str(error).splitlines() if "Missing" in line or "Unexpected" in line or "size mismatch" in line)
+        missing = sum(
+            1
+            for line in str(error).splitlines()
+            if "Missing" in line or "Unexpected" in line or "size mismatch" in line
+        )
         raise CheckpointError(
             f"Checkpoint {path} does not fit the {backbone} backbone ({missing or 'some'} kinds of mismatched tensors); "
             "check --backbone."

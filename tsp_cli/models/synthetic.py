@@ -25,8 +25,8 @@ def write_checkpoint(path: Path | str, backbone: str, *, heads: int = 2, seed: i
     model = build_backbone(backbone)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, nn.BatchNorm3d):
-                module.weight.uniform_(0.6, 1.0)
+            if isinstance(module, nn.BatchNorm3d) and module.running_var is not None:
+                nn.init.uniform_(module.weight, 0.6, 1.0)
                 module.running_var.uniform_(0.8, 1.6)
     state = {f"features.{key}": value for key, value in model.state_dict().items()}
     for head, classes in ({"fc": 200} if heads == 1 else {"fc1": 200, "fc2": 2}).items():
@@ -36,5 +36,14 @@ def write_checkpoint(path: Path | str, backbone: str, *, heads: int = 2, seed: i
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temp:
-        torch.save({"model": state, "optimizer": {"state": {}, "param_groups": []}, "lr_scheduler": {}, "epoch": 1, "args": args}, temp)
+        torch.save(
+            {
+                "model": state,
+                "optimizer": {"state": {}, "param_groups": []},
+                "lr_scheduler": {},
+                "epoch": 1,
+                "args": args,
+            },
+            temp,
+        )
     return path

@@ -10,16 +10,17 @@ transformed frame is sent to the main process once, and clips are sent as lists 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from collections.abc import Iterator
 
+import av
 import torch
 
 from tsp_cli.errors import VideoError
 from tsp_cli.pipeline.inputs import VideoJob
-from tsp_cli.pipeline.transform import CROP_SIZE, FrameTransform
 from tsp_cli.pipeline.sampling import ClipSettings, ClipWindow, clip_windows, window_positions
+from tsp_cli.pipeline.transform import CROP_SIZE, FrameTransform
 from tsp_cli.pipeline.video import VideoInfo, decode_frames, probe
 
 
@@ -68,7 +69,7 @@ Message = VideoStarted | FrameChunk | VideoFinished
 class _Buffered:
     pts: int
     id: int
-    frame: object | None  # the decoded av.VideoFrame, dropped once transformed
+    frame: av.VideoFrame | None  # the decoded frame, dropped once transformed
     transformed: bool = False
 
 
@@ -94,7 +95,7 @@ class _ClipAssembler:
     new_frames: torch.Tensor | None = None
     ready_clips: list[tuple[int, list[int]]] = field(default_factory=list)
 
-    def add(self, pts: int, frame: object) -> None:
+    def add(self, pts: int, frame: av.VideoFrame) -> None:
         """Add a decoded frame; frames sharing a pts keep only the last one, as the reference's dict does."""
         entry = _Buffered(pts, self.next_id, frame)
         self.next_id += 1
@@ -148,6 +149,7 @@ class _ClipAssembler:
             grown = torch.empty(2 * len(self.new_frames), 3, CROP_SIZE, CROP_SIZE)
             grown[: len(self.new_ids)] = self.new_frames
             self.new_frames = grown
+        assert entry.frame is not None  # a frame is dropped only once transformed
         rgb = entry.frame.to_ndarray(format="rgb24")
         _transform_for(rgb.shape[0], rgb.shape[1])(rgb, out=self.new_frames[len(self.new_ids)])
         entry.frame, entry.transformed = None, True
@@ -180,7 +182,9 @@ class _ClipAssembler:
 FRAMES_PER_CHUNK = 64
 
 
-def video_messages(job_index: int, job: VideoJob, settings: ClipSettings, *, clips_per_chunk: int = 32) -> Iterator[Message]:
+def video_messages(
+    job_index: int, job: VideoJob, settings: ClipSettings, *, clips_per_chunk: int = 32
+) -> Iterator[Message]:
     """Decode one video and yield its messages; any failure ends it with ``VideoFinished(error=...)``.
 
     A chunk goes out once it holds ``FRAMES_PER_CHUNK`` new frames or ``clips_per_chunk``
@@ -194,7 +198,11 @@ def video_messages(job_index: int, job: VideoJob, settings: ClipSettings, *, cli
         yield VideoStarted(job_index, info.fps, info.num_frames, len(windows))
         if windows:
             assembler = _ClipAssembler(
-                job_index, info, windows, [int(p) for p in window_positions(info.fps, settings)], settings.clip_len,
+                job_index,
+                info,
+                windows,
+                [int(p) for p in window_positions(info.fps, settings)],
+                settings.clip_len,
                 frames_per_chunk=FRAMES_PER_CHUNK + settings.clip_len,
             )
             for pts, frame in decode_frames(info):

@@ -29,7 +29,9 @@ def resolve_device(spec: str | None) -> torch.device:
             raise DeviceError(f"--device {spec} asks for CUDA, but no CUDA GPU is available here; use --device cpu.")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise DeviceError(f"--device {spec} does not exist: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}.")
+            raise DeviceError(
+                f"--device {spec} does not exist: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}."
+            )
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             raise DeviceError(f"--device {spec} asks for Apple MPS, which is not available here; use --device cpu.")

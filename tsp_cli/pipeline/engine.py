@@ -12,9 +12,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from contextlib import contextmanager
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,17 +24,16 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tsp_cli import __version__
-
+from tsp_cli.errors import OutputError, UsageError
+from tsp_cli.models.registry import FEATURE_DIM
+from tsp_cli.parallel import default_workers
 from tsp_cli.pipeline import store
 from tsp_cli.pipeline.clipper import FrameChunk, Message, VideoFinished, VideoStarted, video_messages
 from tsp_cli.pipeline.devices import resolve_device
-from tsp_cli.errors import OutputError, UsageError
 from tsp_cli.pipeline.inputs import VideoJob, collect_jobs
-from tsp_cli.pipeline.transform import CROP_SIZE
-from tsp_cli.models.registry import FEATURE_DIM
-from tsp_cli.parallel import default_workers
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
+from tsp_cli.pipeline.transform import CROP_SIZE
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -141,8 +140,12 @@ def _messages(dataset: _VideoMessages, *, workers: int, pin_memory: bool) -> Ite
         yield from dataset
         return
     loader = DataLoader(
-        dataset, batch_size=None, num_workers=min(workers, len(dataset.order)), pin_memory=pin_memory,
-        in_order=False, prefetch_factor=4,
+        dataset,
+        batch_size=None,
+        num_workers=min(workers, len(dataset.order)),
+        pin_memory=pin_memory,
+        in_order=False,
+        prefetch_factor=4,
     )
     try:
         yield from loader
@@ -204,7 +207,11 @@ class _Engine:
         if isinstance(message, VideoStarted):
             job = self.jobs[message.job]
             self.videos[message.job] = _Video(
-                job, np.zeros((message.num_clips, FEATURE_DIM), np.float32), message.num_clips, message.fps, message.num_frames
+                job,
+                np.zeros((message.num_clips, FEATURE_DIM), np.float32),
+                message.num_clips,
+                message.fps,
+                message.num_frames,
             )
             self.emit(VideoBegan(job.name, message.num_clips))
         elif isinstance(message, FrameChunk):
@@ -220,7 +227,7 @@ class _Engine:
         video = self.videos[chunk.job]
         if chunk.frame_ids:
             frames = chunk.frames.to(self.device, non_blocking=True)
-            video.frames.update(zip(chunk.frame_ids, frames))
+            video.frames.update(zip(chunk.frame_ids, frames, strict=True))
         for clip_index, frame_ids in chunk.clips:
             self.pending.append((chunk.job, clip_index, [video.frames[i] for i in frame_ids]))
         for stale in [i for i in video.frames if i < chunk.keep_from]:
@@ -233,17 +240,18 @@ class _Engine:
         if not clips:
             return
         batch = self.batch_buffer[: len(clips)]
-        for row, (_, _, frames) in zip(batch, clips):
+        for row, (_, _, frames) in zip(batch, clips, strict=True):
             torch.stack(frames, dim=1, out=row)
         if self.model is None:
             rows = np.zeros((len(clips), FEATURE_DIM), np.float32)
         else:
-            with torch.inference_mode(), torch.autocast(
-                self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+            with (
+                torch.inference_mode(),
+                torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None),
             ):
                 rows = self.model(batch).float().cpu().numpy()
         touched = set()
-        for (job, clip_index, _), row in zip(clips, rows):
+        for (job, clip_index, _), row in zip(clips, rows, strict=True):
             video = self.videos[job]
             video.features[clip_index] = row
             video.remaining -= 1
@@ -262,10 +270,17 @@ class _Engine:
         name, clips = video.job.name, len(video.features)
         if not self.dry_run:
             with _writing(self.out_dir, name):
-                store.record_video(self.out_dir, {
-                    "video": name, "path": str(video.job.path), "fps": video.fps,
-                    "num_frames": video.num_frames, "clips": clips, "shard": str(self.shard),
-                })
+                store.record_video(
+                    self.out_dir,
+                    {
+                        "video": name,
+                        "path": str(video.job.path),
+                        "fps": video.fps,
+                        "num_frames": video.num_frames,
+                        "clips": clips,
+                        "shard": str(self.shard),
+                    },
+                )
                 store.save_features(self.out_dir, name, video.features)
         if clips:
             self.summary.done += 1
@@ -308,7 +323,9 @@ def run_jobs(
     """
     emit = on_event or (lambda event: None)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    engine = _Engine(list(jobs), Path(out_dir), model, settings, device, batch_size, precision, model is None, emit, shard)
+    engine = _Engine(
+        list(jobs), Path(out_dir), model, settings, device, batch_size, precision, model is None, emit, shard
+    )
     started = time.perf_counter()
     waited = 0.0
     clips_per_chunk = max(1, min(32, batch_size))
@@ -355,8 +372,11 @@ def tool_versions() -> dict[str, str]:
     import torchvision
 
     return {
-        "tsp": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "av": av.__version__, "ffmpeg": str(getattr(av, "ffmpeg_version_info", "unknown")),
+        "tsp": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "av": av.__version__,
+        "ffmpeg": str(getattr(av, "ffmpeg_version_info", "unknown")),
     }
 
 
@@ -395,7 +415,9 @@ def plan_extraction(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"Cannot create the output folder {out_dir} ({error.strerror}); give another --output.") from None
+        raise UsageError(
+            f"Cannot create the output folder {out_dir} ({error.strerror}); give another --output."
+        ) from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise UsageError(f"The output folder {out_dir} is not writable; give another --output.")
     jobs = shard.select(collect_jobs([Path(v) for v in videos], Path(metadata) if metadata else None))
@@ -425,8 +447,8 @@ def run_extraction(
     if plan.device.type == "cuda" and plan.device.index is not None:
         torch.cuda.set_device(plan.device)  # pinned memory and cuDNN state then live on this GPU, not cuda:0
     if not dry_run:
-        from tsp_cli.models.loading import load_backbone  # torchvision: ~1 s a dry run need not pay
         from tsp_cli.models.cache import file_sha256
+        from tsp_cli.models.loading import load_backbone  # torchvision: ~1 s a dry run need not pay
 
         if checkpoint is None:
             raise UsageError("Give a checkpoint: --checkpoint NAME or --local PATH.")
@@ -435,11 +457,19 @@ def run_extraction(
         if plan.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         settings = plan.settings
-        notes += store.claim_output_folder(plan.out_dir, {
-            "checkpoint": checkpoint_name or Path(checkpoint).name, "checkpoint_sha256": file_sha256(Path(checkpoint)),
-            "backbone": backbone, "clip_len": settings.clip_len, "frame_rate": settings.frame_rate,
-            "stride": settings.stride, "precision": precision,
-        }, tool_versions())
+        notes += store.claim_output_folder(
+            plan.out_dir,
+            {
+                "checkpoint": checkpoint_name or Path(checkpoint).name,
+                "checkpoint_sha256": file_sha256(Path(checkpoint)),
+                "backbone": backbone,
+                "clip_len": settings.clip_len,
+                "frame_rate": settings.frame_rate,
+                "stride": settings.stride,
+                "precision": precision,
+            },
+            tool_versions(),
+        )
         removed = store.remove_stale_temp_files(plan.out_dir)
         if removed:
             notes.append(f"Removed {len(removed)} temporary file(s) left by an interrupted run.")
@@ -447,9 +477,21 @@ def run_extraction(
     to_do = [job for job in plan.jobs if job.name not in finished]
     skipped = len(plan.jobs) - len(to_do)
     if on_event:
-        on_event(RunStarted(len(plan.jobs), len(to_do), skipped, min(workers, len(to_do)), str(plan.device), tuple(notes)))
-    summary = run_jobs(to_do, plan.out_dir, model, plan.settings, device=plan.device, batch_size=batch_size,
-                       workers=workers, precision=precision, shard=plan.shard, on_event=on_event)
+        on_event(
+            RunStarted(len(plan.jobs), len(to_do), skipped, min(workers, len(to_do)), str(plan.device), tuple(notes))
+        )
+    summary = run_jobs(
+        to_do,
+        plan.out_dir,
+        model,
+        plan.settings,
+        device=plan.device,
+        batch_size=batch_size,
+        workers=workers,
+        precision=precision,
+        shard=plan.shard,
+        on_event=on_event,
+    )
     summary.videos, summary.skipped = len(plan.jobs), skipped
     return summary
 
@@ -481,9 +523,23 @@ def extract_features(
     assembles every batch but loads no checkpoint, runs no network and writes no features.
     """
     plan = plan_extraction(
-        videos, out_dir, stride=stride, clip_len=clip_len, frame_rate=frame_rate, metadata=metadata, shard=shard, device=device
+        videos,
+        out_dir,
+        stride=stride,
+        clip_len=clip_len,
+        frame_rate=frame_rate,
+        metadata=metadata,
+        shard=shard,
+        device=device,
     )
     return run_extraction(
-        plan, checkpoint=checkpoint, backbone=backbone, checkpoint_name=checkpoint_name, batch_size=batch_size,
-        workers=workers, precision=precision, dry_run=dry_run, on_event=on_event,
+        plan,
+        checkpoint=checkpoint,
+        backbone=backbone,
+        checkpoint_name=checkpoint_name,
+        batch_size=batch_size,
+        workers=workers,
+        precision=precision,
+        dry_run=dry_run,
+        on_event=on_event,
     )

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsp_cli.pipeline import store
 from tsp_cli.errors import UsageError
 from tsp_cli.parallel import MAX_DEFAULT_WORKERS, available_cores
+from tsp_cli.pipeline import store
 from tsp_cli.pipeline.sharding import Shard, all_shards
 
 #: Lines of a crashed child's log shown to the user.
@@ -116,7 +116,18 @@ def child_command(extract_arguments: Sequence[str], shard: Shard, device: str) -
 
     ``--shard`` and ``--device`` come first, as ``extract_arguments`` may end with ``-- VIDEOS``.
     """
-    return [sys.executable, "-u", "-m", "tsp_cli", "extract", "--shard", str(shard), "--device", device, *extract_arguments]
+    return [
+        sys.executable,
+        "-u",
+        "-m",
+        "tsp_cli",
+        "extract",
+        "--shard",
+        str(shard),
+        "--device",
+        device,
+        *extract_arguments,
+    ]
 
 
 def run_shards(
@@ -139,7 +150,10 @@ def run_shards(
     """
     started = time.perf_counter()
     runs = _plan(devices, job_names, Path(out_dir), Path(log_dir))
-    followers = [_JsonlFollower(Path(out_dir) / store.RECORDS_NAME), _JsonlFollower(Path(out_dir) / store.FAILURES_NAME)]
+    followers = [
+        _JsonlFollower(Path(out_dir) / store.RECORDS_NAME),
+        _JsonlFollower(Path(out_dir) / store.FAILURES_NAME),
+    ]
     report = on_progress or (lambda runs: None)
     try:
         for run in runs:
@@ -158,11 +172,19 @@ def run_shards(
 def _plan(devices: Sequence[str], job_names: Sequence[str], out_dir: Path, log_dir: Path) -> list[ShardRun]:
     finished = store.finished_names(out_dir)
     runs = []
-    for shard, device in zip(all_shards(len(devices)), devices):
+    for shard, device in zip(all_shards(len(devices)), devices, strict=True):
         names = frozenset(shard.select(list(job_names)))
         already = names & finished
-        runs.append(ShardRun(shard, device, names, log_dir / f"shard-{shard.index}-of-{shard.count}.log",
-                             skipped=len(already), done=set(already)))
+        runs.append(
+            ShardRun(
+                shard,
+                device,
+                names,
+                log_dir / f"shard-{shard.index}-of-{shard.count}.log",
+                skipped=len(already),
+                done=set(already),
+            )
+        )
     return runs
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,16 +96,20 @@ def jobs_from_metadata(csv_path: Path, inputs: Sequence[Path]) -> list[VideoJob]
         raise UsageError(f"Metadata file {csv_path} is not a readable CSV ({str(error).strip()}).") from None
     absent = [c for c in METADATA_COLUMNS if c not in table.columns]
     if absent:
-        raise UsageError(f"Metadata file {csv_path} lacks the column(s) {', '.join(absent)}; expected {','.join(METADATA_COLUMNS)}.")
+        raise UsageError(
+            f"Metadata file {csv_path} lacks the column(s) {', '.join(absent)}; expected {','.join(METADATA_COLUMNS)}."
+        )
     fps = pd.to_numeric(table["fps"], errors="coerce")
     frames = pd.to_numeric(table["video-frames"], errors="coerce")
     bad = ~((fps > 0) & np.isfinite(fps) & (frames >= 0) & (frames == frames.round()))
     if bad.any():
         rows = [f"line {i + 2} ({table['filename'].iloc[i]})" for i in np.flatnonzero(bad.to_numpy())]
-        raise UsageError(f"Metadata file {csv_path} has no usable fps or video-frames on {_list_some(rows)}; fix or remove those rows.")
+        raise UsageError(
+            f"Metadata file {csv_path} has no usable fps or video-frames on {_list_some(rows)}; fix or remove those rows."
+        )
     jobs = [
         VideoJob(path=folder / str(name), name=output_name(Path(str(name))), fps=float(rate), num_frames=int(count))
-        for name, rate, count in zip(table["filename"], fps, frames)
+        for name, rate, count in zip(table["filename"], fps, frames, strict=True)
     ]
     missing = [str(job.path.relative_to(folder)) for job in jobs if not job.path.is_file()]
     if missing:
@@ -120,7 +124,9 @@ def refuse_duplicate_names(jobs: Sequence[VideoJob]) -> None:
         by_name[job.name].append(str(job.path))
     clashes = [f"{name} ({' and '.join(paths[:2])})" for name, paths in by_name.items() if len(paths) > 1]
     if clashes:
-        raise UsageError(f"Several videos would write the same feature file: {_list_some(clashes)}; rename or separate them.")
+        raise UsageError(
+            f"Several videos would write the same feature file: {_list_some(clashes)}; rename or separate them."
+        )
 
 
 def collect_jobs(inputs: Sequence[Path], metadata: Path | None = None) -> list[VideoJob]:

@@ -88,7 +88,9 @@ def detect_shard(environment: Mapping[str, str]) -> LauncherShard:
         found = detect(environment)
         if found is not None:
             return found
-    raise UsageError(f"--shard auto found neither {_LAUNCHERS_LOOKED_FOR} in the environment; give --shard i/n instead.")
+    raise UsageError(
+        f"--shard auto found neither {_LAUNCHERS_LOOKED_FOR} in the environment; give --shard i/n instead."
+    )
 
 
 def device_for_local_rank(device: str | None, local_rank: int | None, cuda_available: bool) -> str | None:
@@ -136,7 +138,8 @@ def _from_slurm_tasks(environment: Mapping[str, str]) -> LauncherShard | None:
         return None
     source = "the Slurm tasks"
     return LauncherShard(
-        _checked(_integer(environment, "SLURM_PROCID", source), _integer(environment, "SLURM_NTASKS", source), source), source
+        _checked(_integer(environment, "SLURM_PROCID", source), _integer(environment, "SLURM_NTASKS", source), source),
+        source,
     )
 
 
@@ -148,10 +151,14 @@ def _integer(environment: Mapping[str, str], name: str, source: str) -> int:
     try:
         return int(value.strip())
     except ValueError:
-        raise UsageError(f"--shard auto found {name}={value!r}, which is not a whole number; give --shard i/n instead.") from None
+        raise UsageError(
+            f"--shard auto found {name}={value!r}, which is not a whole number; give --shard i/n instead."
+        ) from None
 
 
 def _checked(index: int, count: int, source: str) -> Shard:
     if count < 1 or not 0 <= index < count:
-        raise UsageError(f"--shard auto read shard {index}/{count} from {source}, which is out of range; give --shard i/n instead.")
+        raise UsageError(
+            f"--shard auto read shard {index}/{count} from {source}, which is out of range; give --shard i/n instead."
+        )
     return Shard(index, count)

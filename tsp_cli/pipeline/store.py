@@ -17,11 +17,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 import re
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,10 @@ def finished_names(out_dir: Path) -> set[str]:
 def save_features(out_dir: Path, name: str, features: np.ndarray) -> Path:
     """Write ``features`` as ``<name>.npy`` atomically and durably."""
     final = feature_path(out_dir, name)
-    with atomic_path(final) as temp:
-        with open(temp, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(features, dtype=np.float32), allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(final) as temp, open(temp, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(features, dtype=np.float32), allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
     return final
 
 
@@ -134,7 +133,9 @@ def record_video(out_dir: Path, record: dict[str, Any]) -> None:
 
 
 def record_failure(out_dir: Path, video: str, path: str, error: str, **extra: Any) -> None:
-    append_jsonl(Path(out_dir) / FAILURES_NAME, {"video": video, "path": path, "error": error, "time": time.time(), **extra})
+    append_jsonl(
+        Path(out_dir) / FAILURES_NAME, {"video": video, "path": path, "error": error, "time": time.time(), **extra}
+    )
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:
@@ -179,9 +180,7 @@ def _claim(out_dir: Path, settings: dict[str, Any], versions: dict[str, str]) ->
     differing = [key for key in FEATURE_SETTINGS if recorded.get(key) != settings.get(key)]
     if differing:
         details = ", ".join(f"{key} {recorded.get(key)!r} there vs {settings.get(key)!r} now" for key in differing)
-        raise UsageError(
-            f"{out_dir} holds features made with other settings ({details}); use another --output folder."
-        )
+        raise UsageError(f"{out_dir} holds features made with other settings ({details}); use another --output folder.")
     old_versions = existing.get("versions", {})
     return [
         f"{tool} is {version} now, {old_versions[tool]} when this folder was started."

@@ -25,7 +25,9 @@ MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
 
 
-def _bilinear_taps(in_size: int, out_size: int, first: int, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _bilinear_taps(
+    in_size: int, out_size: int, first: int, count: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Source indices (lower, upper) and upper weight for outputs ``first .. first+count-1``.
 
     Mirrors ATen's ``upsample_bilinear2d`` with ``align_corners=False``: the scale is
@@ -74,9 +76,13 @@ class FrameTransform:
         image = torch.as_tensor(rgb)
         row_lo, row_hi, row_w = self.rows
         col_lo, col_hi, col_w = self.cols
-        rows = torch.lerp(image.index_select(0, row_lo).float(), image.index_select(0, row_hi).float(), row_w.view(-1, 1, 1))
+        rows = torch.lerp(
+            image.index_select(0, row_lo).float(), image.index_select(0, row_hi).float(), row_w.view(-1, 1, 1)
+        )
         columns_first = rows.transpose(0, 1).contiguous()  # W x 112 x 3
-        crop = torch.lerp(columns_first.index_select(0, col_lo), columns_first.index_select(0, col_hi), col_w.view(-1, 1, 1))
+        crop = torch.lerp(
+            columns_first.index_select(0, col_lo), columns_first.index_select(0, col_hi), col_w.view(-1, 1, 1)
+        )
         if out is None:
             out = torch.empty(3, CROP_SIZE, CROP_SIZE)
         return torch.addcmul(self.shift, crop.permute(2, 1, 0), self.scale, out=out)
