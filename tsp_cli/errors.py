@@ -1,64 +1,147 @@
 """The errors a user can cause, each carrying one sentence that says what to do.
 
-The CLI catches :class:`TspError` at the edge, prints its message and exits with its
-``exit_code``; anything else is a bug and keeps its traceback.
+Every class subclasses :class:`TspError` and, where one fits, the builtin it refines, so that
+Python callers can catch what they already know (``except ValueError``, ``except OSError``,
+``except LookupError``) and the CLI can catch one base class at its edge. Each carries the
+structured fields a caller needs (the parameter at fault, the path, the model name) besides
+its message, which is worded in the core's own terms.
+
+Exit codes are the CLI's business (``tsp_cli.cli.common``); the ``exit_code`` attribute kept
+here is only the default the CLI falls back on.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class TspError(Exception):
     """A problem the user can act on; ``str(error)`` is the whole message."""
 
-    #: 2: the invocation cannot start; 1: the command ran but some items failed.
+    #: The CLI's default exit code for this kind of error: 2, the invocation cannot start;
+    #: 1, the command ran but some items failed.
     exit_code = 2
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
-class UsageError(TspError):
-    """Bad options or inputs found before any work started."""
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
-class CheckpointError(TspError):
+class UsageError(TspError, ValueError):
+    """Bad options or inputs found before any work started.
+
+    ``parameter`` names the argument at fault in the Python API (``batch_size``, ``shard``),
+    so that the CLI can tell the user which flag to change.
+    """
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class DeviceError(UsageError):
+    """A device that does not exist on this machine."""
+
+    def __init__(self, message: str, *, device: str | None = None) -> None:
+        super().__init__(message, parameter="device")
+        self.device = device
+
+
+class ModelsFileError(UsageError):
+    """A ``TSP_MODELS_FILE`` that cannot be read, or an entry in it with a bad field."""
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+class CheckpointError(TspError, ValueError):
     """A checkpoint that cannot be read, or does not fit the requested backbone."""
 
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
 
-class ModelNotFoundError(TspError):
+
+class ModelNotFoundError(TspError, LookupError):
     """A model name that is neither released nor declared in the models file."""
 
+    def __init__(self, message: str, *, name: str | None = None, suggestions: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.name = name
+        self.suggestions = suggestions
 
-class DownloadError(TspError):
+
+class DownloadError(TspError, OSError):
     """A download that failed (network, HTTP status, disk)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, name: str | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.url = url
 
 
 class HashMismatchError(DownloadError):
     """A file whose SHA-256 does not match the published one."""
 
 
-class VideoError(TspError):
-    """One video that cannot be decoded as the recipe needs; it never stops the others."""
-
-    exit_code = 1
-
-
-class DeviceError(TspError):
-    """A ``--device`` that does not exist on this machine."""
-
-
-class ModelsFileError(UsageError):
-    """A ``TSP_MODELS_FILE`` that cannot be read, or an entry in it with a bad field."""
-
-
-class OfflineError(DownloadError):
-    """A checkpoint that must be downloaded while offline mode forbids the network."""
-
-
 class CachedFileCorruptError(HashMismatchError):
     """A cached checkpoint whose bytes no longer match its hash (truncated or edited)."""
 
 
-class OutputError(TspError):
+class OfflineError(DownloadError, ConnectionError):
+    """A checkpoint that must be downloaded while offline mode forbids the network."""
+
+
+class VideoError(TspError, ValueError):
+    """One video that cannot be decoded as the recipe needs; it never stops the others."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+class UnsafePickleError(TspError, ValueError):
+    """A legacy ``.pkl`` file that is not a plain NumPy array of features; nothing from it was run."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+class FeatureFileError(TspError, ValueError):
+    """A feature file that cannot go into a merged file as it is (unreadable, wrong shape, NaN)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+class MissingVideosError(TspError, LookupError):
+    """Videos of the expected list with no feature file; ``missing`` holds all their names."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+class OutputError(TspError, OSError):
     """The output folder cannot be written mid-run (disk full, permissions changed); finished videos are kept."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None

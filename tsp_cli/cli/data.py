@@ -21,7 +21,7 @@ from tsp_cli.data import merge as merging
 from tsp_cli.data import metadata as metadata_csv
 from tsp_cli.data import standardize as standardizing
 from tsp_cli.data.metadata import Failure, Progress, VideoTiming
-from tsp_cli.errors import UsageError
+from tsp_cli.errors import MissingVideosError, UsageError
 from tsp_cli.parallel import default_workers
 from tsp_cli.pipeline.inputs import find_videos
 
@@ -116,7 +116,7 @@ def merge(
                 overwrite=overwrite,
                 on_progress=on_progress,
             )
-        except merging.MissingVideosError as error:
+        except MissingVideosError as error:
             _list_missing(error.missing)
             raise
     if result.missing:

@@ -19,13 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tsp_cli.errors import TspError
-
-
-class UnsafePickleError(TspError):
-    """A ``.pkl`` file that is not a plain NumPy array of features; nothing from it was run."""
-
-    exit_code = 1
+from tsp_cli.errors import UnsafePickleError
 
 
 def _numpy_internal(attribute: str, *modules: str) -> Any:

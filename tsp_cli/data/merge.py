@@ -22,7 +22,7 @@ import numpy as np
 from tsp_cli.atomic import TEMP_MARKER, atomic_path
 from tsp_cli.data.legacy import load_legacy_features
 from tsp_cli.data.metadata import Progress, VideoTiming
-from tsp_cli.errors import TspError, UsageError
+from tsp_cli.errors import FeatureFileError, MissingVideosError, UsageError
 from tsp_cli.pipeline import store
 from tsp_cli.pipeline.sampling import clip_start_times
 
@@ -38,22 +38,6 @@ MAX_START_TIMES_IN_ATTRIBUTE = 8000
 CLIP_SETTINGS = ("clip_len", "frame_rate", "stride")
 
 ProgressCallback = Callable[[Progress], None]
-
-
-class FeatureFileError(TspError):
-    """A feature file that cannot go into a merged file as it is (unreadable, wrong shape, NaN)."""
-
-    exit_code = 1
-
-
-class MissingVideosError(TspError):
-    """Videos of the expected list with no feature file; ``missing`` holds all their names."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, missing: list[str]):
-        super().__init__(message)
-        self.missing = missing
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import os
-import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -235,43 +235,14 @@ def _download(checkpoint: Checkpoint, path: Path, progress: ProgressBar | None) 
 
 
 def _download_over_http(checkpoint: Checkpoint, staging: Path, progress: ProgressBar | None) -> None:
-    """pooch checks a full SHA-256 itself; a published prefix we check after the download."""
+    """pooch downloads (with its progress protocol); we hash the staged file, whole digest or published prefix."""
     downloader = pooch.HTTPDownloader(
         progressbar=progress if progress is not None else False, chunk_size=CHUNK_SIZE, timeout=DOWNLOAD_TIMEOUT_S
     )
-    if checkpoint.has_full_hash:
-        _retrieve_checked_by_pooch(checkpoint, staging, downloader)
-    else:
-        downloader(checkpoint.url, str(staging), None)
-        _require_match(
-            f"{checkpoint.filename} from {checkpoint.url}", checkpoint.sha256, _sha256_of(staging), outcome=_NOT_KEPT
-        )
-
-
-def _retrieve_checked_by_pooch(checkpoint: Checkpoint, staging: Path, downloader: pooch.HTTPDownloader) -> None:
-    try:
-        pooch.retrieve(
-            checkpoint.url,
-            known_hash=f"sha256:{checkpoint.sha256}",
-            fname=staging.name,
-            path=staging.parent,
-            downloader=downloader,
-        )
-    except ValueError as error:  # pooch's hash mismatch; it has already deleted its temporary file
-        actual = re.search(r"but got ([0-9a-f]{64})", str(error))
-        raise HashMismatchError(
-            f"{checkpoint.filename} from {checkpoint.url} has SHA-256 {actual.group(1) if actual else 'that differs'},"
-            f" not the expected {checkpoint.sha256}{_NOT_KEPT}."
-        ) from None
-    # pooch's temporary files are private (0600); a shared cache needs the usual permissions.
-    os.chmod(staging, _new_file_mode())
-
-
-def _new_file_mode() -> int:
-    """The permissions a newly created file gets under the process's umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    downloader(checkpoint.url, str(staging), None)
+    _require_match(
+        f"{checkpoint.filename} from {checkpoint.url}", checkpoint.sha256, _sha256_of(staging), outcome=_NOT_KEPT
+    )
 
 
 def _copy_local_file(checkpoint: Checkpoint, staging: Path, progress: ProgressBar | None) -> None:
@@ -318,18 +289,31 @@ def _as_download_error(checkpoint: Checkpoint, folder: Path) -> Iterator[None]:
 
 
 def _connection_message(checkpoint: Checkpoint, host: str, error: requests.exceptions.RequestException) -> str:
-    text = str(error).lower()
-    if isinstance(error, requests.exceptions.Timeout) or "timed out" in text:
+    causes = _causes(error)
+    if isinstance(error, requests.exceptions.Timeout) or any(isinstance(cause, TimeoutError) for cause in causes):
         connect_s, read_s = DOWNLOAD_TIMEOUT_S
         return (
             f"Downloading {checkpoint.name} timed out: {host} sent nothing for {read_s:g} s"
             f" (or did not connect within {connect_s:g} s); try again later{_mirror_hint(checkpoint)}."
         )
-    if isinstance(error, requests.exceptions.ConnectionError) and "refused" in text:
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
         return f"Cannot download {checkpoint.name}: {host} refused the connection{_mirror_hint(checkpoint)}."
-    if isinstance(error, requests.exceptions.ConnectionError) and "resolve" in text:
+    if any(isinstance(cause, socket.gaierror) for cause in causes):
         return f"Cannot download {checkpoint.name}: the host {host} was not found; check the network{_mirror_hint(checkpoint)}."
     return f"Downloading {checkpoint.name} from {host} failed ({type(error).__name__}); try again{_mirror_hint(checkpoint)}."
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """Every exception behind ``error``: requests wraps urllib3's, which wraps the socket's (as args or ``reason``)."""
+    found: list[BaseException] = []
+    pending: list[object] = [error]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or any(item is seen for seen in found):
+            continue
+        found.append(item)
+        pending.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
+    return found
 
 
 def _mirror_hint(checkpoint: Checkpoint) -> str:
