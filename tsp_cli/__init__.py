@@ -2,7 +2,11 @@
 
 The public API is imported lazily, so that ``tsp --help`` does not pay for importing torch::
 
-    from tsp_cli import extract_features, fetch
+    import tsp_cli
+    tsp_cli.list_models()                                     # the checkpoints known by name
+    model = tsp_cli.load_model("r2plus1d_34-tsp_on_activitynet", device="cuda")  # or a local path
+    features = model(model.recipe.transform(frames))         # uint8 T×H×W×3 -> 1×512
+    tsp_cli.extract_features(["videos/"], "out/", checkpoint="model.pth")       # what `tsp extract` runs
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ _PUBLIC = {
     "Shard": "tsp_cli.pipeline.sharding",
     "ClipSettings": "tsp_cli.pipeline.sampling",
     "fetch": "tsp_cli.models.cache",
+    "list_models": "tsp_cli.models.api",
+    "load_model": "tsp_cli.models.api",
+    "TspModel": "tsp_cli.models.api",
+    "Recipe": "tsp_cli.models.recipe",
     "TspError": "tsp_cli.errors",
 }
 __all__ = ["__version__", *_PUBLIC]

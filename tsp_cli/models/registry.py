@@ -21,6 +21,7 @@ from urllib.request import url2pathname
 
 from tsp_cli import settings
 from tsp_cli.errors import ModelNotFoundError, ModelsFileError
+from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,7 +48,11 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One downloadable checkpoint; ``sha256`` is the full hash or a prefix of it (8+ hex digits)."""
+    """One downloadable checkpoint; ``sha256`` is the full hash or a prefix of it (8+ hex digits).
+
+    ``recipe`` is the preprocessing its weights expect: the same for every TSP/TAC checkpoint
+    released so far, declared per entry so that a differently trained one can say otherwise.
+    """
 
     name: str
     backbone: str
@@ -59,6 +64,7 @@ class Checkpoint:
     url: str
     sha256: str
     released: bool = True
+    recipe: Recipe = TSP_RECIPE
 
     @property
     def has_full_hash(self) -> bool:
@@ -143,14 +149,20 @@ def get(name: str) -> Checkpoint:
     checkpoints = {checkpoint.name: checkpoint for checkpoint in all_checkpoints()}
     if name in checkpoints:
         return checkpoints[name]
-    raise ModelNotFoundError(_unknown_name_message(name, list(checkpoints)))
+    suggestions = _close_names(name, list(checkpoints))
+    raise ModelNotFoundError(_unknown_name_message(name, suggestions), name=name, suggestions=suggestions)
 
 
-def _unknown_name_message(name: str, known: list[str]) -> str:
-    """One sentence: names that start like ``name`` or look like it, else where to find them all."""
+def _close_names(name: str, known: list[str]) -> tuple[str, ...]:
+    """Up to three known names that start like ``name`` or look like it."""
     starting = [candidate for candidate in known if candidate.startswith(name)]
     similar = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    close = [repr(match) for match in dict.fromkeys(starting + similar)][:3]
+    return tuple(dict.fromkeys(starting + similar))[:3]
+
+
+def _unknown_name_message(name: str, suggestions: tuple[str, ...]) -> str:
+    """One sentence: the suggested names, else where to find them all."""
+    close = [repr(match) for match in suggestions]
     if not close:
         return f"Unknown model {name!r}; see `tsp models list` for the known names."
     choices = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
@@ -184,11 +196,14 @@ def load_models_file() -> list[Checkpoint]:
     unexpected = sorted(set(table) - {"models"})
     if unexpected:
         raise ModelsFileError(
-            f"Models file {path} has an unexpected top-level key {unexpected[0]!r}; declare entries under 'models.NAME'."
+            f"Models file {path} has an unexpected top-level key {unexpected[0]!r}; declare entries under 'models.NAME'.",
+            path=path,
         )
     models = table.get("models", {})
     if not isinstance(models, dict):
-        raise ModelsFileError(f"Models file {path}: 'models' must be a table of entries named 'models.NAME'.")
+        raise ModelsFileError(
+            f"Models file {path}: 'models' must be a table of entries named 'models.NAME'.", path=path
+        )
     released_names = {checkpoint.name for checkpoint in RELEASED}
     return [_parse_entry(path, name, fields, released_names) for name, fields in models.items()]
 
@@ -198,18 +213,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as stream:
             return tomllib.load(stream)
     except FileNotFoundError:
-        raise ModelsFileError(f"The models file {path} named by TSP_MODELS_FILE does not exist.") from None
+        raise ModelsFileError(f"The models file {path} named by TSP_MODELS_FILE does not exist.", path=path) from None
     except OSError as error:
-        raise ModelsFileError(f"Cannot read the models file {path}: {error.strerror or error}.") from None
+        raise ModelsFileError(f"Cannot read the models file {path}: {error.strerror or error}.", path=path) from None
     except tomllib.TOMLDecodeError as error:
-        raise ModelsFileError(f"Models file {path} is not valid TOML: {error}.") from None
+        raise ModelsFileError(f"Models file {path} is not valid TOML: {error}.", path=path) from None
 
 
 def _parse_entry(path: Path, name: str, fields: Any, released_names: set[str]) -> Checkpoint:
     """One ``models.NAME`` table as a :class:`Checkpoint`, or the first problem found in it."""
 
     def problem(message: str) -> ModelsFileError:
-        return ModelsFileError(f"Models file {path}, entry {name!r}: {message}")
+        return ModelsFileError(f"Models file {path}, entry {name!r}: {message}", path=path)
 
     if not isinstance(fields, dict):
         raise problem("must be a table of fields (backbone, url, sha256, description).")
