@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,26 @@ from torch import nn
 from tsp_cli.models.synthetic import write_checkpoint
 
 PARITY_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
+#: Variables through which torchrun tells a process its place in a job (Slurm's all start with SLURM_).
+TORCHRUN_VARIABLES = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test starts with no TSP_*, Slurm or torchrun variable from the developer's shell or job,
+    and with a checkpoint cache of its own, so no test reads or fills the user's real cache."""
+    for name in list(os.environ):
+        if name.startswith(("TSP_", "SLURM_", "TORCHELASTIC_")) or name in TORCHRUN_VARIABLES:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TSP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "checkpoint-cache"))
 
 
 @pytest.fixture(scope="session")

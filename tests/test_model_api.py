@@ -16,8 +16,7 @@ from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 from tsp_cli.pipeline.transform import reference_transform
 
 
-def test_list_models_names_the_released_checkpoints_and_filters_like_torchvision(monkeypatch) -> None:
-    monkeypatch.delenv("TSP_MODELS_FILE", raising=False)
+def test_list_models_names_the_released_checkpoints_and_filters_like_torchvision() -> None:
     names = tsp_cli.list_models()
     assert len(names) == 13 and names[0] == "r2plus1d_34-tsp_on_activitynet"
     assert tsp_cli.list_models("r3d_18*") == [

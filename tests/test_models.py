@@ -61,9 +61,7 @@ def checkpoints_under(folder: Path) -> list[str]:
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty cache folder, and no TSP_* setting leaking in from the developer's shell."""
-    for variable in ("TSP_BASE_URL", "TSP_MODELS_FILE", "TSP_OFFLINE"):
-        monkeypatch.delenv(variable, raising=False)
+    """An empty cache folder of the test's own (conftest already removed every other TSP_* setting)."""
     folder = tmp_path / "cache"
     monkeypatch.setenv("TSP_CACHE_DIR", str(folder))
     return folder

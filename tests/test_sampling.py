@@ -20,7 +20,7 @@ from tsp_cli.pipeline.sampling import (
 
 
 def reference_indices(fps: float, num_frames: int, frame_rate: float = 15.0) -> np.ndarray:
-    """Section 1 of reference-semantics.md, in the reference's own torch arithmetic."""
+    """Section 1 of docs/recipe.md, in the reference's own torch arithmetic."""
     step = float(fps) / frame_rate
     if step.is_integer():
         return torch.arange(num_frames)[:: int(step)].numpy()

@@ -24,31 +24,13 @@ from tsp_cli.pipeline.sharding import Shard
 
 runner = CliRunner()
 BIN = Path(sys.executable).parent
-LAUNCHER_VARIABLES = (
-    "SLURM_ARRAY_TASK_ID",
-    "SLURM_ARRAY_TASK_MIN",
-    "SLURM_ARRAY_TASK_MAX",
-    "SLURM_ARRAY_TASK_COUNT",
-    "SLURM_ARRAY_TASK_STEP",
-    "SLURM_PROCID",
-    "SLURM_NTASKS",
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-)
 #: What an output folder may hold: features, the manifest, the records, lock files.
 OUTPUT_SUFFIXES = {".npy", ".json", ".jsonl", ".lock"}
 
 
-@pytest.fixture(autouse=True)
-def no_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests may themselves run inside Slurm or torchrun; their variables must not leak in."""
-    for name in LAUNCHER_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
-
 def clean_environment(**extra: str) -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}, "OMP_NUM_THREADS": "1", **extra}
+    """The test's environment (launcher variables already removed by conftest) for a child process."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The clip plan of the reference recipe, as pure functions.
 
-Everything here follows ``reference-semantics.md`` to the letter, including its float32
+Everything here follows the recipe (``docs/recipe.md``, sections 1 and 2) to the letter, including its float32
 arithmetic for non-whole steps: the same frames must be chosen as by the reference extractor,
 or features drift far beyond tolerance.
 """
