@@ -6,8 +6,7 @@ Python callers can catch what they already know (``except ValueError``, ``except
 structured fields a caller needs (the parameter at fault, the path, the model name) besides
 its message, which is worded in the core's own terms.
 
-Exit codes are the CLI's business (``tsp_cli.cli.common``); the ``exit_code`` attribute kept
-here is only the default the CLI falls back on.
+Exit codes are the CLI's business (``tsp_cli.cli.errors``), not the errors'.
 """
 
 from __future__ import annotations
@@ -17,10 +16,6 @@ from pathlib import Path
 
 class TspError(Exception):
     """A problem the user can act on; ``str(error)`` is the whole message."""
-
-    #: The CLI's default exit code for this kind of error: 2, the invocation cannot start;
-    #: 1, the command ran but some items failed.
-    exit_code = 2
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -77,8 +72,6 @@ class ModelNotFoundError(TspError, LookupError):
 class DownloadError(TspError, OSError):
     """A download that failed (network, HTTP status, disk)."""
 
-    exit_code = 1
-
     def __init__(self, message: str, *, name: str | None = None, url: str | None = None) -> None:
         super().__init__(message)
         self.name = name
@@ -100,8 +93,6 @@ class OfflineError(DownloadError, ConnectionError):
 class VideoError(TspError, ValueError):
     """One video that cannot be decoded as the recipe needs; it never stops the others."""
 
-    exit_code = 1
-
     def __init__(self, message: str, *, path: Path | str | None = None) -> None:
         super().__init__(message)
         self.path = Path(path) if path is not None else None
@@ -109,8 +100,6 @@ class VideoError(TspError, ValueError):
 
 class UnsafePickleError(TspError, ValueError):
     """A legacy ``.pkl`` file that is not a plain NumPy array of features; nothing from it was run."""
-
-    exit_code = 1
 
     def __init__(self, message: str, *, path: Path | str | None = None) -> None:
         super().__init__(message)
@@ -120,8 +109,6 @@ class UnsafePickleError(TspError, ValueError):
 class FeatureFileError(TspError, ValueError):
     """A feature file that cannot go into a merged file as it is (unreadable, wrong shape, NaN)."""
 
-    exit_code = 1
-
     def __init__(self, message: str, *, path: Path | str | None = None) -> None:
         super().__init__(message)
         self.path = Path(path) if path is not None else None
@@ -130,8 +117,6 @@ class FeatureFileError(TspError, ValueError):
 class MissingVideosError(TspError, LookupError):
     """Videos of the expected list with no feature file; ``missing`` holds all their names."""
 
-    exit_code = 1
-
     def __init__(self, message: str, missing: list[str]) -> None:
         super().__init__(message)
         self.missing = missing
@@ -139,8 +124,6 @@ class MissingVideosError(TspError, LookupError):
 
 class OutputError(TspError, OSError):
     """The output folder cannot be written mid-run (disk full, permissions changed); finished videos are kept."""
-
-    exit_code = 1
 
     def __init__(self, message: str, *, path: Path | str | None = None) -> None:
         super().__init__(message)

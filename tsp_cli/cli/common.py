@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tsp_cli.cli.errors import EXIT_CANNOT_START, EXIT_ITEMS_FAILED, EXIT_OK, exit_code_for, message_for
 from tsp_cli.errors import TspError
 
 #: Results and tables go to stdout so that scripts can capture them.
@@ -18,21 +19,21 @@ out = Console(highlight=False, soft_wrap=True)
 #: Progress, warnings and errors go to stderr.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_OK, EXIT_ITEMS_FAILED, EXIT_CANNOT_START = 0, 1, 2
+__all__ = ["EXIT_CANNOT_START", "EXIT_ITEMS_FAILED", "EXIT_OK", "err", "handles_errors", "is_interactive", "out"]
 
 F = TypeVar("F", bound=Callable)
 
 
 def handles_errors(command: F) -> F:
-    """Turn a :class:`TspError` into its one-sentence message and exit code, never a traceback."""
+    """Turn a :class:`TspError` into its one-sentence message (in flags) and exit code, never a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except TspError as error:
-            err.print(f"[bold red]Error:[/] {escape(str(error))}")
-            raise typer.Exit(error.exit_code) from None
+            err.print(f"[bold red]Error:[/] {escape(message_for(error))}")
+            raise typer.Exit(exit_code_for(error)) from None
         except KeyboardInterrupt:
             err.print("[yellow]Interrupted.[/] Run the same command again to resume.")
             raise typer.Exit(130) from None

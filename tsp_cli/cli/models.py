@@ -20,7 +20,7 @@ from rich.table import Table
 
 from tsp_cli import settings
 from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, err, handles_errors, is_interactive, out
-from tsp_cli.errors import TspError, UsageError
+from tsp_cli.errors import DownloadError, UsageError
 from tsp_cli.models import cache, registry
 from tsp_cli.models.registry import Checkpoint
 
@@ -180,9 +180,7 @@ def download(
                 path = cache.fetch(
                     checkpoint.name, offline=offline, force=force, progress=RichDownloadBar(progress, checkpoint.name)
                 )
-            except TspError as error:
-                if error.exit_code != EXIT_ITEMS_FAILED:
-                    raise
+            except DownloadError as error:  # this item failed; the others are still tried
                 failed += 1
                 err.print(f"[red]✗[/] {escape(str(error))}")
                 continue
