@@ -45,6 +45,8 @@ FLAGS: Mapping[str, str] = {
     "allow_missing": "--allow-missing",
     "resize": "--resize",
     "videos": "VIDEOS",
+    "offline": "--offline",
+    "force": "--force",
 }
 
 #: Errors raised after work started, about some of the items: exit 1. Every other

@@ -323,7 +323,7 @@ def _mirror_hint(checkpoint: Checkpoint) -> str:
 
 def _offline_message(checkpoint: Checkpoint, path: Path, *, already_cached: bool) -> str:
     if already_cached:
-        return f"Offline mode forbids downloading {checkpoint.name} again; drop --offline / TSP_OFFLINE to use --force."
+        return f"Offline mode forbids downloading {checkpoint.name} again; drop `offline` (TSP_OFFLINE) to use `force`."
     return (
         f"{checkpoint.name} is not in the cache ({path} is missing) and offline mode forbids downloading it;"
         f" run `tsp models download {checkpoint.name}` where the network is reachable."

@@ -23,18 +23,23 @@ def resolve_device(spec: str | None) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise DeviceError(f"--device {spec!r} is not a device; use cpu, cuda, cuda:N or mps.") from None
+        raise DeviceError(f"`device` {spec!r} is not a device; use cpu, cuda, cuda:N or mps.", device=spec) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {spec} asks for CUDA, but no CUDA GPU is available here; use --device cpu.")
+            raise DeviceError(
+                f"`device` {spec} asks for CUDA, but no CUDA GPU is available here; use `device` cpu.", device=spec
+            )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise DeviceError(
-                f"--device {spec} does not exist: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}."
+                f"`device` {spec} does not exist: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}.",
+                device=spec,
             )
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise DeviceError(f"--device {spec} asks for Apple MPS, which is not available here; use --device cpu.")
+            raise DeviceError(
+                f"`device` {spec} asks for Apple MPS, which is not available here; use `device` cpu.", device=spec
+            )
     elif device.type != "cpu":
-        raise DeviceError(f"--device {spec!r} is not supported; use cpu, cuda, cuda:N or mps.")
+        raise DeviceError(f"`device` {spec!r} is not supported; use cpu, cuda, cuda:N or mps.", device=spec)
     return device
