@@ -20,7 +20,8 @@ from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, WorkersOption, err
 from tsp_cli.data import merge as merging
 from tsp_cli.data import metadata as metadata_csv
 from tsp_cli.data import standardize as standardizing
-from tsp_cli.data.metadata import Failure, Progress, VideoTiming
+from tsp_cli.data.metadata import VideoTiming
+from tsp_cli.data.progress import Failure, Progress
 from tsp_cli.errors import MissingVideosError, UsageError
 from tsp_cli.parallel import default_workers
 from tsp_cli.pipeline.inputs import find_videos

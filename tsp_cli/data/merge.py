@@ -11,7 +11,7 @@ writes to a temporary file renamed at the end, so an interrupted merge leaves no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ import numpy as np
 
 from tsp_cli.atomic import TEMP_MARKER, atomic_path
 from tsp_cli.data.legacy import load_legacy_features
-from tsp_cli.data.metadata import Progress, VideoTiming
+from tsp_cli.data.metadata import VideoTiming
+from tsp_cli.data.progress import Progress, ProgressCallback
 from tsp_cli.errors import FeatureFileError, MissingVideosError, UsageError
 from tsp_cli.pipeline import store
 from tsp_cli.pipeline.sampling import clip_start_times
@@ -36,8 +37,6 @@ MAX_CHUNK_ROWS = 512
 MAX_START_TIMES_IN_ATTRIBUTE = 8000
 #: The manifest settings that describe how rows were computed, copied to the file's attributes.
 CLIP_SETTINGS = ("clip_len", "frame_rate", "stride")
-
-ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,12 @@ the video stream's average rate, ``video-frames`` the frames counted in the vide
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tsp_cli.atomic import atomic_path
+from tsp_cli.data.progress import Failure, Progress, ProgressCallback
 from tsp_cli.errors import TspError, UsageError
 from tsp_cli.parallel import map_isolating_crashes
 from tsp_cli.pipeline.inputs import VideoFile, output_name
@@ -31,26 +32,6 @@ class MetadataRow:
     duration: float
     fps: float
     frames: int
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A file that could not be processed, with the one-sentence reason."""
-
-    filename: str
-    error: str
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Reported after each item: how many of ``total`` are done, and which one just finished."""
-
-    done: int
-    total: int
-    item: str
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 def probe_row(video: VideoFile) -> MetadataRow:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -25,7 +25,7 @@ from pathlib import Path
 import av
 
 from tsp_cli.atomic import atomic_path
-from tsp_cli.data.metadata import Failure, Progress
+from tsp_cli.data.progress import Failure, Progress, ProgressCallback
 from tsp_cli.errors import TspError, UsageError, VideoError
 from tsp_cli.parallel import map_isolating_crashes
 from tsp_cli.pipeline.inputs import find_videos
@@ -34,8 +34,6 @@ from tsp_cli.pipeline.video import describe_av_error, open_video_stream
 DEFAULT_FPS = Fraction(30)
 ENCODER = "libx264"
 PIXEL_FORMAT = "yuv420p"
-
-ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
