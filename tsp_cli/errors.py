@@ -24,6 +24,14 @@ class TspError(Exception):
         return str(self.args[0]) if self.args else ""
 
 
+class _AboutAFile(TspError):
+    """An error about one file, named in ``path`` (``None`` when no single file is at fault)."""
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
 class UsageError(TspError, ValueError):
     """Bad options or inputs found before any work started.
 
@@ -44,20 +52,12 @@ class DeviceError(UsageError):
         self.device = device
 
 
-class ModelsFileError(UsageError):
+class ModelsFileError(_AboutAFile, UsageError):
     """A ``TSP_MODELS_FILE`` that cannot be read, or an entry in it with a bad field."""
 
-    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
-        super().__init__(message)
-        self.path = Path(path) if path is not None else None
 
-
-class CheckpointError(TspError, ValueError):
+class CheckpointError(_AboutAFile, ValueError):
     """A checkpoint that cannot be read, or does not fit the requested backbone."""
-
-    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
-        super().__init__(message)
-        self.path = Path(path) if path is not None else None
 
 
 class ModelNotFoundError(TspError, LookupError):
@@ -90,28 +90,16 @@ class OfflineError(DownloadError, ConnectionError):
     """A checkpoint that must be downloaded while offline mode forbids the network."""
 
 
-class VideoError(TspError, ValueError):
+class VideoError(_AboutAFile, ValueError):
     """One video that cannot be decoded as the recipe needs; it never stops the others."""
 
-    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
-        super().__init__(message)
-        self.path = Path(path) if path is not None else None
 
-
-class UnsafePickleError(TspError, ValueError):
+class UnsafePickleError(_AboutAFile, ValueError):
     """A legacy ``.pkl`` file that is not a plain NumPy array of features; nothing from it was run."""
 
-    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
-        super().__init__(message)
-        self.path = Path(path) if path is not None else None
 
-
-class FeatureFileError(TspError, ValueError):
+class FeatureFileError(_AboutAFile, ValueError):
     """A feature file that cannot go into a merged file as it is (unreadable, wrong shape, NaN)."""
-
-    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
-        super().__init__(message)
-        self.path = Path(path) if path is not None else None
 
 
 class MissingVideosError(TspError, LookupError):
@@ -122,9 +110,5 @@ class MissingVideosError(TspError, LookupError):
         self.missing = missing
 
 
-class OutputError(TspError, OSError):
+class OutputError(_AboutAFile, OSError):
     """The output folder cannot be written mid-run (disk full, permissions changed); finished videos are kept."""
-
-    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
-        super().__init__(message)
-        self.path = Path(path) if path is not None else None
