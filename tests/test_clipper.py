@@ -148,7 +148,7 @@ class FakeFrame:
     def __init__(self, label: int) -> None:
         self.label = label
 
-    def to_ndarray(self, format: str) -> np.ndarray:
+    def to_ndarray(self, format: str, threads: int | None = None) -> np.ndarray:
         image = np.zeros((48, 64, 3), dtype=np.uint8)
         image[0, 0, 0] = self.label
         return image

@@ -92,6 +92,7 @@ class _ClipAssembler:
     next_clip: int = 0
     next_id: int = 0
     new_ids: list[int] = field(default_factory=list)
+    shared: bool = False
     new_frames: torch.Tensor | None = None
     ready_clips: list[tuple[int, list[int]]] = field(default_factory=list)
 
@@ -144,13 +145,14 @@ class _ClipAssembler:
         if entry.transformed:
             return
         if self.new_frames is None:
-            self.new_frames = torch.empty(self.frames_per_chunk, 3, CROP_SIZE, CROP_SIZE)
+            self.new_frames = self._frame_buffer(self.frames_per_chunk)
         elif len(self.new_ids) == len(self.new_frames):  # one frame completed many clips at once
-            grown = torch.empty(2 * len(self.new_frames), 3, CROP_SIZE, CROP_SIZE)
+            grown = self._frame_buffer(2 * len(self.new_frames))
             grown[: len(self.new_ids)] = self.new_frames
             self.new_frames = grown
         assert entry.frame is not None  # a frame is dropped only once transformed
-        rgb = entry.frame.to_ndarray(format="rgb24")
+        # swscale's own threads (threads=0, PyAV's default) only compete with the other workers.
+        rgb = entry.frame.to_ndarray(format="rgb24", threads=1)
         _transform_for(rgb.shape[0], rgb.shape[1])(rgb, out=self.new_frames[len(self.new_ids)])
         entry.frame, entry.transformed = None, True
         self.new_ids.append(entry.id)
@@ -167,23 +169,39 @@ class _ClipAssembler:
         if keep:
             del self.buffer[:keep]
 
+    def _frame_buffer(self, capacity: int) -> torch.Tensor:
+        """Room for ``capacity`` transformed frames; in shared memory when a worker process will send it.
+
+        Frames are transformed straight into the buffer that is handed over, so a chunk is
+        never copied in the worker: pickling a tensor whose storage is already shared passes
+        only its handle. Pages never written (an unfilled tail) cost nothing.
+        """
+        shape = (capacity, 3, CROP_SIZE, CROP_SIZE)
+        if not self.shared:
+            return torch.empty(shape)
+        storage = torch.UntypedStorage._new_shared(capacity * FRAME_BYTES)
+        return torch.empty(0).set_(storage, 0, shape)
+
     def take_chunk(self) -> FrameChunk:
         keep_from = self.buffer[0].id if self.buffer else self.next_id
         if self.new_frames is None:
             frames = torch.empty(0, 3, CROP_SIZE, CROP_SIZE)
-        else:  # a copy of just the new frames; the working buffer is reused for the next chunk
-            frames = self.new_frames[: len(self.new_ids)].clone()
+        else:  # the filled part of this chunk's own buffer; the next chunk gets a new one
+            frames = self.new_frames[: len(self.new_ids)]
         chunk = FrameChunk(self.job, self.new_ids, frames, self.ready_clips, keep_from)
-        self.new_ids, self.ready_clips = [], []
+        self.new_ids, self.ready_clips, self.new_frames = [], [], None
         return chunk
 
+
+#: Bytes of one transformed frame (3 x 112 x 112 float32).
+FRAME_BYTES = 3 * CROP_SIZE * CROP_SIZE * 4
 
 #: A chunk goes out once it holds this many new frames (about 10 MB of float32 pixels).
 FRAMES_PER_CHUNK = 64
 
 
 def video_messages(
-    job_index: int, job: VideoJob, settings: ClipSettings, *, clips_per_chunk: int = 32
+    job_index: int, job: VideoJob, settings: ClipSettings, *, clips_per_chunk: int = 32, shared_memory: bool = False
 ) -> Iterator[Message]:
     """Decode one video and yield its messages; any failure ends it with ``VideoFinished(error=...)``.
 
@@ -203,7 +221,8 @@ def video_messages(
                 windows,
                 [int(p) for p in window_positions(info.fps, settings)],
                 settings.clip_len,
-                frames_per_chunk=FRAMES_PER_CHUNK + settings.clip_len,
+                frames_per_chunk=min(FRAMES_PER_CHUNK + settings.clip_len, len(windows) * settings.clip_len),
+                shared=shared_memory,
             )
             for pts, frame in decode_frames(info):
                 decoded += 1

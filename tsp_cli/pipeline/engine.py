@@ -125,10 +125,13 @@ class _VideoMessages(IterableDataset):
         return self.order[position] if position < len(self.order) else None
 
     def __iter__(self) -> Iterator[Message]:
-        if get_worker_info() is not None:
+        in_worker = get_worker_info() is not None
+        if in_worker:
             torch.set_num_threads(1)
         while (index := self._claim()) is not None:
-            yield from video_messages(index, self.jobs[index], self.settings, clips_per_chunk=self.clips_per_chunk)
+            yield from video_messages(
+                index, self.jobs[index], self.settings, clips_per_chunk=self.clips_per_chunk, shared_memory=in_worker
+            )
 
 
 class WorkerCrashed(Exception):

@@ -47,16 +47,20 @@ def _bilinear_taps(
 class FrameTransform:
     """The recipe's transform for frames of one size, with its taps and weights precomputed.
 
-    Rows first: gathering whole rows of the uint8 frame is a plain memory copy per row. The
-    blended rows are then transposed so that gathering columns is again a copy of whole rows,
-    and a single ``addcmul`` applies the folded normalisation while writing the channel-first
-    result. Measured on one core: 0.14 ms for a 320x240 frame, 0.67 ms for 1080p.
+    Each output value blends four source values (two rows, two columns). Their positions in the
+    flattened ``H*W*3`` uint8 frame are precomputed, so one gather reads just the 4 x 112 x 336
+    bytes the crop needs (whatever the frame size), with no transposed or whole-row copy; two
+    ``lerp`` (rows, then columns, as ``interpolate`` weights them) blend them, and a single
+    ``addcmul`` applies the folded normalisation while writing the channel-first result.
+    Measured on one core: about 0.2 ms per frame from 320x240 to 1080p.
     """
 
-    rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # lower taps, upper taps, upper weights
-    cols: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    taps: torch.Tensor  # flat source indices, (row lo/hi) x 112 x (column lo/hi) x (112 * 3)
+    row_weights: torch.Tensor  # 112 x 1 x 1: weight of the upper row
+    col_weights: torch.Tensor  # 112 * 3: weight of the right column, per column and channel
     scale: torch.Tensor  # 3 x 1 x 1
     shift: torch.Tensor  # 3 x 1 x 1
+    size: tuple[int, int]
 
     @classmethod
     def for_size(cls, height: int, width: int) -> FrameTransform:
@@ -64,28 +68,32 @@ class FrameTransform:
         top, left = CROP_TOP_LEFT
         std = torch.tensor(STD, dtype=torch.float32).view(3, 1, 1)
         mean = torch.tensor(MEAN, dtype=torch.float32).view(3, 1, 1)
+        row_lo, row_hi, row_w = _bilinear_taps(height, out_h, top, CROP_SIZE)
+        col_lo, col_hi, col_w = _bilinear_taps(width, out_w, left, CROP_SIZE)
+        channels = torch.arange(3)
+        rows = torch.stack([row_lo, row_hi]) * (width * 3)  # 2 x 112: offsets of the source rows
+        cols = torch.stack([col_lo, col_hi])[:, :, None] * 3 + channels  # 2 x 112 x 3: offsets within a row
+        taps = rows[:, :, None, None] + cols.reshape(2, -1)[None, None]  # 2 x 112 x 2 x 336
         return cls(
-            rows=_bilinear_taps(height, out_h, top, CROP_SIZE),
-            cols=_bilinear_taps(width, out_w, left, CROP_SIZE),
+            taps=taps.reshape(-1),
+            row_weights=row_w.view(-1, 1, 1),
+            col_weights=col_w.repeat_interleave(3),
             scale=1.0 / (255.0 * std),
             shift=-mean / std,
+            size=(height, width),
         )
 
     def __call__(self, rgb: np.ndarray | torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 H x W x 3 RGB frame -> float32 3 x 112 x 112, ready for the network (written to ``out`` if given)."""
         image = torch.as_tensor(rgb)
-        row_lo, row_hi, row_w = self.rows
-        col_lo, col_hi, col_w = self.cols
-        rows = torch.lerp(
-            image.index_select(0, row_lo).float(), image.index_select(0, row_hi).float(), row_w.view(-1, 1, 1)
-        )
-        columns_first = rows.transpose(0, 1).contiguous()  # W x 112 x 3
-        crop = torch.lerp(
-            columns_first.index_select(0, col_lo), columns_first.index_select(0, col_hi), col_w.view(-1, 1, 1)
-        )
+        if tuple(image.shape) != (*self.size, 3):
+            raise ValueError(f"expected a {self.size[0]}x{self.size[1]}x3 frame, got {tuple(image.shape)}")
+        taps = image.reshape(-1).index_select(0, self.taps).float().view(2, CROP_SIZE, 2, CROP_SIZE * 3)
+        rows = torch.lerp(taps[0], taps[1], self.row_weights)  # 112 x (column lo/hi) x 336
+        crop = torch.lerp(rows[:, 0], rows[:, 1], self.col_weights)  # 112 x 336
         if out is None:
             out = torch.empty(3, CROP_SIZE, CROP_SIZE)
-        return torch.addcmul(self.shift, crop.permute(2, 1, 0), self.scale, out=out)
+        return torch.addcmul(self.shift, crop.view(CROP_SIZE, CROP_SIZE, 3).permute(2, 0, 1), self.scale, out=out)
 
 
 def reference_transform(rgb: np.ndarray) -> torch.Tensor:
