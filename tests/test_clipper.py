@@ -17,7 +17,7 @@ import torch
 
 import tsp_cli.pipeline.clipper as clipper
 from tests.videos import frame_index, make_video
-from tsp_cli.pipeline.clipper import FrameChunk, VideoFinished, VideoStarted, video_messages
+from tsp_cli.pipeline.clipper import FrameChunk, video_messages
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, resampled_indices
 from tsp_cli.pipeline.video import decode_frames, probe
@@ -87,7 +87,7 @@ def test_clips_hold_the_reference_frames(tmp_path: Path, labelled_frames: list[i
     expected = reference_clip_frames(video, settings)
     assert len(expected) > 1
     assert ours == expected
-    assert isinstance(messages[-1], VideoFinished) and messages[-1].error is None
+    assert messages[-1].last and messages[-1].error is None
     assert len(labelled_frames) == len(set(labelled_frames)), "a frame was transformed twice"
     assert set(labelled_frames) == {i for clip in expected for i in clip}, "an unsampled frame was transformed"
 
@@ -119,16 +119,16 @@ def test_each_frame_is_decoded_once_and_decoding_stops_after_the_last_clip(
 
     def counting_decode(info, **kwargs):
         opened.append(info.path)
-        yield from real_decode(info, **kwargs)
+        for decoded in real_decode(info, **kwargs):
+            opened.append(decoded[0])
+            yield decoded
 
     monkeypatch.setattr(clipper, "decode_frames", counting_decode)
     _, messages = clipper_clip_frames(video, ClipSettings(stride=1))
-    finished = messages[-1]
-    assert opened == [video]
+    assert opened[0] == video and video not in opened[1:]
     # 85 clips at stride 1: the last reads up to frame 200 - 1; nothing is decoded twice
-    assert finished.decoded_frames <= 200
-    started = messages[0]
-    assert isinstance(started, VideoStarted) and started.num_clips == 85
+    assert len(opened) - 1 <= 200 and len(set(opened[1:])) == len(opened) - 1
+    assert messages[0].header is not None and messages[0].header.num_clips == 85
 
 
 def test_memory_is_a_window_of_frames_not_the_video(tmp_path: Path, labelled_frames) -> None:
@@ -171,7 +171,7 @@ def test_a_truncated_window_fails_the_video_with_a_clear_message(tmp_path: Path,
     video = make_video(tmp_path / "short.mp4", frames=40, fps=30)
     # The metadata claims 100 frames: clips past the real end cannot be filled.
     messages = list(video_messages(0, VideoJob(video, "short", fps=30.0, num_frames=100), ClipSettings(stride=4)))
-    assert isinstance(messages[-1], VideoFinished)
+    assert messages[-1].last and messages[-1].error is not None
     assert "truncated" in messages[-1].error and "short.mp4" in messages[-1].error
 
 

@@ -1,68 +1,84 @@
-"""One video in, a stream of messages out: transformed frames and the clips made of them.
+"""One video (or one segment of it) in, a stream of chunks out: transformed frames and the clips made of them.
 
 This runs in the decoding workers. It decodes the video once, in order, and keeps only the
 frames that a clip still to come can use (a window of about ``clip_len / frame_rate`` seconds),
 so memory does not grow with the video. A frame is converted to RGB and transformed only when
 a clip first selects it, and then never again however many overlapping clips share it; each
 transformed frame is sent to the main process once, and clips are sent as lists of frame ids.
+
+A long video may be split into segments (``tsp_cli.pipeline.segments``): the worker that
+probes it decodes the first and posts the others for any worker; each is decoded in one pass
+from a keyframe and sent as its own stream of chunks (frame ids count per segment).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
 import av
 import torch
 
 from tsp_cli.errors import VideoError
+from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment, SlabRef
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, ClipWindow, clip_windows, window_positions
-from tsp_cli.pipeline.transform import CROP_SIZE, FrameTransform
-from tsp_cli.pipeline.video import VideoInfo, decode_frames, probe
+from tsp_cli.pipeline.segments import Segment, plan_segments
+from tsp_cli.pipeline.transform import FrameTransform
+from tsp_cli.pipeline.video import SeekMissed, VideoInfo, decode_frames, probe, with_keyframes
 
 
-@dataclass
-class VideoStarted:
-    """The video was probed; ``num_clips`` clips will follow (none for a video shorter than a clip)."""
+@dataclass(frozen=True)
+class VideoHeader:
+    """The video was probed: ``num_clips`` clips will follow, in ``segments`` streams of chunks."""
 
-    job: int
     fps: float
     num_frames: int
     num_clips: int
+    segments: int = 1
 
 
 @dataclass
 class FrameChunk:
-    """New transformed frames (``frame_ids[i]`` is ``frames[i]``) and the clips that are now complete.
+    """New transformed frames (``frame_ids[i]`` is frame ``i`` of ``frames``) and the clips now complete.
 
-    ``keep_from``: frames with a smaller id will never be used again and can be dropped.
+    One message type for everything a worker says, so that a short video is one message:
+    ``header`` rides on the first chunk of a video (segment 0), ``last`` marks the end of
+    a segment, and ``error`` says why the video failed (its earlier clips are void).
+    ``frames`` is a tensor, or a :class:`SlabRef` to frames in shared memory.
+    ``keep_from``: frames of this segment with a smaller id will never be used again.
     """
 
     job: int
-    frame_ids: list[int]
-    frames: torch.Tensor
-    clips: list[tuple[int, list[int]]]
-    keep_from: int
+    segment: int = 0
+    frame_ids: list[int] = field(default_factory=list)
+    frames: torch.Tensor | SlabRef | None = None
+    clips: list[tuple[int, list[int]]] = field(default_factory=list)
+    keep_from: int = 0
+    header: VideoHeader | None = None
+    last: bool = False
+    error: str | None = None
 
     def pin_memory(self) -> FrameChunk:
         """Called by the DataLoader's pinning thread so that copies to the GPU can overlap compute."""
-        self.frames = self.frames.pin_memory()
+        if isinstance(self.frames, torch.Tensor):
+            self.frames = self.frames.pin_memory()
         return self
 
 
-@dataclass
-class VideoFinished:
-    """The video is done; ``error`` says why it failed, if it did (its earlier clips are void)."""
-
-    job: int
-    error: str | None = None
-    decoded_frames: int = 0
+Message = FrameChunk
 
 
-Message = VideoStarted | FrameChunk | VideoFinished
+class FrameSink(Protocol):
+    """Where transformed frames are written: plain tensors, or slabs shared with the main process."""
+
+    def buffer(self, capacity: int) -> tuple[torch.Tensor, SlabRef | None]: ...
+
+    def release(self, ref: SlabRef) -> None: ...
 
 
 @dataclass
@@ -88,12 +104,15 @@ class _ClipAssembler:
     positions: list[int]
     clip_len: int
     frames_per_chunk: int
+    segment: int = 0
+    sink: FrameSink = field(default_factory=LocalFrames)
+    header: VideoHeader | None = None  # sent with the first chunk
     buffer: list[_Buffered] = field(default_factory=list)
     next_clip: int = 0
     next_id: int = 0
     new_ids: list[int] = field(default_factory=list)
-    shared: bool = False
     new_frames: torch.Tensor | None = None
+    slab: SlabRef | None = None  # the slab ``new_frames`` lives in, if any
     ready_clips: list[tuple[int, list[int]]] = field(default_factory=list)
 
     def add(self, pts: int, frame: av.VideoFrame) -> None:
@@ -145,11 +164,13 @@ class _ClipAssembler:
         if entry.transformed:
             return
         if self.new_frames is None:
-            self.new_frames = self._frame_buffer(self.frames_per_chunk)
+            self.new_frames, self.slab = self.sink.buffer(self.frames_per_chunk)
         elif len(self.new_ids) == len(self.new_frames):  # one frame completed many clips at once
-            grown = self._frame_buffer(2 * len(self.new_frames))
+            grown, slab = self.sink.buffer(2 * len(self.new_frames))
             grown[: len(self.new_ids)] = self.new_frames
-            self.new_frames = grown
+            if self.slab is not None:
+                self.sink.release(self.slab)
+            self.new_frames, self.slab = grown, slab
         assert entry.frame is not None  # a frame is dropped only once transformed
         # swscale's own threads (threads=0, PyAV's default) only compete with the other workers.
         rgb = entry.frame.to_ndarray(format="rgb24", threads=1)
@@ -169,72 +190,130 @@ class _ClipAssembler:
         if keep:
             del self.buffer[:keep]
 
-    def _frame_buffer(self, capacity: int) -> torch.Tensor:
-        """Room for ``capacity`` transformed frames; in shared memory when a worker process will send it.
-
-        Frames are transformed straight into the buffer that is handed over, so a chunk is
-        never copied in the worker: pickling a tensor whose storage is already shared passes
-        only its handle. Pages never written (an unfilled tail) cost nothing.
-        """
-        shape = (capacity, 3, CROP_SIZE, CROP_SIZE)
-        if not self.shared:
-            return torch.empty(shape)
-        storage = torch.UntypedStorage._new_shared(capacity * FRAME_BYTES)
-        return torch.empty(0).set_(storage, 0, shape)
-
-    def take_chunk(self) -> FrameChunk:
+    def take_chunk(self, *, last: bool = False) -> FrameChunk:
         keep_from = self.buffer[0].id if self.buffer else self.next_id
-        if self.new_frames is None:
-            frames = torch.empty(0, 3, CROP_SIZE, CROP_SIZE)
-        else:  # the filled part of this chunk's own buffer; the next chunk gets a new one
-            frames = self.new_frames[: len(self.new_ids)]
-        chunk = FrameChunk(self.job, self.new_ids, frames, self.ready_clips, keep_from)
-        self.new_ids, self.ready_clips, self.new_frames = [], [], None
+        count = len(self.new_ids)
+        frames: torch.Tensor | SlabRef | None = None
+        if self.slab is not None:
+            frames = SlabRef(self.slab.worker, self.slab.slab, count)
+        elif self.new_frames is not None:  # the filled part of this chunk's own buffer
+            frames = self.new_frames[:count]
+        chunk = FrameChunk(self.job, self.segment, self.new_ids, frames, self.ready_clips, keep_from, self.header, last)
+        self.new_ids, self.ready_clips, self.new_frames, self.slab, self.header = [], [], None, None, None
         return chunk
 
 
-#: Bytes of one transformed frame (3 x 112 x 112 float32).
-FRAME_BYTES = 3 * CROP_SIZE * CROP_SIZE * 4
-
 #: A chunk goes out once it holds this many new frames (about 10 MB of float32 pixels).
 FRAMES_PER_CHUNK = 64
+#: Segments shorter than this (in video time) are not worth a seek and a GOP's lead-in.
+MIN_SEGMENT_SECONDS = 10.0
+
+
+def _no_split(info: VideoInfo, clips: int) -> int:
+    return 1
 
 
 def video_messages(
-    job_index: int, job: VideoJob, settings: ClipSettings, *, clips_per_chunk: int = 32, shared_memory: bool = False
-) -> Iterator[Message]:
-    """Decode one video and yield its messages; any failure ends it with ``VideoFinished(error=...)``.
+    job_index: int,
+    job: VideoJob,
+    settings: ClipSettings,
+    *,
+    clips_per_chunk: int = 32,
+    sink: FrameSink | None = None,
+    split: Callable[[VideoInfo, int], int] = _no_split,
+    post: Callable[[list[PostedSegment]], bool] = lambda segments: False,
+) -> Iterator[FrameChunk]:
+    """Decode one video (its first segment, if split) and yield its chunks; a failure ends it with ``error``.
 
-    A chunk goes out once it holds ``FRAMES_PER_CHUNK`` new frames or ``clips_per_chunk``
-    complete clips: few enough messages that passing them costs little (dense strides make
-    a clip per frame), soon enough that batches fill without waiting for whole videos.
+    ``split(info, clips)`` says into how many segments to cut the video (1: none), ``post``
+    hands the segments after the first to other workers (``False``: it could not, so this
+    worker decodes the whole video). A chunk goes out once it holds ``FRAMES_PER_CHUNK`` new
+    frames or ``clips_per_chunk`` complete clips: few enough messages that passing them costs
+    little (dense strides make a clip per frame), soon enough that batches fill without
+    waiting for whole videos.
     """
-    decoded = 0
     try:
         info = probe(job.path, num_frames=job.num_frames, fps=job.fps)
         windows = clip_windows(info.fps, info.num_frames, info.time_base, settings)
-        yield VideoStarted(job_index, info.fps, info.num_frames, len(windows))
-        if windows:
-            assembler = _ClipAssembler(
-                job_index,
-                info,
-                windows,
-                [int(p) for p in window_positions(info.fps, settings)],
-                settings.clip_len,
-                frames_per_chunk=min(FRAMES_PER_CHUNK + settings.clip_len, len(windows) * settings.clip_len),
-                shared=shared_memory,
-            )
-            for pts, frame in decode_frames(info):
-                decoded += 1
-                assembler.add(pts, frame)
-                if len(assembler.ready_clips) >= clips_per_chunk or len(assembler.new_ids) >= FRAMES_PER_CHUNK:
-                    yield assembler.take_chunk()
-                if assembler.next_clip >= len(windows):
-                    break
-            assembler.finish()
-            yield assembler.take_chunk()
-        yield VideoFinished(job_index, decoded_frames=decoded)
+        segments = [Segment(0, 0, len(windows), None)]
+        wanted = split(info, len(windows)) if windows else 1
+        if wanted > 1:
+            info = with_keyframes(info)
+            if info.keyframes:
+                segments = plan_segments(windows, info.keyframes, wanted)
+        if len(segments) > 1 and not post(
+            [
+                PostedSegment(job_index, s.index, s.first_clip, s.stop_clip, s.seek_pts, info.num_frames, info.fps)
+                for s in segments[1:]
+            ]
+        ):
+            segments = [Segment(0, 0, len(windows), None)]
+        header = VideoHeader(info.fps, info.num_frames, len(windows), len(segments))
+        yield from _segment_chunks(
+            job_index, info, windows, segments[0], settings, clips_per_chunk, sink or LocalFrames(), header
+        )
     except VideoError as error:
-        yield VideoFinished(job_index, error=str(error), decoded_frames=decoded)
+        yield FrameChunk(job_index, error=str(error), last=True)
     except Exception as error:  # a damaged file must never stop the other videos
-        yield VideoFinished(job_index, error=f"{job.path}: {type(error).__name__}: {error}", decoded_frames=decoded)
+        yield FrameChunk(job_index, error=f"{job.path}: {type(error).__name__}: {error}", last=True)
+
+
+def segment_messages(
+    job: VideoJob, posted: PostedSegment, settings: ClipSettings, *, clips_per_chunk: int = 32, sink: FrameSink
+) -> Iterator[FrameChunk]:
+    """Decode a segment another worker posted and yield its chunks (``segment`` set; no header)."""
+    try:
+        info = probe(job.path, num_frames=posted.num_frames, fps=posted.fps)
+        windows = clip_windows(info.fps, info.num_frames, info.time_base, settings)
+        segment = Segment(posted.index, posted.first_clip, posted.stop_clip, posted.seek_pts)
+        yield from _segment_chunks(posted.job, info, windows, segment, settings, clips_per_chunk, sink, None)
+    except VideoError as error:
+        yield FrameChunk(posted.job, posted.index, error=str(error), last=True)
+    except Exception as error:
+        yield FrameChunk(posted.job, posted.index, error=f"{job.path}: {type(error).__name__}: {error}", last=True)
+
+
+def _segment_chunks(
+    job_index: int,
+    info: VideoInfo,
+    all_windows: list[ClipWindow],
+    segment: Segment,
+    settings: ClipSettings,
+    clips_per_chunk: int,
+    sink: FrameSink,
+    header: VideoHeader | None,
+) -> Iterator[FrameChunk]:
+    windows = all_windows[segment.first_clip : segment.stop_clip]
+    if not windows:
+        yield FrameChunk(job_index, segment.index, header=header, last=True)
+        return
+    assembler = _ClipAssembler(
+        job_index,
+        info,
+        windows,
+        [int(p) for p in window_positions(info.fps, settings)],
+        settings.clip_len,
+        frames_per_chunk=min(FRAMES_PER_CHUNK + settings.clip_len, len(windows) * settings.clip_len),
+        segment=segment.index,
+        sink=sink,
+        header=header,
+    )
+    try:
+        try:
+            frames = decode_frames(info, from_keyframe=segment.seek_pts)
+            first = next(frames, None)
+        except SeekMissed:  # the container cannot enter there: decode from the start, still exact
+            frames = decode_frames(info)
+            first = next(frames, None)
+        for pts, frame in itertools.chain([first] if first else [], frames):
+            assembler.add(pts, frame)
+            if assembler.next_clip >= len(windows):
+                break
+            if len(assembler.ready_clips) >= clips_per_chunk or len(assembler.new_ids) >= FRAMES_PER_CHUNK:
+                yield assembler.take_chunk()
+        assembler.finish()
+    except BaseException:
+        if assembler.slab is not None:  # never sent: free it for the next chunk
+            sink.release(assembler.slab)
+        raise
+    yield assembler.take_chunk(last=True)

@@ -9,7 +9,6 @@ network, and writes each video's features atomically as soon as its last clip is
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections import deque
@@ -28,12 +27,22 @@ from tsp_cli.errors import OutputError, UsageError
 from tsp_cli.models.registry import FEATURE_DIM
 from tsp_cli.parallel import default_workers
 from tsp_cli.pipeline import store
-from tsp_cli.pipeline.clipper import FrameChunk, Message, VideoFinished, VideoStarted, video_messages
+from tsp_cli.pipeline.clipper import (
+    FRAMES_PER_CHUNK,
+    MIN_SEGMENT_SECONDS,
+    FrameChunk,
+    FrameSink,
+    Message,
+    segment_messages,
+    video_messages,
+)
 from tsp_cli.pipeline.devices import resolve_device
+from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment, SlabPool, SlabRef, WorkList
 from tsp_cli.pipeline.inputs import VideoJob, collect_jobs
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
 from tsp_cli.pipeline.transform import CROP_SIZE
+from tsp_cli.pipeline.video import VideoInfo
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -103,59 +112,93 @@ class RunSummary:
 
 # ---- the decoding side -------------------------------------------------------------------
 
+#: Slabs per worker: the DataLoader's prefetch (messages in flight) plus the one being filled.
+PREFETCH = 4
+SLABS_PER_WORKER = PREFETCH + 2
 
-class _VideoMessages(IterableDataset):
-    """The messages of the jobs listed in ``order``; each worker claims the next unclaimed one."""
 
-    def __init__(self, jobs: Sequence[VideoJob], order: list[int], settings: ClipSettings, clips_per_chunk: int):
+class _WorkerSide(IterableDataset):
+    """The chunks of the jobs in ``work``; each worker claims the next posted segment or unclaimed job.
+
+    Every failure of a video becomes an error chunk; what stops a worker is its process dying.
+    """
+
+    def __init__(
+        self,
+        *,
+        jobs: Sequence[VideoJob],
+        work: WorkList,
+        settings: ClipSettings,
+        clips_per_chunk: int,
+        slabs: SlabPool | None,
+    ):
         self.jobs = jobs
-        self.order = order
+        self.work = work
         self.settings = settings
         self.clips_per_chunk = clips_per_chunk
-        self.next_position = multiprocessing.Value("i", 0)
-
-    def claimed(self) -> list[int]:
-        """Jobs some worker has started (or finished) so far."""
-        return self.order[: min(self.next_position.value, len(self.order))]
-
-    def _claim(self) -> int | None:
-        with self.next_position.get_lock():
-            position = self.next_position.value
-            self.next_position.value += 1
-        return self.order[position] if position < len(self.order) else None
+        self.slabs = slabs
 
     def __iter__(self) -> Iterator[Message]:
-        in_worker = get_worker_info() is not None
-        if in_worker:
+        sink: FrameSink = LocalFrames()
+        worker = get_worker_info()
+        if worker is not None:
             torch.set_num_threads(1)
-        while (index := self._claim()) is not None:
-            yield from video_messages(
-                index, self.jobs[index], self.settings, clips_per_chunk=self.clips_per_chunk, shared_memory=in_worker
-            )
+            if self.slabs is not None:
+                self.slabs.worker = worker.id
+                sink = self.slabs
+        while (item := self.work.claim()) is not None:
+            if isinstance(item, PostedSegment):
+                yield from segment_messages(
+                    self.jobs[item.job], item, self.settings, clips_per_chunk=self.clips_per_chunk, sink=sink
+                )
+            else:
+                yield from video_messages(
+                    item,
+                    self.jobs[item],
+                    self.settings,
+                    clips_per_chunk=self.clips_per_chunk,
+                    sink=sink,
+                    split=self._segments_for,
+                    post=self.work.post,
+                )
+
+    def _segments_for(self, info: VideoInfo, clips: int) -> int:
+        """Split a video only when some worker would otherwise sit idle, into segments of 10 s or more."""
+        idle = self.work.idle_workers()
+        if idle == 0 or clips < 2:
+            return 1
+        seconds = info.num_frames / info.fps
+        return max(1, min(2 * (idle + 1), int(seconds // MIN_SEGMENT_SECONDS)))
 
 
-class WorkerCrashed(Exception):
-    """A decoding process died (FFmpeg can crash outright on a damaged file)."""
+def _worker_died(error: RuntimeError) -> bool:
+    """Whether ``error`` is the DataLoader reporting a dead worker (FFmpeg can crash outright on a damaged file).
+
+    torch raises a plain ``RuntimeError`` for it, from its loader or from its SIGCHLD handler
+    (which can interrupt the main process anywhere), with no type of its own; so we look at
+    where it was raised: inside ``torch.utils.data``. The workers' own code never raises.
+    """
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback is not None and str(traceback.tb_frame.f_globals.get("__name__", "")).startswith(
+        "torch.utils.data"
+    )
 
 
-def _messages(dataset: _VideoMessages, *, workers: int, pin_memory: bool) -> Iterator[Message]:
+def _messages(dataset: _WorkerSide, *, workers: int, pin_memory: bool) -> Iterator[Message]:
     if workers == 0:
         yield from dataset
         return
     loader = DataLoader(
         dataset,
         batch_size=None,
-        num_workers=min(workers, len(dataset.order)),
+        num_workers=workers,
         pin_memory=pin_memory,
         in_order=False,
-        prefetch_factor=4,
+        prefetch_factor=PREFETCH,
     )
-    try:
-        yield from loader
-    except RuntimeError as error:
-        if "DataLoader worker" not in str(error):
-            raise
-        raise WorkerCrashed(str(error).splitlines()[0]) from None
+    yield from loader
 
 
 # ---- the network side --------------------------------------------------------------------
@@ -168,8 +211,8 @@ class _Video:
     remaining: int
     fps: float
     num_frames: int
-    frames: dict[int, torch.Tensor] = field(default_factory=dict)
-    decoded: bool = False
+    segments_left: int
+    frames: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)  # per segment, by frame id
 
 
 @contextmanager
@@ -185,7 +228,21 @@ def _writing(out_dir: Path, name: str) -> Iterator[None]:
 
 
 class _Engine:
-    def __init__(self, jobs, out_dir, model, settings, device, batch_size, precision, dry_run, emit, shard):
+    """The main process's side: receives chunks, fills batches, runs the network, writes finished videos."""
+
+    def __init__(
+        self,
+        *,
+        jobs: list[VideoJob],
+        out_dir: Path,
+        model: nn.Module | None,
+        settings: ClipSettings,
+        device: torch.device,
+        batch_size: int,
+        precision: str,
+        shard: Shard,
+        emit: Callable[[Event], None],
+    ):
         self.jobs = jobs
         self.shard = shard
         self.out_dir = out_dir
@@ -194,9 +251,11 @@ class _Engine:
         self.device = device
         self.batch_size = batch_size
         self.autocast_dtype = PRECISIONS[precision]
-        self.dry_run = dry_run
+        self.dry_run = model is None
         self.emit = emit
+        self.slabs: SlabPool | None = None  # the current decoding group's shared frame slabs
         self.videos: dict[int, _Video] = {}
+        self.early: dict[int, list[tuple[FrameChunk, torch.Tensor | None]]] = {}
         self.ended: set[int] = set()
         self.pending: list[tuple[int, int, list[torch.Tensor]]] = []
         # One batch tensor reused for every batch: allocating ~77 MB per batch costs more in
@@ -206,37 +265,62 @@ class _Engine:
         )
         self.summary = RunSummary()
 
-    def handle(self, message: Message) -> None:
-        if isinstance(message, VideoStarted):
-            job = self.jobs[message.job]
-            self.videos[message.job] = _Video(
-                job,
-                np.zeros((message.num_clips, FEATURE_DIM), np.float32),
-                message.num_clips,
-                message.fps,
-                message.num_frames,
+    def handle(self, chunk: Message) -> None:
+        frames = self._receive_frames(chunk)
+        job = chunk.job
+        if job in self.ended:
+            return
+        if chunk.error is not None:
+            self.fail(job, chunk.error)
+            return
+        if chunk.header is not None:
+            header = chunk.header
+            self.videos[job] = _Video(
+                self.jobs[job],
+                np.zeros((header.num_clips, FEATURE_DIM), np.float32),
+                header.num_clips,
+                header.fps,
+                header.num_frames,
+                header.segments,
             )
-            self.emit(VideoBegan(job.name, message.num_clips))
-        elif isinstance(message, FrameChunk):
-            self._add_chunk(message)
-        elif isinstance(message, VideoFinished):
-            if message.error is not None:
-                self.fail(message.job, message.error)
-            elif message.job in self.videos:
-                self.videos[message.job].decoded = True
-                self._finish_if_complete(message.job)
+            self.emit(VideoBegan(self.jobs[job].name, header.num_clips))
+        video = self.videos.get(job)
+        if video is None:  # a segment overtook its video's first chunk
+            self.early.setdefault(job, []).append((chunk, frames))
+            return
+        self._add_chunk(video, chunk, frames)
+        for early, early_frames in self.early.pop(job, []):
+            self._add_chunk(video, early, early_frames)
 
-    def _add_chunk(self, chunk: FrameChunk) -> None:
-        video = self.videos[chunk.job]
+    def _receive_frames(self, chunk: FrameChunk) -> torch.Tensor | None:
+        """The chunk's frames on the device; a slab is copied out and freed for its worker at once."""
+        if isinstance(chunk.frames, SlabRef):
+            assert self.slabs is not None
+            shared = self.slabs.view(chunk.frames)
+            frames = shared.to(self.device, copy=True)
+            self.slabs.release(chunk.frames)
+            return frames
+        if chunk.frames is None:
+            return None
+        return chunk.frames.to(self.device, non_blocking=True)
+
+    def _add_chunk(self, video: _Video, chunk: FrameChunk, frames: torch.Tensor | None) -> None:
+        job = chunk.job
+        store = video.frames.setdefault(chunk.segment, {})
         if chunk.frame_ids:
-            frames = chunk.frames.to(self.device, non_blocking=True)
-            video.frames.update(zip(chunk.frame_ids, frames, strict=True))
+            assert frames is not None
+            store.update(zip(chunk.frame_ids, frames, strict=True))
         for clip_index, frame_ids in chunk.clips:
-            self.pending.append((chunk.job, clip_index, [video.frames[i] for i in frame_ids]))
-        for stale in [i for i in video.frames if i < chunk.keep_from]:
-            del video.frames[stale]
+            self.pending.append((job, clip_index, [store[i] for i in frame_ids]))
+        for stale in [i for i in store if i < chunk.keep_from]:
+            del store[stale]
+        if chunk.last:
+            del video.frames[chunk.segment]
+            video.segments_left -= 1
         while len(self.pending) >= self.batch_size:
             self.run_batch()
+        if job in self.videos:
+            self._finish_if_complete(job)
 
     def run_batch(self) -> None:
         clips, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
@@ -266,7 +350,7 @@ class _Engine:
 
     def _finish_if_complete(self, job: int) -> None:
         video = self.videos[job]
-        if not video.decoded or video.remaining > 0:
+        if video.segments_left > 0 or video.remaining > 0:
             return
         del self.videos[job]
         self.ended.add(job)
@@ -294,6 +378,7 @@ class _Engine:
     def forget(self, job: int) -> None:
         """Drop what was received of a video whose decoding will start again."""
         self.videos.pop(job, None)
+        self.early.pop(job, None)
         self.pending = [clip for clip in self.pending if clip[0] != job]
 
     def fail(self, job: int, error: str) -> None:
@@ -327,7 +412,15 @@ def run_jobs(
     emit = on_event or (lambda event: None)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     engine = _Engine(
-        list(jobs), Path(out_dir), model, settings, device, batch_size, precision, model is None, emit, shard
+        jobs=list(jobs),
+        out_dir=Path(out_dir),
+        model=model,
+        settings=settings,
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+        shard=shard,
+        emit=emit,
     )
     started = time.perf_counter()
     waited = 0.0
@@ -337,7 +430,15 @@ def run_jobs(
     groups = deque([(list(range(len(engine.jobs))), workers)] if engine.jobs else [])
     while groups:
         order, group_workers = groups.popleft()
-        dataset = _VideoMessages(engine.jobs, order, settings, clips_per_chunk)
+        group_workers = min(group_workers, len(order))
+        work = WorkList(order, max(group_workers, 1))
+        slabs = (
+            SlabPool(group_workers, SLABS_PER_WORKER, FRAMES_PER_CHUNK + settings.clip_len) if group_workers else None
+        )
+        dataset = _WorkerSide(
+            jobs=engine.jobs, work=work, settings=settings, clips_per_chunk=clips_per_chunk, slabs=slabs
+        )
+        engine.slabs = slabs
         messages = _messages(dataset, workers=group_workers, pin_memory=device.type == "cuda")
         try:
             while True:
@@ -347,15 +448,18 @@ def run_jobs(
                 if message is None:
                     break
                 engine.handle(message)
-        except WorkerCrashed as crash:
-            in_flight = [job for job in dataset.claimed() if job not in engine.ended]
+        except RuntimeError as error:
+            if not _worker_died(error):
+                raise
+            crash = str(error).splitlines()[0]
+            in_flight = [job for job in work.claimed() if job not in engine.ended]
             for job in in_flight:
                 engine.forget(job)
             if len(order) == 1:
                 engine.fail(order[0], f"{engine.jobs[order[0]].path}: the decoder crashed on this file ({crash}).")
             else:
                 groups.extend(([job], 1) for job in in_flight)
-            unclaimed = order[len(dataset.claimed()) :]
+            unclaimed = order[len(work.claimed()) :]
             if unclaimed:
                 groups.appendleft((unclaimed, group_workers))
     while engine.pending:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,8 +20,27 @@ VIDEO_SUFFIXES = frozenset(
 
 
 @dataclass(frozen=True)
+class Keyframe:
+    """A packet flagged as a keyframe: decoding can start there.
+
+    ``leading``: packets after it in decode order are shown before it (an open GOP: x265 by
+    default, x264 with ``open_gop``). Those leading pictures reference the previous GOP, so a
+    decoder started here shows them wrong (or drops them); only frames from ``pts`` on are exact,
+    and only if no later frame references them, which is why a seek goes one keyframe further back.
+    """
+
+    pts: int
+    leading: bool = False
+
+
+@dataclass(frozen=True)
 class VideoInfo:
-    """What the recipe needs to know of a video before decoding it."""
+    """What the recipe needs to know of a video before decoding it.
+
+    ``keyframes``: the keyframes in decode order, collected by the pass that counts frames;
+    ``None`` when the frames were not counted (a metadata CSV gave them) or some packet had no
+    pts (a stream that cannot be entered in the middle exactly).
+    """
 
     path: Path
     stream_index: int
@@ -30,6 +49,7 @@ class VideoInfo:
     time_base: Fraction
     width: int
     height: int
+    keyframes: tuple[Keyframe, ...] | None = None
 
 
 def describe_av_error(error: Exception) -> str:
@@ -68,9 +88,37 @@ def stream_fps(stream: av.video.stream.VideoStream, path: Path) -> float:
     raise VideoError(f"{path} declares no frame rate; re-encode it with `tsp standardize` first.")
 
 
-def count_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
-    """Count the stream's packets that carry a frame, demuxing only (no decoding)."""
-    return sum(1 for packet in container.demux(stream) if packet.size > 0)
+def scan_packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> tuple[int, tuple[Keyframe, ...] | None]:
+    """Demux the stream once: the packets that carry a frame, and its keyframes (``None`` if any pts is missing)."""
+    count = 0
+    keyframes: list[Keyframe] = []
+    complete = True
+    for packet in container.demux(stream):
+        if packet.size <= 0:
+            continue
+        count += 1
+        pts = packet.pts
+        if pts is None:
+            complete = False
+        elif packet.is_keyframe:
+            keyframes.append(Keyframe(pts))
+        elif keyframes and pts < keyframes[-1].pts and not keyframes[-1].leading:
+            keyframes[-1] = Keyframe(keyframes[-1].pts, leading=True)
+    return count, tuple(keyframes) if complete else None
+
+
+def with_keyframes(info: VideoInfo) -> VideoInfo:
+    """``info`` with its keyframes, demuxing the stream once if they were not collected yet."""
+    if info.keyframes is not None:
+        return info
+    with open_video_stream(info.path) as (container, stream):
+        try:
+            _, keyframes = scan_packets(container, stream)
+        except av.FFmpegError as error:
+            raise VideoError(f"{info.path} cannot be read to the end ({describe_av_error(error)}).") from None
+    return replace(info, keyframes=keyframes)
 
 
 def probe(path: Path | str, *, num_frames: int | None = None, fps: float | None = None) -> VideoInfo:
@@ -84,9 +132,10 @@ def probe(path: Path | str, *, num_frames: int | None = None, fps: float | None 
         fps = float(fps) if fps else stream_fps(stream, path)
         if stream.time_base is None:
             raise VideoError(f"{path} has no time base on its video stream; re-encode it with `tsp standardize`.")
+        keyframes = None
         if num_frames is None:
             try:
-                num_frames = count_frames(container, stream)
+                num_frames, keyframes = scan_packets(container, stream)
             except av.FFmpegError as error:
                 raise VideoError(f"{path} cannot be read to the end ({describe_av_error(error)}).") from None
         return VideoInfo(
@@ -97,12 +146,40 @@ def probe(path: Path | str, *, num_frames: int | None = None, fps: float | None 
             time_base=Fraction(stream.time_base),
             width=stream.codec_context.width,
             height=stream.codec_context.height,
+            keyframes=keyframes,
         )
 
 
-def decode_frames(info: VideoInfo) -> Iterator[tuple[int, av.VideoFrame]]:
+class SeekMissed(Exception):
+    """A seek did not land on a keyframe at or before the one asked for; decode from the start instead."""
+
+
+def _packets_from(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, keyframe_pts: int | None
+) -> Iterator[av.Packet]:
+    """The stream's packets, from the start or from the keyframe at ``keyframe_pts`` (or an earlier one)."""
+    packets = container.demux(stream)
+    if keyframe_pts is None:
+        yield from packets
+        return
+    container.seek(keyframe_pts, stream=stream, backward=True, any_frame=False)
+    packets = container.demux(stream)
+    for packet in packets:
+        if packet.size <= 0 and packet.pts is None:
+            continue
+        if not packet.is_keyframe or packet.pts is None or packet.pts > keyframe_pts:
+            raise SeekMissed(f"landed on pts {packet.pts} (keyframe: {packet.is_keyframe}) for {keyframe_pts}")
+        yield packet
+        break
+    yield from packets
+
+
+def decode_frames(info: VideoInfo, *, from_keyframe: int | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
     """Yield ``(pts, frame)`` for every frame of the video stream, decoded once, in presentation order.
 
+    ``from_keyframe``: start at the keyframe with this pts instead of the beginning; frames from
+    there on decode exactly as in a whole pass (closed GOP), and so do all frames from the next
+    keyframe on (open GOP). Raises :class:`SeekMissed` if the container cannot seek there.
     A frame without a pts is placed one nominal frame after the previous one, which is where a
     constant-rate stream would have it.
     """
@@ -111,13 +188,14 @@ def decode_frames(info: VideoInfo) -> Iterator[tuple[int, av.VideoFrame]]:
         previous_pts: int | None = None
         decoded = 0
         try:
-            for frame in container.decode(stream):
-                pts = frame.pts
-                if pts is None:
-                    pts = 0 if previous_pts is None else round(previous_pts + ticks_per_frame)
-                previous_pts = pts
-                decoded += 1
-                yield pts, frame
+            for packet in _packets_from(container, stream, from_keyframe):
+                for frame in stream.decode(packet):
+                    pts = frame.pts
+                    if pts is None:
+                        pts = 0 if previous_pts is None else round(previous_pts + ticks_per_frame)
+                    previous_pts = pts
+                    decoded += 1
+                    yield pts, frame
         except av.FFmpegError as error:
             raise VideoError(
                 f"{info.path} breaks after {decoded} decoded frames ({describe_av_error(error)})."

@@ -1,0 +1,160 @@
+"""What decoding workers share with the main process: frame buffers and the list of work.
+
+**Frame slabs.** A chunk of transformed frames (up to ~80 x 150 KB) used to be a fresh tensor
+that the DataLoader moved to a new shared-memory file per chunk: the file's creation, its pages
+first touched in the worker (~0.3 s of a 60 s 320x240 video, half the decoding floor) and its
+descriptor passed over a socket. Instead, each worker owns a few slabs of one shared-memory
+block made before the workers start; it transforms frames straight into a free slab and sends
+only ``SlabRef(worker, slab, count)``. The main process copies the frames out and frees the slab
+at once, so a worker needs only as many slabs as messages can be in flight (the DataLoader's
+prefetch) plus the one it fills. Pages are touched once and then reused.
+
+**Work.** Workers claim videos in order from a shared counter; a worker that splits a long
+video into segments (``tsp_cli.pipeline.segments``) posts the other segments in a shared list,
+which every worker serves before claiming a new video.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tsp_cli.pipeline.transform import CROP_SIZE
+
+FRAME_SHAPE = (3, CROP_SIZE, CROP_SIZE)
+
+
+@dataclass(frozen=True)
+class SlabRef:
+    """``count`` frames in slab ``slab`` of worker ``worker``."""
+
+    worker: int
+    slab: int
+    count: int
+
+
+class LocalFrames:
+    """Frame buffers for decoding in the main process: plain tensors, nothing to hand over."""
+
+    def buffer(self, capacity: int) -> tuple[torch.Tensor, SlabRef | None]:
+        return torch.empty(capacity, *FRAME_SHAPE), None
+
+    def release(self, ref: SlabRef) -> None:  # pragma: no cover - never handed out
+        raise AssertionError("local buffers are not slabs")
+
+
+class SlabPool:
+    """``slabs`` reusable shared-memory buffers of ``frames`` frames for each of ``workers`` workers.
+
+    Made in the main process before the workers start, inherited by them (fork); the memory is
+    reserved, not touched, until a worker writes a slab.
+    """
+
+    def __init__(self, workers: int, slabs: int, frames: int):
+        self.shape = (workers, slabs, frames, *FRAME_SHAPE)
+        storage = torch.UntypedStorage._new_shared(workers * slabs * frames * 3 * CROP_SIZE * CROP_SIZE * 4)
+        self.frames = torch.empty(0).set_(storage, 0, self.shape)  # type: ignore[call-overload]
+        self.busy: Any = multiprocessing.RawArray("b", workers * slabs)
+        self.worker: int | None = None  # set in each worker process
+
+    @property
+    def frames_per_slab(self) -> int:
+        return self.shape[2]
+
+    def buffer(self, capacity: int) -> tuple[torch.Tensor, SlabRef | None]:
+        """A free slab of this worker, or a fresh tensor if none is free or ``capacity`` exceeds a slab."""
+        assert self.worker is not None, "SlabPool.buffer is for worker processes"
+        if capacity <= self.frames_per_slab:
+            slabs = self.shape[1]
+            first = self.worker * slabs
+            for _ in range(200):  # the main process frees a slab as soon as it reads it
+                for slab in range(slabs):
+                    if not self.busy[first + slab]:
+                        self.busy[first + slab] = 1
+                        return self.frames[self.worker, slab, :capacity], SlabRef(self.worker, slab, 0)
+                time.sleep(0.001)
+        return torch.empty(capacity, *FRAME_SHAPE), None
+
+    def view(self, ref: SlabRef) -> torch.Tensor:
+        return self.frames[ref.worker, ref.slab, : ref.count]
+
+    def release(self, ref: SlabRef) -> None:
+        self.busy[ref.worker * self.shape[1] + ref.slab] = 0
+
+
+@dataclass(frozen=True)
+class PostedSegment:
+    """A segment of a video posted for any worker: what it needs to decode it without probing again."""
+
+    job: int
+    index: int
+    first_clip: int
+    stop_clip: int
+    seek_pts: int | None
+    num_frames: int
+    fps: float
+
+
+_FIELDS = 7  # job, index, first clip, stop clip, has a seek point, seek pts, frames
+
+
+class WorkList:
+    """The order of jobs to claim, and segments of split videos, shared by every worker (fork)."""
+
+    CAPACITY = 4096
+
+    def __init__(self, order: list[int], workers: int):
+        self.order = order
+        self.workers = workers
+        self.next_position: Any = multiprocessing.Value("i", 0)
+        self._ints: Any = multiprocessing.RawArray("q", self.CAPACITY * _FIELDS)
+        self._fps: Any = multiprocessing.RawArray("d", self.CAPACITY)
+        self._head: Any = multiprocessing.RawValue("i", 0)
+        self._tail: Any = multiprocessing.RawValue("i", 0)
+
+    def claimed(self) -> list[int]:
+        """Jobs some worker has started (or finished) so far."""
+        return self.order[: min(self.next_position.value, len(self.order))]
+
+    def claim(self) -> int | PostedSegment | None:
+        """A posted segment if there is one, else the next job, else ``None``."""
+        with self.next_position.get_lock():
+            if self._head.value < self._tail.value:
+                slot = self._head.value % self.CAPACITY
+                self._head.value += 1
+                job, index, first, stop, has_seek, seek, frames = self._ints[slot * _FIELDS : (slot + 1) * _FIELDS]
+                return PostedSegment(job, index, first, stop, seek if has_seek else None, frames, self._fps[slot])
+            position = self.next_position.value
+            self.next_position.value += 1
+        return self.order[position] if position < len(self.order) else None
+
+    def idle_workers(self) -> int:
+        """Workers (besides the caller) that would find nothing to claim now."""
+        with self.next_position.get_lock():
+            waiting = max(0, len(self.order) - self.next_position.value) + self._tail.value - self._head.value
+        return max(0, self.workers - 1 - waiting)
+
+    def post(self, segments: list[PostedSegment]) -> bool:
+        """Post segments for other workers; ``False`` (nothing posted) if the list is full."""
+        with self.next_position.get_lock():
+            if self._tail.value - self._head.value + len(segments) > self.CAPACITY:
+                return False
+            for segment in segments:
+                slot = self._tail.value % self.CAPACITY
+                seek = segment.seek_pts
+                self._ints[slot * _FIELDS : (slot + 1) * _FIELDS] = [
+                    segment.job,
+                    segment.index,
+                    segment.first_clip,
+                    segment.stop_clip,
+                    int(seek is not None),
+                    seek or 0,
+                    segment.num_frames,
+                ]
+                self._fps[slot] = segment.fps
+                self._tail.value += 1
+        return True
