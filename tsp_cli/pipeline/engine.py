@@ -430,7 +430,6 @@ def run_jobs(
     groups = deque([(list(range(len(engine.jobs))), workers)] if engine.jobs else [])
     while groups:
         order, group_workers = groups.popleft()
-        group_workers = min(group_workers, len(order))
         work = WorkList(order, max(group_workers, 1))
         slabs = (
             SlabPool(group_workers, SLABS_PER_WORKER, FRAMES_PER_CHUNK + settings.clip_len) if group_workers else None
@@ -585,7 +584,7 @@ def run_extraction(
     skipped = len(plan.jobs) - len(to_do)
     if on_event:
         on_event(
-            RunStarted(len(plan.jobs), len(to_do), skipped, min(workers, len(to_do)), str(plan.device), tuple(notes))
+            RunStarted(len(plan.jobs), len(to_do), skipped, workers if to_do else 0, str(plan.device), tuple(notes))
         )
     summary = run_jobs(
         to_do,
