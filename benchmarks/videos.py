@@ -134,9 +134,21 @@ def small_set(seconds: float = 60, count: int = 4) -> list[VideoSpec]:
     return [VideoSpec(f"small{i}", 320, 240, seconds, seed=i) for i in range(count)]
 
 
-def hd_video(seconds: float = 60) -> VideoSpec:
-    """The 1280x720 video (reported, not targeted)."""
-    return VideoSpec("hd", 1280, 720, seconds, seed=10)
+def hd_videos(seconds: float = 20, count: int = 2) -> list[VideoSpec]:
+    """The 1280x720 set: ``count`` videos of ``seconds``."""
+    return [VideoSpec("hd", 1280, 720, seconds, seed=10 + i) for i in range(count)]
+
+
+def long_video(seconds: float = 120) -> VideoSpec:
+    """One long 320x240 video, for one video spread over the workers."""
+    return VideoSpec("long", 320, 240, seconds, seed=40)
+
+
+def tiny_videos(count: int) -> list[VideoSpec]:
+    """One-clip videos (17 frames of 320x240), for what each video costs beyond decoding."""
+    return [
+        VideoSpec(f"tiny{i}", 320, 240, 17 / 30, seed=1000 + i, preset="ultrafast", grain=False) for i in range(count)
+    ]
 
 
 def memory_pair(short_seconds: float = 60, long_seconds: float = 600) -> tuple[VideoSpec, VideoSpec]:
