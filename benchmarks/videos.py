@@ -16,6 +16,7 @@ never mistaken for a cached video.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,12 +145,23 @@ def long_video(seconds: float = 120) -> VideoSpec:
     return VideoSpec("long", 320, 240, seconds, seed=40)
 
 
-def tiny_videos(count: int) -> list[VideoSpec]:
-    """One-clip videos (17 frames of 320x240 at 15 fps: 16 are sampled), for what each video costs beyond decoding."""
-    return [
-        VideoSpec(f"tiny{i}", 320, 240, 17 / 15, fps=15, seed=1000 + i, preset="ultrafast", grain=False)
-        for i in range(count)
-    ]
+def tiny_video() -> VideoSpec:
+    """A one-clip video: 17 frames of 320x240 at 15 fps, of which 16 make its clip."""
+    return VideoSpec("tiny", 320, 240, 17 / 15, fps=15, seed=1000, preset="ultrafast", grain=False)
+
+
+def tiny_copies(count: int, folder: Path, log=print) -> list[Path]:
+    """``count`` separate files, each a copy of :func:`tiny_video` (generating thousands would take minutes)."""
+    source = ensure(tiny_video(), folder, log)
+    copies = Path(folder) / f"{source.stem}-copies"
+    copies.mkdir(parents=True, exist_ok=True)
+    paths = [copies / f"{i:05d}.mp4" for i in range(count)]
+    for path in paths:
+        if not path.is_file():
+            partial = path.with_name(path.name + ".part")
+            shutil.copyfile(source, partial)
+            os.replace(partial, path)
+    return paths
 
 
 def memory_pair(short_seconds: float = 60, long_seconds: float = 600) -> tuple[VideoSpec, VideoSpec]:

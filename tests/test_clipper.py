@@ -192,3 +192,19 @@ class FrameTransformStub:
     def __call__(self, rgb, out=None):
         value = torch.full((3, 112, 112), float(rgb[0, 0, 0]))
         return value if out is None else out.copy_(value)
+
+
+@pytest.mark.parametrize(
+    "name,options",
+    [("a.mp4", {}), ("b.mkv", {}), ("c.webm", {"codec": "libvpx-vp9"}), ("d.avi", {"codec": "mpeg4"})],
+)
+def test_one_open_per_video_decodes_what_a_fresh_open_does(tmp_path: Path, name: str, options: dict) -> None:
+    from tsp_cli.pipeline.video import open_probed
+
+    video = make_video(tmp_path / name, frames=40, fps=30, gop=12, **options)
+    with open_probed(video) as (info, opened):
+        assert opened.packets is not None, "the counted file was not rewound"
+        reused = [(pts, frame.to_ndarray(format="rgb24")) for pts, frame in decode_frames(info, opened=opened)]
+    fresh = [(pts, frame.to_ndarray(format="rgb24")) for pts, frame in decode_frames(info)]
+    assert [pts for pts, _ in reused] == [pts for pts, _ in fresh] and len(fresh) == 40
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(reused, fresh, strict=True))
