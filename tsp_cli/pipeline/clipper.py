@@ -32,6 +32,7 @@ class VideoStarted:
     fps: float
     num_frames: int
     num_clips: int
+    pixel_format: str = ""
 
 
 @dataclass
@@ -195,7 +196,7 @@ def video_messages(
     try:
         info = probe(job.path, num_frames=job.num_frames, fps=job.fps)
         windows = clip_windows(info.fps, info.num_frames, info.time_base, settings)
-        yield VideoStarted(job_index, info.fps, info.num_frames, len(windows))
+        yield VideoStarted(job_index, info.fps, info.num_frames, len(windows), info.pixel_format)
         if windows:
             assembler = _ClipAssembler(
                 job_index,

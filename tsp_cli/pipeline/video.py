@@ -30,6 +30,8 @@ class VideoInfo:
     time_base: Fraction
     width: int
     height: int
+    #: FFmpeg's name of the decoded frames' pixel format, e.g. ``yuv420p`` or ``yuv420p10le``.
+    pixel_format: str = ""
 
 
 def describe_av_error(error: Exception) -> str:
@@ -97,6 +99,7 @@ def probe(path: Path | str, *, num_frames: int | None = None, fps: float | None 
             time_base=Fraction(stream.time_base),
             width=stream.codec_context.width,
             height=stream.codec_context.height,
+            pixel_format=stream.codec_context.pix_fmt or "",
         )
 
 
