@@ -485,15 +485,18 @@ class ExtractionPlan:
 def _check_output_folder(out_dir: Path) -> None:
     """Refuse an output folder that cannot be written, without creating it: a refused command leaves nothing behind."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"Output {out_dir} is a file; give a folder to --output.")
+        raise UsageError(f"Output {out_dir} is a file; give a folder as `out_dir`.", parameter="out_dir")
     existing = out_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise UsageError(f"Cannot create the output folder {out_dir} ({existing} is a file); give another --output.")
+        raise UsageError(
+            f"Cannot create the output folder {out_dir} ({existing} is a file); give another `out_dir`.",
+            parameter="out_dir",
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
         what = "output folder" if existing == out_dir else "folder"
-        raise UsageError(f"The {what} {existing} is not writable; give another --output.")
+        raise UsageError(f"The {what} {existing} is not writable; give another `out_dir`.", parameter="out_dir")
 
 
 def _create_output_folder(out_dir: Path) -> None:
@@ -501,7 +504,8 @@ def _create_output_folder(out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(
-            f"Cannot create the output folder {out_dir} ({error.strerror}); give another --output."
+            f"Cannot create the output folder {out_dir} ({error.strerror}); give another `out_dir`.",
+            parameter="out_dir",
         ) from None
 
 
