@@ -376,10 +376,12 @@ class _Hdf5Writer(_Writer):
     def open(self, stack: ExitStack, source: FeatureSource) -> None:
         temp = stack.enter_context(atomic_path(self.out_dir / GTAD_FILE))
         self.h5 = stack.enter_context(h5py.File(temp, "w"))
-        self.h5.attrs.update({**source.attributes, "resize": self.resize})
+        attributes = {**source.attributes, "resize": self.resize}
+        self.h5.attrs.update(sorted(attributes.items()))
 
     def write(self, video: str, relative: str, features: np.ndarray) -> None:
-        self.h5.create_dataset(relative, data=features, dtype=np.float32)
+        # No timestamps: the same features give the same bytes, whether read from a folder or a merged file.
+        self.h5.create_dataset(relative, data=features, dtype=np.float32, track_times=False)
 
 
 _WRITERS: dict[str, type[_Writer]] = {
