@@ -194,8 +194,10 @@ def test_opentad_blocks_missing_keys_without_prefix_and_loads_the_rest(extractio
 def test_gtad_single_file_keyed_by_video_name_with_100_rows(extraction, tmp_path):
     folder, arrays = extraction
     out = tmp_path / "gtad"
+    threads = torch.get_num_threads()
     result = export(folder, out, "--to", "gtad")
     assert result.exit_code == 1, result.output
+    assert torch.get_num_threads() == threads  # resized on one thread, then given back
     record = json.loads((out / "export.json").read_text())
     feature_path, temporal_scale = record["config"]["feature_path"], record["config"]["temporal_scale"]
     assert temporal_scale == 100 and record["resize"] == 100
@@ -281,7 +283,7 @@ def test_folder_and_merged_file_export_the_same_bytes(extraction, tmp_path, targ
             assert data_a == data_b, relative
 
 
-def test_non_empty_out_is_refused_without_overwrite_and_stale_files_go_with_it(extraction, tmp_path):
+def test_non_empty_out_is_refused_without_overwrite_and_stale_files_go_with_it(extraction, tmp_path, monkeypatch):
     folder, _ = extraction
     out = tmp_path / "out"
     out.mkdir()
@@ -291,6 +293,16 @@ def test_non_empty_out_is_refused_without_overwrite_and_stale_files_go_with_it(e
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert export(folder, out, "--to", "pdvc", "--overwrite").exit_code == 1
     assert (out / "v_a.b c.npy").is_file()
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(exporting, "_write_videos", killed)
+    with pytest.raises(KeyboardInterrupt):
+        exporting.export_features(folder, out, target="pdvc", overwrite=True)
+    assert not (out / "export.json").exists()  # an interrupted re-export does not look finished
+    monkeypatch.undo()
+    assert export(folder, out, "--to", "pdvc", "--overwrite").exit_code == 1
     (folder / "v_a.b c.npy").unlink()
     assert export(folder, out, "--to", "pdvc", "--overwrite").exit_code == 1
     assert not (out / "v_a.b c.npy").exists()  # listed in the previous export.json, not written again

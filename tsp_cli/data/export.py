@@ -229,6 +229,8 @@ def export_features(
         missing = sorted(set(expected or ()) - set(source.videos))
         prefix = _common_prefix([*source.videos, *missing])
         previous = _previous_files(out_dir)
+        # export.json marks a finished export: an interrupted re-export must not look finished.
+        (out_dir / EXPORT_RECORD).unlink(missing_ok=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         writer = _WRITERS[target](out_dir, resize)
         with ExitStack() as stack:
