@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
 from tsp_cli.data import export as exporting
+from tsp_cli.errors import UsageError
 from tsp_cli.pipeline import store
 
 runner = CliRunner()
@@ -235,6 +236,9 @@ def test_bmn_needs_a_fixed_length(extraction, tmp_path):
     folder, _ = extraction
     result = export(folder, tmp_path / "bmn", "--to", "bmn", "--resize", "0")
     assert result.exit_code == 2 and "give --resize N" in said(result)
+    with pytest.raises(UsageError, match="give `resize` N") as raised:  # the Python API speaks in parameters
+        exporting.export_features(folder, tmp_path / "bmn", target="bmn", resize=0)
+    assert raised.value.parameter == "resize" and not (tmp_path / "bmn").exists()
 
 
 def test_pdvc_opens_first_13_characters_and_warns_about_long_and_colliding_names(tmp_path):

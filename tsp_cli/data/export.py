@@ -46,7 +46,7 @@ from tsp_cli import __version__
 from tsp_cli.atomic import TEMP_MARKER, atomic_path
 from tsp_cli.data import merge as merging
 from tsp_cli.data.metadata import Progress
-from tsp_cli.errors import UsageError
+from tsp_cli.errors import FeatureFileError, UsageError
 from tsp_cli.pipeline import store
 
 ProgressCallback = Callable[[Progress], None]
@@ -154,7 +154,7 @@ def open_features(path: Path) -> Iterator[FeatureSource]:
 def _read_dataset(h5: h5py.File, video: str) -> np.ndarray:
     features = h5[video][()]
     if features.dtype.kind != "f":
-        raise merging.FeatureFileError(f"{video} in {h5.filename} holds {features.dtype} values, not float features.")
+        raise FeatureFileError(f"{video} in {h5.filename} holds {features.dtype} values, not float features.")
     return features.astype(np.float32, copy=False)
 
 
@@ -212,13 +212,14 @@ def export_features(
     files of the previous export that this one does not write again are removed.
     """
     if target not in TARGETS:
-        raise UsageError(f"Unknown target {target!r}; choose one of {', '.join(TARGETS)}.")
+        raise UsageError(f"Unknown target {target!r}; choose one of {', '.join(TARGETS)}.", parameter="target")
     resize = DEFAULT_RESIZE.get(target, 0) if resize is None else resize
     if resize < 0:
-        raise UsageError(f"--resize must be 0 (keep every clip) or a number of rows, not {resize}.")
+        raise UsageError(f"`resize` must be 0 (keep every clip) or a number of rows, not {resize}.", parameter="resize")
     if resize == 0 and target in FIXED_LENGTH_TARGETS:
         raise UsageError(
-            f"{target} reads the same number of rows for every video; give --resize N (100 for ActivityNet)."
+            f"{target} reads the same number of rows for every video; give `resize` N (100 for ActivityNet).",
+            parameter="resize",
         )
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, Path(features), overwrite=overwrite)
@@ -254,7 +255,10 @@ def _check_out_dir(out_dir: Path, features: Path, *, overwrite: bool) -> None:
     if out_dir.exists() and features.exists() and out_dir.resolve() == features.resolve():
         raise UsageError(f"{out_dir} is the features folder itself; export into another folder.")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise UsageError(f"{out_dir} is not empty; pass --overwrite to write into it, or choose an empty folder.")
+        raise UsageError(
+            f"{out_dir} is not empty; pass `overwrite` to write into it, or choose an empty folder.",
+            parameter="overwrite",
+        )
 
 
 @dataclass(frozen=True)
