@@ -28,17 +28,12 @@ from tsp_cli.data import export as exporting
 from tsp_cli.errors import UsageError
 from tsp_cli.pipeline import store
 
+from .test_merge import MANIFEST
+
 runner = CliRunner()
 
-SETTINGS = {
-    "checkpoint": "r2plus1d_34-tsp_on_activitynet",
-    "checkpoint_sha256": None,
-    "backbone": "r2plus1d_34",
-    "clip_len": 16,
-    "frame_rate": 15.0,
-    "stride": 16,
-    "precision": "fp32",
-}
+#: The settings of a default extraction, as test_merge's manifest has them.
+SETTINGS = MANIFEST["settings"]
 #: ActivityNet-style names (``v_`` + id), one with dots and a space, one 0-clip and one 1-clip video.
 CLIPS = {"v_abcdefghijk": 7, "v_a.b c": 5, "v_lmnopqrstuv": 130, "v_short": 0, "v_one": 1}
 

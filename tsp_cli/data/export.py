@@ -40,7 +40,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
 from tsp_cli import __version__
 from tsp_cli.atomic import TEMP_MARKER, atomic_path
@@ -170,6 +169,8 @@ def resize_features(features: np.ndarray, length: int) -> np.ndarray:
     and OpenTAD use when they resize features themselves) treats each row as the centre of an
     equal share of the video.
     """
+    import torch  # here, so that ``tsp --help`` does not pay for importing torch
+
     if len(features) < 2:
         raise ValueError(f"{len(features)} rows cannot be interpolated")
     rows = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
@@ -182,6 +183,8 @@ def _one_torch_thread() -> Iterator[None]:
     """Interpolate on one thread: a 512 x T resize is far too small to share, and on a busy machine
     the second thread's wake-ups cost more than the work (500 videos to 100 rows: 1.2 s on one
     thread against 7.1 s on two, measured on 2 shared cores)."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
