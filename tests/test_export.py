@@ -187,6 +187,28 @@ def test_opentad_blocks_missing_keys_without_prefix_and_loads_the_rest(extractio
     assert sorted(loaded) == ["a.b c", "abcdefghijk", "lmnopqrstuv", "one"]
 
 
+#: The keyword arguments of OpenTAD's dataset classes (opentad/datasets/base/padding_dataset.py, resize_dataset.py).
+OPENTAD_PADDING_ARGUMENTS = {
+    *("ann_file", "subset_name", "data_path", "pipeline", "class_map", "filter_gt", "class_agnostic"),
+    *("block_list", "test_mode", "feature_stride", "sample_stride", "offset_frames", "fps", "logger"),
+}
+OPENTAD_RESIZE_ARGUMENTS = {
+    *("ann_file", "subset_name", "data_path", "pipeline", "class_map", "filter_gt", "class_agnostic"),
+    *("block_list", "test_mode", "resize_length", "sample_stride", "logger"),
+}
+
+
+@pytest.mark.parametrize(("resize", "accepted"), [(0, OPENTAD_PADDING_ARGUMENTS), (128, OPENTAD_RESIZE_ARGUMENTS)])
+def test_opentad_keys_are_arguments_its_dataset_class_takes(extraction, tmp_path, resize, accepted):
+    folder, _ = extraction
+    out = tmp_path / "ot"
+    assert export(folder, out, "--to", "opentad", "--resize", resize).exit_code == 1
+    config = runpy.run_path(str(out / "opentad.py"))
+    for split in ("train", "val", "test"):
+        assert set(config["dataset"][split]) <= accepted
+    assert config["dataset"]["train"].get("resize_length") == (resize or None)
+
+
 def test_gtad_single_file_keyed_by_video_name_with_100_rows(extraction, tmp_path):
     folder, arrays = extraction
     out = tmp_path / "gtad"

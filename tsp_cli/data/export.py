@@ -440,17 +440,15 @@ def _config(target: str, out_dir: Path, settings: dict[str, Any], resize: int, p
             keys.update(feat_stride=-1, num_frames=_number(ratio), max_seq_len=resize, force_upsampling=False)
         return keys
     if target == "opentad":
-        keys = {
-            "data_path": folder + "/",
-            "block_list": f"{folder}/{MISSING_FILES}",
-            "feature_stride": stride,
-            "sample_stride": 1,
-            "offset_frames": int(clip_len // 2) if clip_len is not None else None,
-            "fps": frame_rate,
-            "LoadFeats": {"type": "LoadFeats", "feat_format": "npy", "prefix": prefix},
-        }
+        keys = {"data_path": folder + "/", "block_list": f"{folder}/{MISSING_FILES}"}
         if resize:
-            keys["resize_length"] = resize
+            # ResizeDataset takes no stride, offset or fps: rows span the video evenly.
+            keys.update(resize_length=resize, sample_stride=1)
+        else:
+            # PaddingDataset / SlidingWindowDataset: row k is centred on frame offset + k * stride.
+            offset = int(clip_len // 2) if clip_len is not None else None
+            keys.update(feature_stride=stride, sample_stride=1, offset_frames=offset, fps=frame_rate)
+        keys["LoadFeats"] = {"type": "LoadFeats", "feat_format": "npy", "prefix": prefix}
         return keys
     if target == "gtad":
         return {"feature_path": f"{folder}/{GTAD_FILE}", "feat_dim": width, "temporal_scale": resize or None}
