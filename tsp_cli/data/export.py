@@ -435,9 +435,10 @@ def _config(target: str, out_dir: Path, settings: dict[str, Any], resize: int, p
             "default_fps": frame_rate,
         }
         if resize:
-            # Fixed-length features: ActionFormer recomputes the stride from each video's duration.
-            ratio = clip_len / stride if clip_len is not None and stride else None
-            keys.update(feat_stride=-1, num_frames=_number(ratio), max_seq_len=resize, force_upsampling=False)
+            # Fixed-length features: anet.py takes duration * fps / rows as the stride and
+            # num_frames strides as a row's span; interpolated rows (align_corners=False) each
+            # stand for an equal share of the video, so one stride.
+            keys.update(feat_stride=-1, num_frames=1, max_seq_len=resize, force_upsampling=False)
         return keys
     if target == "opentad":
         keys = {"data_path": folder + "/", "block_list": f"{folder}/{MISSING_FILES}"}
