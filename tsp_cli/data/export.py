@@ -286,9 +286,12 @@ def _file_names(target: str, videos: list[str], resize: int) -> _Names:
     files, left_out, shortened = {}, [], []
     for pdvc_id, group in by_id.items():
         if len(group) > 1:
-            others = ", ".join(group)
             left_out += [
-                LeftOut(video, f"PDVC reads it as {pdvc_id}.npy (its first {PDVC_ID_LENGTH} characters), as {others}")
+                LeftOut(
+                    video,
+                    f"PDVC would read it from {pdvc_id}.npy (its first {PDVC_ID_LENGTH} characters), "
+                    f"as {', '.join(other for other in group if other != video)}",
+                )
                 for video in group
             ]
             continue
