@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import runpy
 from pathlib import Path
 
@@ -207,6 +208,22 @@ def test_opentad_keys_are_arguments_its_dataset_class_takes(extraction, tmp_path
     for split in ("train", "val", "test"):
         assert set(config["dataset"][split]) <= accepted
     assert config["dataset"]["train"].get("resize_length") == (resize or None)
+
+
+def test_reference_pickles_export_with_unknown_settings_left_to_the_user(tmp_path):
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    array = features(4, 0)
+    (folder / "v_x.pkl").write_bytes(pickle.dumps(array))
+    assert export(folder, tmp_path / "af", "--to", "actionformer").exit_code == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "af" / "v_x.npy"), array)
+    dataset = read_actionformer_yaml(tmp_path / "af" / "actionformer.yaml")
+    assert (dataset["feat_stride"], dataset["num_frames"], dataset["default_fps"]) == (None, None, None)
+    assert "set it by hand" in (tmp_path / "af" / "actionformer.yaml").read_text()
+    assert export(folder, tmp_path / "ot", "--to", "opentad").exit_code == 0
+    config = runpy.run_path(str(tmp_path / "ot" / "opentad.py"))
+    assert config["dataset"]["train"]["feature_stride"] is None
+    assert "set it by hand" in (tmp_path / "ot" / "opentad.py").read_text()
 
 
 def test_gtad_single_file_keyed_by_video_name_with_100_rows(extraction, tmp_path):

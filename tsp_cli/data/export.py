@@ -70,6 +70,8 @@ ALIGN_CORNERS = False
 INTERPOLATION_CALL = (
     "torch.nn.functional.interpolate(x.T[None], size={size}, mode='linear', align_corners={align})[0].T"
 )
+#: What a config says of a key that the features cannot tell.
+UNKNOWN_SETTING = "the features carry no extraction settings (the reference's .pkl files); set it by hand."
 #: Significant digits that write every float32 so that it reads back to the same value.
 FLOAT32_DIGITS = 9
 
@@ -501,7 +503,7 @@ def _actionformer_yaml(config: dict[str, Any]) -> str:
         "# Files are opened as feat_folder/file_prefix + <annotation key> + file_ext.",
     ]
     if any(value is None for key, value in config.items() if key != "file_prefix"):
-        lines.append("# null: the features carry no extraction settings (legacy .pkl); set it by hand.")
+        lines.append(f"# null: {UNKNOWN_SETTING}")
     lines.append("dataset:")
     lines += [f"  {key}: {_yaml_value(value)}" for key, value in config.items()]
     return "\n".join(lines) + "\n"
@@ -519,6 +521,7 @@ def _opentad_py(config: dict[str, Any]) -> str:
             f"# Use them in each split of your {dataset_type} config, and put load_feats first in each pipeline.",
             "# missing_files.txt lists annotation keys (no prefix); LoadFeats opens",
             "# data_path/prefix + <annotation key> + .npy.",
+            *([f"# None: {UNKNOWN_SETTING}"] if None in keys.values() else []),
             f"data_path = {config['data_path']!r}",
             f"block_list = {config['block_list']!r}",
             f"load_feats = dict(type='LoadFeats', feat_format='npy', prefix={load_feats['prefix']!r})",
