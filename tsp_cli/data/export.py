@@ -44,11 +44,9 @@ import numpy as np
 from tsp_cli import __version__
 from tsp_cli.atomic import TEMP_MARKER, atomic_path
 from tsp_cli.data import merge as merging
-from tsp_cli.data.metadata import Progress
+from tsp_cli.data.progress import Progress, ProgressCallback
 from tsp_cli.errors import FeatureFileError, UsageError
 from tsp_cli.pipeline import store
-
-ProgressCallback = Callable[[Progress], None]
 
 TARGETS = ("actionformer", "opentad", "gtad", "bmn", "pdvc")
 #: G-TAD and BMN read a fixed number of rows per video: 100 in their ActivityNet settings.
