@@ -278,10 +278,16 @@ def test_metadata_csv_order_and_problems(tmp_path: Path) -> None:
         collect_jobs([tmp_path / "v"], missing)
 
 
-def test_dry_run_assembles_every_batch_but_writes_no_features(videos: Path, tmp_path: Path) -> None:
-    summary = extract_features([videos], tmp_path / "out", stride=4, dry_run=True, workers=2, device="cpu")
-    assert summary.clips == 14 and summary.done == 3 and summary.no_clips == 1
-    assert list((tmp_path / "out").iterdir()) == []
+def test_dry_run_assembles_every_batch_but_writes_nothing_not_even_the_folder_or_failures(
+    videos: Path, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "broken.mp4").write_bytes(b"not a video")
+    summary = extract_features([videos, inputs], tmp_path / "out", stride=4, dry_run=True, workers=2, device="cpu")
+    assert summary.clips == 14 and summary.done == 3 and summary.no_clips == 1 and summary.failed == 1
+    assert summary.no_clips_names == ["short"]
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(
@@ -304,6 +310,116 @@ def test_a_decoder_that_crashes_its_process_fails_only_that_video(
     assert (summary.done, summary.no_clips, summary.failed) == (2, 1, 1)
     assert summary.failures[0][0] == "b" and "decoder crashed" in summary.failures[0][1]
     assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["a.npy", "c.d.npy", "short.npy"]
+
+
+@pytest.mark.skipif(
+    __import__("multiprocessing").get_start_method() != "fork", reason="the patch reaches workers only through fork"
+)
+@pytest.mark.parametrize("batch_size", [1, 4], ids=["written", "clips-waiting-for-a-batch"])
+def test_a_video_retried_alone_whose_worker_dies_after_sending_all_of_it_is_done_not_failed(
+    videos: Path, tmp_path: Path, tiny_network, monkeypatch, batch_size: int
+) -> None:
+    import tsp_cli.pipeline.engine as engine_module
+
+    real_messages, real_handle = engine_module.video_messages, engine_module._Engine.handle
+    attempts, received = tmp_path / "attempts", tmp_path / "b-received"
+    attempts.mkdir()
+
+    def handle(self, message):  # in the main process: say when b's last message arrived
+        real_handle(self, message)
+        if message.last and self.jobs[message.job].name == "b":
+            received.touch()
+
+    def crashing_messages(index, job, settings, **kwargs):
+        if job.name != "b":
+            yield from real_messages(index, job, settings, **kwargs)
+            return
+        first = not any(attempts.iterdir())
+        (attempts / str(os.getpid())).touch()
+        if first:  # crash mid-group: b is then decoded again alone, in a group of its own
+            os.kill(os.getpid(), signal.SIGSEGV)
+        yield from real_messages(index, job, settings, **kwargs)
+        deadline = time.monotonic() + 60
+        while not received.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGSEGV)  # all of b was sent: the crash is not b's
+
+    monkeypatch.setattr(engine_module, "video_messages", crashing_messages)
+    monkeypatch.setattr(engine_module._Engine, "handle", handle)
+    summary = run(jobs_of(videos), tmp_path / "out", tiny_network, workers=2, batch_size=batch_size)
+    assert len(list(attempts.iterdir())) == 2
+    assert summary.failures == [] and (summary.done, summary.no_clips, summary.failed) == (3, 1, 0)
+    assert np.load(tmp_path / "out" / "b.npy").shape == (6, 512)
+    assert not (tmp_path / "out" / store.FAILURES_NAME).exists()
+
+
+@pytest.mark.skipif(
+    __import__("multiprocessing").get_start_method() != "fork", reason="the patch reaches workers only through fork"
+)
+def test_a_worker_dying_during_a_forward_pass_fails_its_video_instead_of_interrupting_the_pass(
+    videos: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import torch
+
+    import tsp_cli.pipeline.engine as engine_module
+
+    real_messages = engine_module.video_messages
+    in_forward = tmp_path / "in-forward"
+
+    class SlowNetwork(torch.nn.Module):
+        def forward(self, clips):
+            if not in_forward.exists():
+                in_forward.touch()
+                time.sleep(2.0)  # the worker dies now, while the main process is in here
+            return clips.new_zeros(clips.shape[0], 512)
+
+    def crashing_messages(index, job, settings, **kwargs):
+        if job.name == "b":
+            deadline = time.monotonic() + 60
+            while not in_forward.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGSEGV)
+        yield from real_messages(index, job, settings, **kwargs)
+
+    monkeypatch.setattr(engine_module, "video_messages", crashing_messages)
+    summary = run(jobs_of(videos), tmp_path / "out", SlowNetwork(), workers=2, batch_size=1)
+    assert (summary.done, summary.no_clips, summary.failed) == (2, 1, 1)
+    assert summary.failures[0][0] == "b"
+
+
+def test_progress_counts_clips_known_once_probed_and_takes_off_those_a_failed_video_never_gets(
+    videos: Path, tmp_path: Path, tiny_network
+) -> None:
+    from tsp_cli.pipeline.engine import ClipProgress
+
+    broken = tmp_path / "in" / "z.mp4"
+    make_video(broken, frames=90, fps=30)
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size * 2 // 3])  # breaks mid-stream
+    events = []
+    jobs = [*jobs_of(videos), VideoJob(broken, "z")]
+    summary = run(jobs, tmp_path / "out", tiny_network, workers=0, batch_size=2, on_event=events.append)
+    progress = [e for e in events if isinstance(e, ClipProgress)]
+    # in-process decoding probes a, then b, ...: before any probe the four others are unknown
+    assert progress[0].probed == 1 and progress[0].unprobed == 4 and progress[0].expected == 5
+    assert progress[0].estimated_total == 5 + 4 * 5
+    # computed clips rise batch by batch, never past what is expected
+    computed = [p.computed for p in progress]
+    assert computed == sorted(computed) and all(p.computed <= p.expected for p in progress)
+    last = progress[-1]
+    assert last.unprobed == 0 and last.computed == last.expected == last.estimated_total == summary.clips
+    assert summary.failed == 1 and summary.clips >= 14
+
+
+def test_each_record_holds_the_pixel_format_and_high_bit_depth_videos_are_listed(tmp_path: Path, tiny_network) -> None:
+    eight = make_video(tmp_path / "in" / "eight.mp4", frames=40)
+    ten = make_video(tmp_path / "in" / "ten.mkv", frames=40, codec="ffv1", pix_fmt="yuv420p10le")
+    summary = run([VideoJob(eight, "eight"), VideoJob(ten, "ten")], tmp_path / "out", tiny_network)
+    records = store.read_video_records(tmp_path / "out")
+    assert {name: record["pixel_format"] for name, record in records.items()} == {
+        "eight": "yuv420p",
+        "ten": "yuv420p10le",
+    }
+    assert summary.high_bit_depth == [("ten", "yuv420p10le")]
 
 
 def test_a_video_that_starts_late_fails_with_a_hint_as_its_pts_windows_imply(tmp_path: Path, tiny_network) -> None:
@@ -362,13 +478,26 @@ def test_a_full_disk_stops_the_run_with_one_sentence_and_keeps_finished_videos(
     with pytest.raises(OutputError, match=r"Cannot write the output of .* \(No space left on device\); make room"):
         run(jobs_of(videos), tmp_path, tiny_network, workers=0, batch_size=1)
     assert [p.stem for p in tmp_path.glob("*.npy")] == saved
+    # the features are written before the record, so no record claims the video whose write failed
+    assert list(store.read_video_records(tmp_path)) == saved
 
 
 def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(videos: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UsageError, match="Cannot create the output folder"):
+    with pytest.raises(UsageError, match=r"Cannot create the output folder .* is a file"):
         extract_features([videos], blocker / "out", dry_run=True, device="cpu")
+
+
+def test_a_refused_request_leaves_no_output_folder_behind(videos: Path, tmp_path: Path) -> None:
+    from tsp_cli.errors import CheckpointError
+    from tsp_cli.pipeline.engine import plan_extraction
+
+    with pytest.raises(CheckpointError):
+        extract_features([videos], tmp_path / "a" / "out", checkpoint=tmp_path / "missing.pth", device="cpu")
+    with pytest.raises(UsageError):
+        plan_extraction([tmp_path / "no-such-videos"], tmp_path / "b" / "out", device="cpu")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_metadata_rows_without_a_usable_fps_or_frame_count_are_named(tmp_path: Path) -> None:

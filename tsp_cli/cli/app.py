@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tsp_cli import __version__
-from tsp_cli.cli import data, extract, models, status
+from tsp_cli.cli import data, export, extract, models, status
 
 app = typer.Typer(
     name="tsp",
@@ -22,6 +22,7 @@ app.add_typer(models.app, name="models")
 app.command("extract")(extract.extract)
 app.command("status")(status.status)
 data.register(app)
+app.command("export")(export.export)
 
 
 def _print_version(value: bool) -> None:

@@ -303,7 +303,7 @@ class FeatureSummary:
             "rows": self.rows,
             "widths": self.widths,
             "dtypes": self.dtypes,
-            "attributes": _plain(self.attributes),
+            "attributes": plain_attributes(self.attributes),
             "videos_with_non_finite": self.videos_with_non_finite,
             "unexpected": self.unexpected,
             "per_video": [
@@ -313,7 +313,7 @@ class FeatureSummary:
                     "width": video.width,
                     "dtype": video.dtype,
                     "non_finite_rows": video.non_finite_rows,
-                    "attributes": _plain(video.attributes),
+                    "attributes": plain_attributes(video.attributes),
                 }
                 for video in self.videos
             ],
@@ -377,7 +377,7 @@ def _inspect_folder(folder: Path, on_progress: ProgressCallback | None) -> Featu
     return FeatureSummary(folder, "folder", extraction.file_attributes(), videos, [])
 
 
-def _plain(attributes: Mapping[str, Any]) -> dict[str, Any]:
+def plain_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """HDF5/NumPy attribute values as JSON types."""
     plain = {}
     for key, value in attributes.items():

@@ -40,6 +40,7 @@ class VideoHeader:
     num_frames: int
     num_clips: int
     segments: int = 1
+    pixel_format: str = ""
 
 
 @dataclass
@@ -227,8 +228,8 @@ def video_messages(
 
     ``split(info, clips)`` says into how many segments to cut the video (1: none), ``post``
     (called once, before any chunk, unless the video fails first) hands the segments after the
-    first to other workers (``False``: it could not, so this worker decodes the whole video). A chunk goes out once it holds ``FRAMES_PER_CHUNK`` new
-    frames or ``clips_per_chunk`` complete clips: few enough messages that passing them costs
+    first to other workers (``False``: it could not, so this worker decodes the whole video).
+    A chunk goes out once it holds ``FRAMES_PER_CHUNK`` new frames or ``clips_per_chunk`` complete clips: few enough messages that passing them costs
     little (dense strides make a clip per frame), soon enough that batches fill without
     waiting for whole videos.
     """
@@ -266,7 +267,7 @@ def _first_segment(
         ]
     ):
         segments = [Segment(0, 0, len(windows), None)]
-    header = VideoHeader(info.fps, info.num_frames, len(windows), len(segments))
+    header = VideoHeader(info.fps, info.num_frames, len(windows), len(segments), info.pixel_format)
     yield from _segment_chunks(
         job_index, info, windows, segments[0], settings, clips_per_chunk, sink or LocalFrames(), header, opened
     )

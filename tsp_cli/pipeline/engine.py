@@ -1,7 +1,9 @@
 """The extraction engine: workers decode, the main process batches clips and runs the network.
 
-Each video is decoded exactly once, in order, by one worker process (``clipper``), which sends
-transformed frames once and clips as lists of frame ids. The main process keeps the frames of
+Each video is decoded once, in order, by one worker process (``clipper``), or, when workers
+would otherwise sit idle, in keyframe-aligned segments by several (``segments``); a worker sends
+transformed frames once, through reused shared-memory slabs (``handoff``), and clips as lists
+of frame ids. The main process keeps the frames of
 each video that clips still need, fills batches with clips from whichever videos are ready
 (so batches mix videos and the network is never fed half-empty batches mid-run), runs the
 network, and writes each video's features atomically as soon as its last clip is done.
@@ -10,6 +12,8 @@ network, and writes each video's features atomically as soon as its last clip is
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -39,12 +43,22 @@ from tsp_cli.pipeline.clipper import (
 from tsp_cli.pipeline.devices import resolve_device
 from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment, SlabPool, SlabRef, WorkList
 from tsp_cli.pipeline.inputs import VideoJob, collect_jobs
+from tsp_cli.pipeline.precision import PRECISIONS, autocast_dtype, float32_math
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
 from tsp_cli.pipeline.transform import CROP_SIZE
 from tsp_cli.pipeline.video import VideoInfo
 
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+def is_high_bit_depth(pixel_format: str) -> bool:
+    """More than 8 bits per sample (10-bit HEVC, for example): swscale converts those to RGB by
+    another path, whose results differ between FFmpeg builds (8-bit ones are bit-identical)."""
+    import av
+
+    try:
+        return max(component.bits for component in av.VideoFormat(pixel_format).components) > 8
+    except (ValueError, av.FFmpegError):
+        return False
 
 
 # ---- events the engine reports (the CLI renders them; the core never prints) -------------
@@ -79,7 +93,30 @@ class VideoEnded:
     error: str | None = None
 
 
-Event = RunStarted | VideoBegan | ClipsComputed | VideoEnded
+@dataclass(frozen=True)
+class ClipProgress:
+    """Where the run stands in clips, sent after every change (a video probed, a batch computed, a video ended).
+
+    ``expected`` counts the clips of the videos probed so far (computed ones included; those a
+    failed video will never get are taken off); the clips of the ``unprobed`` videos are not
+    known yet. :attr:`estimated_total` extrapolates them from the probed videos.
+    """
+
+    computed: int
+    expected: int
+    probed: int
+    unprobed: int
+
+    @property
+    def estimated_total(self) -> int:
+        if not self.unprobed:
+            return self.expected
+        if not self.probed:
+            return max(self.expected, self.computed)
+        return self.expected + round(self.unprobed * self.expected / self.probed)
+
+
+Event = RunStarted | VideoBegan | ClipsComputed | VideoEnded | ClipProgress
 
 
 @dataclass
@@ -95,6 +132,10 @@ class RunSummary:
     wall_seconds: float = 0.0
     data_wait_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: Names of the videos shorter than one clip (0 x 512 arrays).
+    no_clips_names: list[str] = field(default_factory=list)
+    #: ``(name, pixel format)`` of videos with more than 8 bits per sample, whose features depend on the FFmpeg build.
+    high_bit_depth: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def clips_per_second(self) -> float:
@@ -200,6 +241,22 @@ def _worker_died(error: RuntimeError) -> bool:
     )
 
 
+def _without_sigchld_handler(loader: DataLoader) -> Iterator[Message]:
+    """Iterate ``loader`` with torch's SIGCHLD handler taken out again.
+
+    That handler raises in the main thread wherever it happens to be, in the middle of a forward
+    pass or a feature write, as soon as a worker dies. Without it, the loader notices the death
+    inside its own ``next`` (within its 5 s status check), after every message already received,
+    so a crash only ever costs the videos that were really in flight.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGCHLD) if in_main_thread else None
+    iterator = iter(loader)
+    if in_main_thread:
+        signal.signal(signal.SIGCHLD, before)
+    yield from iterator
+
+
 def _messages(dataset: _WorkerSide, *, workers: int, pin_memory: bool) -> Iterator[Message]:
     if workers == 0:
         yield from dataset
@@ -212,7 +269,7 @@ def _messages(dataset: _WorkerSide, *, workers: int, pin_memory: bool) -> Iterat
         in_order=False,
         prefetch_factor=PREFETCH,
     )
-    yield from loader
+    yield from _without_sigchld_handler(loader)
 
 
 # ---- the network side --------------------------------------------------------------------
@@ -226,6 +283,7 @@ class _Video:
     fps: float
     num_frames: int
     segments_left: int
+    pixel_format: str = ""
     frames: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)  # per segment, by frame id
 
 
@@ -264,13 +322,16 @@ class _Engine:
         self.settings = settings
         self.device = device
         self.batch_size = batch_size
-        self.autocast_dtype = PRECISIONS[precision]
+        self.precision = precision
+        self.autocast_dtype = autocast_dtype(precision)
         self.dry_run = model is None
         self.emit = emit
         self.slabs: SlabPool | None = None  # the current decoding group's shared frame slabs
         self.videos: dict[int, _Video] = {}
         self.early: dict[int, list[tuple[FrameChunk, torch.Tensor | None]]] = {}
         self.ended: set[int] = set()
+        self.probed: set[int] = set()
+        self.clips_expected = 0
         self.pending: list[tuple[int, int, list[torch.Tensor]]] = []
         # One batch tensor reused for every batch: allocating ~77 MB per batch costs more in
         # page faults than filling it does.
@@ -296,8 +357,12 @@ class _Engine:
                 header.fps,
                 header.num_frames,
                 header.segments,
+                header.pixel_format,
             )
+            self.probed.add(job)
+            self.clips_expected += header.num_clips
             self.emit(VideoBegan(self.jobs[job].name, header.num_clips))
+            self._emit_progress()
         video = self.videos.get(job)
         if video is None:  # a segment overtook its video's first chunk
             self.early.setdefault(job, []).append((chunk, frames))
@@ -357,6 +422,7 @@ class _Engine:
             with (
                 torch.inference_mode(),
                 torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None),
+                float32_math(self.precision),
             ):
                 rows = self.model(batch).float().cpu().numpy()
         touched = set()
@@ -367,8 +433,13 @@ class _Engine:
             touched.add(job)
         self.summary.clips += len(clips)
         self.emit(ClipsComputed(len(clips)))
+        self._emit_progress()
         for job in touched:
             self._finish_if_complete(job)
+
+    def _emit_progress(self) -> None:
+        unprobed = sum(1 for job in range(len(self.jobs)) if job not in self.probed and job not in self.ended)
+        self.emit(ClipProgress(self.summary.clips, self.clips_expected, len(self.probed), unprobed))
 
     def _finish_if_complete(self, job: int) -> None:
         video = self.videos[job]
@@ -379,6 +450,8 @@ class _Engine:
         name, clips = video.job.name, len(video.features)
         if not self.dry_run:
             with _writing(self.out_dir, name):
+                # The features first: a record never claims a video whose file is missing.
+                store.save_features(self.out_dir, name, video.features)
                 store.record_video(
                     self.out_dir,
                     {
@@ -386,32 +459,44 @@ class _Engine:
                         "path": str(video.job.path),
                         "fps": video.fps,
                         "num_frames": video.num_frames,
+                        "pixel_format": video.pixel_format,
                         "clips": clips,
                         "shard": str(self.shard),
                     },
                 )
-                store.save_features(self.out_dir, name, video.features)
         if clips:
             self.summary.done += 1
         else:
             self.summary.no_clips += 1
+            self.summary.no_clips_names.append(name)
+        if is_high_bit_depth(video.pixel_format):
+            self.summary.high_bit_depth.append((name, video.pixel_format))
         self.emit(VideoEnded(name, "done" if clips else "no clips", clips))
+        self._emit_progress()
+
+    def fully_received(self, job: int) -> bool:
+        """Whether every message of the video arrived (it ended, or only waits for its clips' batches)."""
+        return job in self.ended or (job in self.videos and self.videos[job].segments_left == 0)
 
     def forget(self, job: int) -> None:
-        """Drop what was received of a video whose decoding will start again."""
-        self.videos.pop(job, None)
+        """Drop what was received of a video whose decoding will start again (or never finish)."""
+        video = self.videos.pop(job, None)
         self.early.pop(job, None)
+        if video is not None:
+            self.clips_expected -= video.remaining  # its clips not computed yet; a restart counts them again
         self.pending = [clip for clip in self.pending if clip[0] != job]
 
     def fail(self, job: int, error: str) -> None:
         self.forget(job)
         self.ended.add(job)
         name = self.jobs[job].name
-        with _writing(self.out_dir, name):
-            store.record_failure(self.out_dir, name, str(self.jobs[job].path), error, shard=str(self.shard))
+        if not self.dry_run:
+            with _writing(self.out_dir, name):
+                store.record_failure(self.out_dir, name, str(self.jobs[job].path), error, shard=str(self.shard))
         self.summary.failed += 1
         self.summary.failures.append((name, error))
         self.emit(VideoEnded(name, "failed", 0, error))
+        self._emit_progress()
 
 
 def run_jobs(
@@ -432,7 +517,8 @@ def run_jobs(
     ``shard`` is only recorded with each finished or failed video, for ``tsp status``.
     """
     emit = on_event or (lambda event: None)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
     engine = _Engine(
         jobs=list(jobs),
         out_dir=Path(out_dir),
@@ -473,11 +559,14 @@ def run_jobs(
             if not _worker_died(error):
                 raise
             crash = str(error).splitlines()[0]
-            in_flight = [job for job in work.claimed() if job not in engine.ended]
+            # Videos whose messages all arrived are not in flight: their clips may still wait for a batch.
+            in_flight = [job for job in work.claimed() if not engine.fully_received(job)]
             for job in in_flight:
                 engine.forget(job)
             if len(order) == 1:
-                engine.fail(order[0], f"{engine.jobs[order[0]].path}: the decoder crashed on this file ({crash}).")
+                # Alone in its group: the crash is this video's, unless it had already finished.
+                if order[0] in in_flight:
+                    engine.fail(order[0], f"{engine.jobs[order[0]].path}: the decoder crashed on this file ({crash}).")
             else:
                 groups.extend(([job], 1) for job in in_flight)
             unclaimed = order[len(work.claimed()) :]
@@ -523,6 +612,33 @@ class ExtractionPlan:
     shard: Shard
 
 
+def _check_output_folder(out_dir: Path) -> None:
+    """Refuse an output folder that cannot be written, without creating it: a refused command leaves nothing behind."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"Output {out_dir} is a file; give a folder as `out_dir`.", parameter="out_dir")
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(
+            f"Cannot create the output folder {out_dir} ({existing} is a file); give another `out_dir`.",
+            parameter="out_dir",
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "output folder" if existing == out_dir else "folder"
+        raise UsageError(f"The {what} {existing} is not writable; give another `out_dir`.", parameter="out_dir")
+
+
+def _create_output_folder(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"Cannot create the output folder {out_dir} ({error.strerror}); give another `out_dir`.",
+            parameter="out_dir",
+        ) from None
+
+
 def plan_extraction(
     videos: Sequence[Path | str],
     out_dir: Path | str,
@@ -538,16 +654,7 @@ def plan_extraction(
     if stride < 1 or clip_len < 1 or not frame_rate > 0:
         raise UsageError("--stride and --clip-len must be at least 1, and --frame-rate positive.")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"Output {out_dir} is a file; give a folder to --output.")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(
-            f"Cannot create the output folder {out_dir} ({error.strerror}); give another --output."
-        ) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UsageError(f"The output folder {out_dir} is not writable; give another --output.")
+    _check_output_folder(out_dir)
     jobs = shard.select(collect_jobs([Path(v) for v in videos], Path(metadata) if metadata else None))
     settings = ClipSettings(clip_len=clip_len, frame_rate=frame_rate, stride=stride)
     return ExtractionPlan(jobs, out_dir, resolve_device(device), settings, shard)
@@ -565,7 +672,10 @@ def run_extraction(
     dry_run: bool = False,
     on_event: Callable[[Event], None] | None = None,
 ) -> RunSummary:
-    """Load the checkpoint, claim the output folder, skip finished videos and run the rest."""
+    """Load the checkpoint, create and claim the output folder, skip finished videos and run the rest.
+
+    A dry run writes nothing (no folder, no features, no records).
+    """
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1.")
     if precision not in PRECISIONS:
@@ -585,6 +695,7 @@ def run_extraction(
         if plan.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         settings = plan.settings
+        _create_output_folder(plan.out_dir)
         notes += store.claim_output_folder(
             plan.out_dir,
             {
@@ -648,7 +759,9 @@ def extract_features(
     ``checkpoint`` is a local checkpoint file (for a released one, get its path with
     ``tsp_cli.models.cache.fetch(name)``); ``backbone`` is detected from it when left out. Finished
     videos are skipped, so a killed run resumes where it stopped. ``dry_run`` decodes and
-    assembles every batch but loads no checkpoint, runs no network and writes no features.
+    assembles every batch but loads no checkpoint, runs no network and writes nothing.
+    ``precision`` is ``fp32`` (full float32, TF32 off: the reference's numbers), ``tf32``, ``fp16``
+    or ``bf16``; the TF32 switches it sets are restored when the run ends.
     """
     plan = plan_extraction(
         videos,

@@ -51,6 +51,8 @@ class VideoInfo:
     width: int
     height: int
     keyframes: tuple[Keyframe, ...] | None = None
+    #: FFmpeg's name of the decoded frames' pixel format, e.g. ``yuv420p`` or ``yuv420p10le``.
+    pixel_format: str = ""
 
 
 def describe_av_error(error: Exception) -> str:
@@ -204,6 +206,7 @@ def open_probed(
             width=stream.codec_context.width,
             height=stream.codec_context.height,
             keyframes=keyframes,
+            pixel_format=stream.codec_context.pix_fmt or "",
         )
         yield info, OpenVideo(container, stream, packets)
 
