@@ -121,6 +121,8 @@ class RunSummary:
     wall_seconds: float = 0.0
     data_wait_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: How many of the failures another attempt may cure (a crash, an unexpected error); the others are the files'.
+    retryable_failures: int = 0
     #: Names of the videos shorter than one clip (0 x 512 arrays).
     no_clips_names: list[str] = field(default_factory=list)
     #: ``(name, pixel format)`` of videos with more than 8 bits per sample, whose features depend on the FFmpeg build.
@@ -281,7 +283,7 @@ class _Engine:
             self._add_chunk(message)
         elif isinstance(message, VideoFinished):
             if message.error is not None:
-                self.fail(message.job, message.error)
+                self.fail(message.job, message.error, retryable=message.retryable)
             elif message.job in self.videos:
                 self.videos[message.job].decoded = True
                 self._finish_if_complete(message.job)
@@ -374,15 +376,18 @@ class _Engine:
             self.clips_expected -= video.remaining  # its clips not computed yet; a restart counts them again
         self.pending = [clip for clip in self.pending if clip[0] != job]
 
-    def fail(self, job: int, error: str) -> None:
+    def fail(self, job: int, error: str, *, retryable: bool = True) -> None:
         self.forget(job)
         self.ended.add(job)
         name = self.jobs[job].name
         if not self.dry_run:
             with _writing(self.out_dir, name):
-                store.record_failure(self.out_dir, name, str(self.jobs[job].path), error, shard=str(self.shard))
+                store.record_failure(
+                    self.out_dir, name, str(self.jobs[job].path), error, shard=str(self.shard), retryable=retryable
+                )
         self.summary.failed += 1
         self.summary.failures.append((name, error))
+        self.summary.retryable_failures += retryable
         self.emit(VideoEnded(name, "failed", 0, error))
         self._emit_progress()
 

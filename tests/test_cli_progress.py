@@ -1,0 +1,114 @@
+"""The one progress module: extract's bar and log lines in clips, the closing summary's wording."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.videos import make_video
+from tsp_cli.cli import progress as progress_module
+from tsp_cli.cli.app import app
+from tsp_cli.cli.progress import ExtractProgress, StepProgress
+from tsp_cli.data.progress import Progress as StepEvent
+from tsp_cli.pipeline.engine import ClipProgress, RunStarted, VideoEnded
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def every_line(monkeypatch):
+    """Print a log line on every event (logs normally get one per LOG_INTERVAL_SECONDS)."""
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL_SECONDS", 0.0)
+
+
+def test_every_command_logs_at_the_same_interval() -> None:
+    assert progress_module.LOG_INTERVAL_SECONDS == 30.0
+    source = "".join(p.read_text() for p in Path(progress_module.__file__).parent.glob("*.py"))
+    assert source.count("LOG_INTERVAL_SECONDS =") == 1 and "PLAIN_PROGRESS_SECONDS" not in source
+
+
+def test_extract_log_lines_count_clips_with_an_estimate_for_unprobed_videos(every_line, capsys) -> None:
+    now = [0.0]
+    with ExtractProgress("extract", clock=lambda: now[0]) as view:
+        view(RunStarted(videos=4, to_do=4, skipped=0, workers=1, device="cpu"))
+        now[0] = 10.0  # one video of 10 clips probed, three to go: 10 + 3 x 10 expected
+        view(ClipProgress(computed=5, expected=10, probed=1, unprobed=3))
+        now[0] = 20.0
+        view(ClipProgress(computed=10, expected=10, probed=1, unprobed=3))
+        view(VideoEnded("a", "done", 10))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "extract: 4 videos, 0 already done, 4 to do on cpu with 1 decoding worker."
+    # 5 clips in 10 s: 35 more at 0.5 clips/s is 70 s
+    assert lines[1] == "extract: 5/40 clips, 4 videos to go, 0.5 clips/s, ETA 00:01:10"
+    assert lines[2] == "extract: 10/40 clips, 4 videos to go, 0.5 clips/s, ETA 00:01:00"
+    assert lines[3] == "extract: 10/40 clips, 3 videos to go, 0.5 clips/s, ETA 00:01:00"
+
+
+def test_a_failed_video_and_a_video_without_clips_are_named_as_they_end(capsys) -> None:
+    with ExtractProgress("extract") as view:
+        view(RunStarted(videos=2, to_do=2, skipped=0, workers=2, device="cpu"))
+        view(VideoEnded("short", "no clips", 0))
+        view(VideoEnded("bad", "failed", 0, "bad.mp4 cannot be opened as a video (Invalid data)."))
+    err = capsys.readouterr().err
+    assert "short: shorter than one clip, saved as 0 clips" in err
+    assert "bad: bad.mp4 cannot be opened as a video (Invalid data)." in err
+
+
+def test_data_steps_print_their_first_and_last_item_in_logs(capsys) -> None:
+    with StepProgress("Probing") as on_progress:
+        for done in (1, 2, 3):
+            on_progress(StepEvent(done, 3, f"v{done}.mp4"))
+    assert capsys.readouterr().err.splitlines() == ["Probing 3/3 (v3.mp4)"]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("progress-videos")
+    make_video(folder / "clip.mp4", frames=34, fps=30)
+    make_video(folder / "short.mp4", frames=10, fps=30)
+    (folder / "empty.mp4").write_bytes(b"")
+    return folder
+
+
+def test_a_dry_run_summary_names_clipless_videos_and_says_nothing_of_a_model_or_failures_jsonl(
+    videos: Path, tmp_path: Path
+) -> None:
+    result = invoke("extract", videos, "-o", tmp_path / "out", "--dry-run", "--device", "cpu", "-j", "0")
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "1 checked (dry run), 0 skipped, 1 with no clips, 1 failed · 1 clip in" in text
+    assert "Shorter than one clip (saved as 0 clips): short" in text
+    assert "waited" not in text and "network" not in text
+    # an empty file never decodes: no advice to rerun, and no failures.jsonl in a dry run
+    assert "1 video failed, listed above. They cannot be decoded as they are" in text
+    assert "Rerun" not in text and "failures.jsonl" not in text
+
+
+def test_a_real_run_says_how_long_the_model_waited_for_frames(videos: Path, r3d_checkpoint: Path, tmp_path) -> None:
+    clip = tmp_path / "in" / "clip.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes((videos / "clip.mp4").read_bytes())
+    result = invoke("extract", clip.parent, "-o", tmp_path / "out", "--local", r3d_checkpoint, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "1 done, 0 skipped, 0 with no clips, 0 failed · 1 clip in" in result.output
+    assert "the model waited for decoded frames" in result.output
+
+
+def test_help_and_models_list_import_neither_torch_nor_the_data_libraries() -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from tsp_cli.cli.app import app\n"
+        "for args in (['--help'], ['extract', '--help'], ['merge', '--help'], ['models', 'list']):\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+        "heavy = sorted({'torch', 'torchvision', 'av', 'h5py', 'pandas', 'rich.progress'} & set(sys.modules))\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
