@@ -43,6 +43,8 @@ def video_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
         (["{videos}", "--local", "{ckpt}", "--backbone", "r2plus1d_34"], "holds a r3d_18 backbone, not r2plus1d_34"),
         (["{videos}", "--local", "{videos}/missing.pth"], "does not exist"),
+        (["{videos}", "--local", "{videos}"], "is a folder; give the checkpoint file itself as --local"),
+        (["{videos}", "--local", "{videos}/clip.mp4"], "is not a PyTorch checkpoint"),
         (["{videos}", "--checkpoint", "r3d_18-tsp_on_activitynett"], "r3d_18-tsp_on_activitynet"),
         (["{videos}", "--local", "{ckpt}", "--device", "cuda:0"], "no CUDA GPU is available"),
         (["{videos}", "--local", "{ckpt}", "--device", "tpu"], "not a device"),
