@@ -119,3 +119,35 @@ def test_the_export_targets_the_cli_offers_are_the_ones_the_core_knows() -> None
     from tsp_cli.data.export import TARGETS
 
     assert TARGET_NAMES == TARGETS
+
+
+COMMANDS = [
+    [],
+    ["extract"],
+    ["status"],
+    ["merge"],
+    ["inspect"],
+    ["metadata"],
+    ["standardize"],
+    ["export"],
+    ["models"],
+    ["models", "list"],
+    ["models", "download"],
+    ["models", "path"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "tsp")
+def test_every_command_takes_h_and_its_help_shows_no_bool_or_lowercase_placeholders(command) -> None:
+    import re
+
+    short, long = invoke(*command, "-h"), invoke(*command, "--help")
+    assert short.exit_code == 0 and short.output == long.output
+    assert "<bool>" not in short.output and "<list[" not in short.output
+    usage = next(line for line in short.output.splitlines() if "Usage:" in line)
+    assert not re.search(r"\{[a-z]", usage) and "...}" not in usage, usage
+
+
+def test_extract_help_says_how_resume_and_failures_work() -> None:
+    text = " ".join(invoke("extract", "-h").output.split())
+    assert "skipped" in text and "run again" in text and "failures.jsonl" in text

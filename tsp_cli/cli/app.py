@@ -10,8 +10,26 @@ import typer
 from tsp_cli import __version__
 from tsp_cli.cli import data, export, extract, models, status
 
+
+def _tidy_help_types() -> None:
+    """Show value types in help only where a value is typed: not ``<bool>`` on every flag, nor
+    ``<list[Path]>`` beside an argument whose name (VIDEOS, OUT_DIR) already says what it is."""
+    from typer.core import TyperArgument, TyperOption
+
+    option_type = TyperOption.display_type_rich
+
+    def option_display_type(self: TyperOption, ctx):
+        return None if self.is_flag else option_type(self, ctx)
+
+    TyperOption.display_type_rich = option_display_type  # type: ignore[method-assign]
+    TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+
+
+_tidy_help_types()
+
 app = typer.Typer(
     name="tsp",
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Extract TSP/TAC clip features from videos, exactly as the reference recipe, in one pass per video.",
     no_args_is_help=True,
     add_completion=False,

@@ -133,7 +133,9 @@ def _list_missing(missing: list[str]) -> None:
 
 @handles_errors
 def inspect(
-    path: Annotated[Path, typer.Argument(help="A merged HDF5 file, or a folder of .npy/.pkl feature files.")],
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="A merged HDF5 file, or a folder of .npy/.pkl feature files.")
+    ],
     json_output: JsonOption = False,
 ) -> None:
     """Show the videos, rows, width, dtype, attributes and any NaN/inf of a feature file or folder.
@@ -230,7 +232,7 @@ def _short(value: Any) -> str:
 @handles_errors
 def metadata(
     videos: Annotated[
-        list[Path], typer.Argument(metavar="VIDEOS...", help="Video folders (searched recursively) and/or files.")
+        list[Path], typer.Argument(metavar="VIDEOS", help="Video folders (searched recursively) and/or files.")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The CSV to write.")],
     workers: WorkersOption = None,

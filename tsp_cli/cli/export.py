@@ -45,7 +45,9 @@ def export(
     videos: Annotated[
         list[Path] | None,
         typer.Option(
-            "--videos", help="Video folder or file your annotations hold (repeatable), instead of --metadata."
+            "--videos",
+            metavar="<path>",
+            help="Video folder or file your annotations hold (repeatable), instead of --metadata.",
         ),
     ] = None,
     overwrite: Annotated[

@@ -131,7 +131,8 @@ _EXTRACT_EXIT_CODES: dict[type[TspError], int] = {DownloadError: EXIT_CANNOT_STA
 @handles_errors(exit_codes=_EXTRACT_EXIT_CODES)
 def extract(
     videos: Annotated[
-        list[Path], typer.Argument(help="Video files and/or folders (searched recursively).", show_default=False)
+        list[Path],
+        typer.Argument(metavar="VIDEOS", help="Video files and/or folders (searched recursively).", show_default=False),
     ],
     output: Annotated[
         Path,
