@@ -151,3 +151,17 @@ def test_every_command_takes_h_and_its_help_shows_no_bool_or_lowercase_placehold
 def test_extract_help_says_how_resume_and_failures_work() -> None:
     text = " ".join(invoke("extract", "-h").output.split())
     assert "skipped" in text and "run again" in text and "failures.jsonl" in text
+
+
+@pytest.mark.parametrize("columns", [80, 120, 200])
+def test_models_list_fits_the_terminal_without_cutting_a_word(columns: int, tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "COLUMNS": str(columns), "TSP_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "tsp_cli", "models", "list"], capture_output=True, text=True, env=env, check=True
+    )
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= columns for line in lines) and "…" not in result.stdout
+    assert any(line.split()[:2] == ["r2plus1d_34-tsp_on_activitynet", "r2plus1d_34"] for line in lines if line.strip())
+    assert ("ActivityNet" in result.stdout) == (columns >= 100)

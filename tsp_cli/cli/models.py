@@ -35,7 +35,9 @@ def list_models(json_output: JsonOption = False) -> None:
     if json_output:
         out.out(json.dumps(rows, indent=2), highlight=False)
         return
-    out.print(_table(rows))
+    out.print(_table(rows, out.width))
+    if out.width < _WIDTH_FOR_DESCRIPTIONS:
+        err.print("A wider terminal shows more columns; --json shows everything.")
     err.print(f"Cache folder: {escape(str(settings.cache_dir()))}")
 
 
@@ -63,13 +65,25 @@ def _describe(checkpoint: Checkpoint) -> dict[str, Any]:
     }
 
 
-def _table(rows: list[dict[str, Any]]) -> Table:
+#: Terminal widths from which the table adds the pretraining and dataset, then the description.
+_WIDTH_FOR_DATASETS, _WIDTH_FOR_DESCRIPTIONS = 100, 160
+
+
+def _table(rows: list[dict[str, Any]], width: int) -> Table:
+    """As many columns as the terminal's ``width`` holds whole: the name is what users copy, never cut."""
+    from rich import box
     from rich.table import Table
 
-    table = Table()
-    table.add_column("Name", no_wrap=True)  # the one thing users copy: never cut it
-    for heading in ("Backbone", "Pretraining", "Dataset", "Description", "Cached"):
-        table.add_column(heading)
+    with_datasets, with_descriptions = width >= _WIDTH_FOR_DATASETS, width >= _WIDTH_FOR_DESCRIPTIONS
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Name", no_wrap=True)
+    table.add_column("Backbone", no_wrap=True)
+    if with_datasets:
+        table.add_column("Pretraining", no_wrap=True)
+        table.add_column("Dataset", no_wrap=True)
+    if with_descriptions:
+        table.add_column("Description")
+    table.add_column("Cached", no_wrap=True)
     table.add_column("Size", justify="right", no_wrap=True)
     for row in rows:
         if row["cached"]:
@@ -78,15 +92,13 @@ def _table(rows: list[dict[str, Any]]) -> Table:
             cached = "[red]damaged[/] (download --force)"
         else:
             cached = "no"
-        table.add_row(
-            escape(row["name"]),
-            row["backbone"],
-            row["pretraining"] or "-",
-            escape(row["dataset"] or "-"),
-            escape(row["description"]),
-            cached,
-            _human_size(row["size_bytes"]) if row["cached"] else "",
-        )
+        cells = [escape(row["name"]), row["backbone"]]
+        if with_datasets:
+            cells += [row["pretraining"] or "-", escape(row["dataset"] or "-")]
+        if with_descriptions:
+            cells.append(escape(row["description"]))
+        cells += [cached, _human_size(row["size_bytes"]) if row["cached"] else ""]
+        table.add_row(*cells)
     return table
 
 
