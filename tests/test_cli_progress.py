@@ -165,3 +165,18 @@ def test_models_list_fits_the_terminal_without_cutting_a_word(columns: int, tmp_
     assert all(len(line) <= columns for line in lines) and "…" not in result.stdout
     assert any(line.split()[:2] == ["r2plus1d_34-tsp_on_activitynet", "r2plus1d_34"] for line in lines if line.strip())
     assert ("ActivityNet" in result.stdout) == (columns >= 100)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--backbone", "resnet50"], "'resnet50' is not one of 'r2plus1d_34', 'r2plus1d_18', 'r3d_18'."),
+        (["--stride", "0"], "Invalid value for '--stride': must be at least 1."),
+        (["--stride", "x"], "Invalid value for '--stride': must be a whole number."),
+    ],
+)
+def test_a_bad_option_value_is_refused_in_plain_words_not_pydantics(option, message, tmp_path: Path) -> None:
+    result = invoke("extract", tmp_path, "-o", tmp_path / "out", *option)
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and message in text, result.output
+    assert "Value error" not in text and "Input should be" not in text

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, WorkersOption, err, handles_errors, out
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, WorkersOption, count, err, handles_errors, out
 from tsp_cli.cli.progress import StepProgress
 from tsp_cli.errors import MissingVideosError, UsageError
 
@@ -100,8 +100,11 @@ def merge(
             raise
     if result.missing:
         _list_missing(result.missing)
-        err.print(f"[yellow]Merged without {len(result.missing)} missing videos (--allow-missing).[/]")
-    out.print(f"Merged {result.videos} videos ({result.rows} rows × {result.width}) into {escape(str(result.output))}.")
+        err.print(f"[yellow]Merged without {count(len(result.missing), 'missing video')} (--allow-missing).[/]")
+    out.print(
+        f"Merged {count(result.videos, 'video')} ({count(result.rows, 'row')} × {result.width}) "
+        f"into {escape(str(result.output))}."
+    )
 
 
 def _expected_videos(metadata: Path | None, videos: Path | None) -> dict[str, VideoTiming | None] | None:
@@ -155,9 +158,12 @@ def inspect(
             out.print(_videos_table(summary))
     problems = []
     if summary.videos_with_non_finite:
-        problems.append(f"NaN or infinite values in {len(summary.videos_with_non_finite)} videos")
+        problems.append(f"NaN or infinite values in {count(len(summary.videos_with_non_finite), 'video')}")
     if summary.unexpected:
-        problems.append(f"the root holds {len(summary.unexpected)} items that are not per-video feature datasets")
+        problems.append(
+            f"the root holds {count(len(summary.unexpected), 'item')} that {'is' if len(summary.unexpected) == 1 else 'are'} "
+            "not per-video feature datasets"
+        )
     if problems:
         err.print(f"[bold red]Problem:[/] {'; '.join(problems)}.")
         raise typer.Exit(EXIT_ITEMS_FAILED)
@@ -236,20 +242,23 @@ def metadata(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The CSV to write.")],
     workers: WorkersOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the CSV if it exists.")] = False,
 ) -> None:
     """Write the metadata CSV of the reference's data step 4: filename,video-duration,fps,video-frames."""
     from tsp_cli.data import metadata as metadata_csv
     from tsp_cli.pipeline.inputs import find_videos
 
+    metadata_csv.check_csv_output(output, overwrite=overwrite)  # before probing: a refusal costs nothing
     found = find_videos(videos)
     if not found:
         raise UsageError(f"No videos found in {', '.join(map(str, videos))}.")
     with StepProgress("Probing") as on_progress:
         rows, failures = metadata_csv.collect_metadata(found, workers=_workers(workers), on_progress=on_progress)
-    metadata_csv.write_metadata_csv(rows, output)
-    out.print(f"Wrote {len(rows)} videos to {escape(str(output))}.")
+    metadata_csv.write_metadata_csv(rows, output, overwrite=overwrite)
+    out.print(f"Wrote {count(len(rows), 'video')} to {escape(str(output))}.")
     if failures:
-        _report_failures(f"{len(failures)} videos could not be read and are not in the CSV:", failures)
+        heading = f"{count(len(failures), 'video')} could not be read and {'is' if len(failures) == 1 else 'are'} not in the CSV:"
+        _report_failures(heading, failures)
 
 
 # --- tsp standardize ---------------------------------------------------------------------------
@@ -271,7 +280,11 @@ def standardize(
     jobs = standardizing.plan_jobs(source, out_dir)
     with StepProgress("Re-encoding") as on_progress:
         result = standardizing.standardize_all(jobs, fps=rate, workers=_workers(workers), on_progress=on_progress)
-    already = f"; {len(result.skipped)} were already there" if result.skipped else ""
-    out.print(f"Re-encoded {len(result.written)} videos to {rate} fps in {escape(str(out_dir))}{already}.")
+    skipped = len(result.skipped)
+    already = f"; {skipped} {'was' if skipped == 1 else 'were'} already there" if skipped else ""
+    out.print(
+        f"Re-encoded {count(len(result.written), 'video')} to {standardizing.describe_fps(rate)} fps "
+        f"in {escape(str(out_dir))}{already}."
+    )
     if result.failures:
-        _report_failures(f"{len(result.failures)} videos could not be re-encoded:", result.failures)
+        _report_failures(f"{count(len(result.failures), 'video')} could not be re-encoded:", result.failures)

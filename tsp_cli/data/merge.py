@@ -146,10 +146,19 @@ def read_extraction(folder: Path) -> Extraction:
     return Extraction(manifest=store.read_manifest(folder), records=store.read_video_records(folder))
 
 
+#: File endings that name an HDF5 file; a merge into another ending (``m.npy``) is refused.
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+
+
 def check_output(output: Path, *, overwrite: bool) -> None:
     """Refuse to replace an existing file unless asked: a merged file may take long to rebuild."""
     if Path(output).is_dir():
         raise UsageError(f"{output} is a folder; give the path of the HDF5 file to write.")
+    suffix = Path(output).suffix.lower()
+    if suffix and suffix not in HDF5_SUFFIXES:
+        raise UsageError(
+            f"{output} ends in {suffix}, but merge writes one HDF5 file; name it {Path(output).with_suffix('.h5').name}."
+        )
     if Path(output).exists() and not overwrite:
         raise UsageError(f"{output} already exists; pass --overwrite to replace it.")
 

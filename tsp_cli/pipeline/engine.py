@@ -10,7 +10,6 @@ network, and writes each video's features atomically as soon as its last clip is
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import threading
 import time
@@ -26,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tsp_cli import __version__
+from tsp_cli.atomic import folder_problem
 from tsp_cli.errors import OutputError, UsageError
 from tsp_cli.models.registry import FEATURE_DIM
 from tsp_cli.parallel import default_workers
@@ -489,19 +489,11 @@ class ExtractionPlan:
 
 def _check_output_folder(out_dir: Path) -> None:
     """Refuse an output folder that cannot be written, without creating it: a refused command leaves nothing behind."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"Output {out_dir} is a file; give a folder as `out_dir`.", parameter="out_dir")
-    existing = out_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
+    problem = folder_problem(out_dir)
+    if problem is not None:
         raise UsageError(
-            f"Cannot create the output folder {out_dir} ({existing} is a file); give another `out_dir`.",
-            parameter="out_dir",
+            f"Cannot use the output folder {out_dir} ({problem}); give another `out_dir`.", parameter="out_dir"
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = "output folder" if existing == out_dir else "folder"
-        raise UsageError(f"The {what} {existing} is not writable; give another `out_dir`.", parameter="out_dir")
 
 
 def _create_output_folder(out_dir: Path) -> None:
