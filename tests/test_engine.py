@@ -486,7 +486,7 @@ def test_a_full_disk_stops_the_run_with_one_sentence_and_keeps_finished_videos(
 def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(videos: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UsageError, match=r"Cannot create the output folder .* is a file"):
+    with pytest.raises(UsageError, match=r"Cannot use the output folder .* is a file, not a folder"):
         extract_features([videos], blocker / "out", dry_run=True, device="cpu")
 
 
