@@ -169,6 +169,18 @@ def claim_output_folder(out_dir: Path, settings: dict[str, Any], versions: dict[
         return _claim(Path(out_dir), settings, versions)
 
 
+def _difference(key: str, recorded: dict[str, Any], settings: dict[str, Any]) -> str:
+    """One differing setting in words; checkpoints by file name, with enough of the hash to tell them apart."""
+    if key == "checkpoint_sha256":
+
+        def checkpoint(values: dict[str, Any]) -> str:
+            digest = str(values.get("checkpoint_sha256") or "")[:12]
+            return f"{values.get('checkpoint', 'a checkpoint')} (SHA-256 {digest}…)"
+
+        return f"checkpoint {checkpoint(recorded)} there vs {checkpoint(settings)} now"
+    return f"{key} {recorded.get(key)!r} there vs {settings.get(key)!r} now"
+
+
 def _claim(out_dir: Path, settings: dict[str, Any], versions: dict[str, str]) -> list[str]:
     existing = read_manifest(out_dir)
     if existing is None:
@@ -179,7 +191,7 @@ def _claim(out_dir: Path, settings: dict[str, Any], versions: dict[str, str]) ->
     recorded = existing.get("settings", {})
     differing = [key for key in FEATURE_SETTINGS if recorded.get(key) != settings.get(key)]
     if differing:
-        details = ", ".join(f"{key} {recorded.get(key)!r} there vs {settings.get(key)!r} now" for key in differing)
+        details = ", ".join(_difference(key, recorded, settings) for key in differing)
         raise UsageError(f"{out_dir} holds features made with other settings ({details}); use another --output folder.")
     old_versions = existing.get("versions", {})
     return [
