@@ -527,3 +527,20 @@ def test_metadata_rows_without_a_usable_fps_or_frame_count_are_named(tmp_path: P
         UsageError, match=r"no usable fps or video-frames on line 3 \(x.mp4\), line 4 \(x.mp4\), line 5 \(x.mp4\)"
     ):
         collect_jobs([tmp_path / "v"], csv)
+
+
+def test_records_and_manifest_name_their_times_alike_and_old_failure_records_still_read(
+    videos: Path, tmp_path: Path, tiny_network
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    store.claim_output_folder(out, {"stride": 4}, {})
+    store.record_video(out, {"video": "a"})
+    store.record_failure(out, "b", "b.mp4", "broken")
+    store.append_jsonl(out / store.FAILURES_NAME, {"video": "c", "path": "c.mp4", "error": "old", "time": 12.5})
+    manifest = store.read_manifest(out)
+    assert manifest is not None and isinstance(manifest["created_at"], float)
+    assert isinstance(store.read_video_records(out)["a"]["finished_at"], float)
+    failures = store.read_failures(out)
+    assert isinstance(failures["b"]["failed_at"], float) and "time" not in failures["b"]
+    assert failures["c"]["failed_at"] == 12.5  # written before the rename: still understood
