@@ -386,3 +386,19 @@ def test_a_merge_into_a_name_of_another_format_is_refused(tmp_path) -> None:
         result.output.split()
     )
     assert not (tmp_path / "m.npy").exists()
+
+
+def test_a_video_of_many_thousand_clips_keeps_every_start_time(tmp_path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    # 3 h at 30 fps, dense stride: 161,985 clips, far past the ~8,000 an object header holds
+    num_frames = 3 * 3600 * 30
+    manifest = {**MANIFEST, "settings": {**MANIFEST["settings"], "stride": 1}}
+    starts = clip_start_times(30.0, num_frames, clip_len=16, frame_rate=15.0, stride=1)
+    np.save(folder / "long.npy", np.zeros((len(starts), 4), np.float32))
+    (folder / "tsp-manifest.json").write_text(json.dumps(manifest))
+    (folder / "videos.jsonl").write_text(json.dumps({"video": "long", "fps": 30.0, "num_frames": num_frames}) + "\n")
+    merge.merge_features(folder, tmp_path / "f.h5")
+    with h5py.File(tmp_path / "f.h5") as h5:
+        assert len(starts) > 100_000
+        np.testing.assert_array_equal(h5["long"].attrs["clip_start_times"], starts)

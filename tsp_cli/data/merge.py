@@ -33,8 +33,9 @@ FEATURE_SUFFIXES = (".npy", ".pkl")
 DEFAULT_COMPRESSION_LEVEL = 1
 #: 512 rows of 512 float32 make 1 MiB chunks: a typical video is one chunk, read in one go.
 MAX_CHUNK_ROWS = 512
-#: HDF5 keeps attributes in the object header, which holds at most 64 KiB.
-MAX_START_TIMES_IN_ATTRIBUTE = 8000
+#: The oldest HDF5 format the file may use: 1.8 (2008) stores large attributes outside the object
+#: header (whose 64 KiB held only ~8,000 start times), so every video gets its ``clip_start_times``.
+HDF5_LIBVER = ("v108", "latest")
 #: The manifest settings that describe how rows were computed, copied to the file's attributes.
 CLIP_SETTINGS = ("clip_len", "frame_rate", "stride")
 
@@ -70,7 +71,7 @@ class Extraction:
         return attributes
 
     def video_attributes(self, video: str, rows: int, timing: VideoTiming | None = None) -> dict[str, Any]:
-        """What maps row k of ``video`` to time: fps and clip settings, and start times if they fit.
+        """What maps row k of ``video`` to time: fps, clip settings and the start time of every row.
 
         Row k starts at ``indices[k*stride] / fps`` seconds, where ``indices`` are the frames
         resampled to ``frame_rate`` (``k*stride/frame_rate`` when ``fps/frame_rate`` is whole).
@@ -87,7 +88,7 @@ class Extraction:
             attributes["num_frames"] = int(num_frames)
         if fps is not None and num_frames is not None and len(settings) == len(CLIP_SETTINGS):
             starts = clip_start_times(float(fps), int(num_frames), **settings)
-            if len(starts) == rows and rows <= MAX_START_TIMES_IN_ATTRIBUTE:
+            if len(starts) == rows:
                 attributes["clip_start_times"] = starts
         return attributes
 
@@ -207,7 +208,7 @@ def merge_features(
     timings = expected if isinstance(expected, Mapping) else {}
     extraction = read_extraction(folder)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output) as temp, h5py.File(temp, "w") as h5:
+    with atomic_path(output) as temp, h5py.File(temp, "w", libver=HDF5_LIBVER) as h5:
         h5.attrs.update(extraction.file_attributes())
         width, rows = _write_videos(h5, files, extraction, timings, compression_level, on_progress)
     return MergeResult(output=output, videos=len(files), rows=rows, width=width, missing=missing)
