@@ -32,7 +32,7 @@ from tsp_cli.errors import DeviceError, DownloadError, TspError, UsageError
 from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
-    from tsp_cli.pipeline.engine import RunSummary
+    from tsp_cli.pipeline.engine import ExtractionPlan, RunSummary
     from tsp_cli.pipeline.fanout import FanoutResult
     from tsp_cli.pipeline.sharding import Shard
 
@@ -122,6 +122,21 @@ class _Request:
     precision: str
     offline: bool
     report: Path | None
+
+    def plan(self, shard: Shard, device: str | None) -> ExtractionPlan:
+        """Validate the request and list ``shard``'s videos, before anything slow."""
+        from tsp_cli.pipeline.engine import plan_extraction
+
+        return plan_extraction(
+            self.videos,
+            self.output,
+            stride=self.stride,
+            clip_len=self.clip_len,
+            frame_rate=self.frame_rate,
+            metadata=self.metadata,
+            shard=shard,
+            device=device,
+        )
 
 
 #: A checkpoint that cannot be downloaded stops ``extract`` before any video: nothing started (2).
@@ -257,19 +272,10 @@ def extract(
 def _extract_on_one_device(request: _Request, shard: str | None, device: str | None) -> int:
     """Run one shard (all videos without ``--shard``) in this process; returns the exit code."""
     from tsp_cli.cli.progress import ExtractProgress
-    from tsp_cli.pipeline.engine import plan_extraction, run_extraction
+    from tsp_cli.pipeline.engine import run_extraction
 
     shard_spec, device, launcher = _choose_shard(shard, device)
-    plan = plan_extraction(
-        request.videos,
-        request.output,
-        stride=request.stride,
-        clip_len=request.clip_len,
-        frame_rate=request.frame_rate,
-        metadata=request.metadata,
-        shard=shard_spec,
-        device=device,
-    )
+    plan = request.plan(shard_spec, device)
     checkpoint_path, checkpoint_name, backbone_name = None, None, request.backbone
     if not request.dry_run:
         checkpoint_path, checkpoint_name, backbone_name = _resolve_checkpoint(
@@ -380,18 +386,10 @@ def _extract_on_devices(request: _Request, devices: str) -> int:
     """Run one shard per device in child processes, show their progress, and return their worst exit code."""
     from tsp_cli.cli.progress import ShardsProgress
     from tsp_cli.pipeline import fanout
-    from tsp_cli.pipeline.engine import plan_extraction
+    from tsp_cli.pipeline.sharding import Shard
 
     device_list = _checked_devices(devices)
-    plan = plan_extraction(
-        request.videos,
-        request.output,
-        stride=request.stride,
-        clip_len=request.clip_len,
-        frame_rate=request.frame_rate,
-        metadata=request.metadata,
-        device=device_list[0],
-    )
+    plan = request.plan(Shard(), device_list[0])  # every video: the children split them
     arguments = (
         []
         if request.dry_run
