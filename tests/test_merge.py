@@ -340,7 +340,7 @@ def test_inspect_flags_nan_and_foreign_root_items(tmp_path):
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["videos_with_non_finite"] == ["bad"] and report["unexpected"] == ["extra"]
-    assert "NaN or infinite values in 1 videos" in said(result)
+    assert "NaN or infinite values in 1 video" in said(result)
 
 
 def test_inspect_refuses_what_is_not_features(tmp_path):
@@ -372,3 +372,33 @@ def test_legacy_files_named_by_the_reference_count_for_dotted_videos(tmp_path):
     assert result.exit_code == 1
     assert "1 of 2 expected videos have no features" in said(result)
     assert "c.d" in result.stdout and "a.b" not in result.stdout
+
+
+def test_a_merge_into_a_name_of_another_format_is_refused(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from tsp_cli.cli.app import app
+
+    (tmp_path / "out").mkdir()
+    np.save(tmp_path / "out" / "a.npy", np.zeros((2, 512), np.float32))
+    result = CliRunner().invoke(app, ["merge", str(tmp_path / "out"), str(tmp_path / "m.npy")])
+    assert result.exit_code == 2 and "m.npy ends in .npy, but merge writes one HDF5 file; name it m.h5" in " ".join(
+        result.output.split()
+    )
+    assert not (tmp_path / "m.npy").exists()
+
+
+def test_a_video_of_many_thousand_clips_keeps_every_start_time(tmp_path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    # 3 h at 30 fps, dense stride: 161,985 clips, far past the ~8,000 an object header holds
+    num_frames = 3 * 3600 * 30
+    manifest = {**MANIFEST, "settings": {**MANIFEST["settings"], "stride": 1}}
+    starts = clip_start_times(30.0, num_frames, clip_len=16, frame_rate=15.0, stride=1)
+    np.save(folder / "long.npy", np.zeros((len(starts), 4), np.float32))
+    (folder / "tsp-manifest.json").write_text(json.dumps(manifest))
+    (folder / "videos.jsonl").write_text(json.dumps({"video": "long", "fps": 30.0, "num_frames": num_frames}) + "\n")
+    merge.merge_features(folder, tmp_path / "f.h5")
+    with h5py.File(tmp_path / "f.h5") as h5:
+        assert len(starts) > 100_000
+        np.testing.assert_array_equal(h5["long"].attrs["clip_start_times"], starts)

@@ -33,8 +33,9 @@ FEATURE_SUFFIXES = (".npy", ".pkl")
 DEFAULT_COMPRESSION_LEVEL = 1
 #: 512 rows of 512 float32 make 1 MiB chunks: a typical video is one chunk, read in one go.
 MAX_CHUNK_ROWS = 512
-#: HDF5 keeps attributes in the object header, which holds at most 64 KiB.
-MAX_START_TIMES_IN_ATTRIBUTE = 8000
+#: The oldest HDF5 format the file may use: 1.8 (2008) stores large attributes outside the object
+#: header (whose 64 KiB held only ~8,000 start times), so every video gets its ``clip_start_times``.
+HDF5_LIBVER = ("v108", "latest")
 #: The manifest settings that describe how rows were computed, copied to the file's attributes.
 CLIP_SETTINGS = ("clip_len", "frame_rate", "stride")
 
@@ -70,7 +71,7 @@ class Extraction:
         return attributes
 
     def video_attributes(self, video: str, rows: int, timing: VideoTiming | None = None) -> dict[str, Any]:
-        """What maps row k of ``video`` to time: fps and clip settings, and start times if they fit.
+        """What maps row k of ``video`` to time: fps, clip settings and the start time of every row.
 
         Row k starts at ``indices[k*stride] / fps`` seconds, where ``indices`` are the frames
         resampled to ``frame_rate`` (``k*stride/frame_rate`` when ``fps/frame_rate`` is whole).
@@ -87,7 +88,7 @@ class Extraction:
             attributes["num_frames"] = int(num_frames)
         if fps is not None and num_frames is not None and len(settings) == len(CLIP_SETTINGS):
             starts = clip_start_times(float(fps), int(num_frames), **settings)
-            if len(starts) == rows and rows <= MAX_START_TIMES_IN_ATTRIBUTE:
+            if len(starts) == rows:
                 attributes["clip_start_times"] = starts
         return attributes
 
@@ -146,10 +147,19 @@ def read_extraction(folder: Path) -> Extraction:
     return Extraction(manifest=store.read_manifest(folder), records=store.read_video_records(folder))
 
 
+#: File endings that name an HDF5 file; a merge into another ending (``m.npy``) is refused.
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+
+
 def check_output(output: Path, *, overwrite: bool) -> None:
     """Refuse to replace an existing file unless asked: a merged file may take long to rebuild."""
     if Path(output).is_dir():
         raise UsageError(f"{output} is a folder; give the path of the HDF5 file to write.")
+    suffix = Path(output).suffix.lower()
+    if suffix and suffix not in HDF5_SUFFIXES:
+        raise UsageError(
+            f"{output} ends in {suffix}, but merge writes one HDF5 file; name it {Path(output).with_suffix('.h5').name}."
+        )
     if Path(output).exists() and not overwrite:
         raise UsageError(f"{output} already exists; pass --overwrite to replace it.")
 
@@ -198,7 +208,7 @@ def merge_features(
     timings = expected if isinstance(expected, Mapping) else {}
     extraction = read_extraction(folder)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output) as temp, h5py.File(temp, "w") as h5:
+    with atomic_path(output) as temp, h5py.File(temp, "w", libver=HDF5_LIBVER) as h5:
         h5.attrs.update(extraction.file_attributes())
         width, rows = _write_videos(h5, files, extraction, timings, compression_level, on_progress)
     return MergeResult(output=output, videos=len(files), rows=rows, width=width, missing=missing)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tsp_cli.atomic import atomic_path
+from tsp_cli.atomic import atomic_path, folder_problem
 from tsp_cli.data.progress import Failure, Progress, ProgressCallback
 from tsp_cli.errors import TspError, UsageError
 from tsp_cli.parallel import map_isolating_crashes
@@ -74,9 +74,24 @@ def collect_metadata(
     return rows, failures
 
 
-def write_metadata_csv(rows: Iterable[MetadataRow], output: Path) -> None:
+def check_csv_output(output: Path, *, overwrite: bool = False) -> None:
+    """Refuse a CSV path that cannot be written, or an existing CSV unless ``overwrite``; before any probing."""
+    output = Path(output)
+    if output.is_dir():
+        raise UsageError(
+            f"{output} is a folder; give the path of the CSV file to write, such as {output / 'metadata.csv'}."
+        )
+    problem = folder_problem(output.parent)
+    if problem is not None:
+        raise UsageError(f"Cannot write the CSV {output} ({problem}); give another path.")
+    if output.exists() and not overwrite:
+        raise UsageError(f"{output} already exists; pass `overwrite` to replace it.", parameter="overwrite")
+
+
+def write_metadata_csv(rows: Iterable[MetadataRow], output: Path, *, overwrite: bool = False) -> None:
     """Write the CSV atomically; floats as Python's shortest repr, like the reference's pandas."""
     output = Path(output)
+    check_csv_output(output, overwrite=overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as temp, temp.open("w", newline="") as file:
         writer = csv.writer(file, lineterminator="\n")

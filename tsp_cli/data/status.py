@@ -93,7 +93,12 @@ class FolderStatus:
             "shards": [vars(row) for row in self.shards],
             "shards_with_work_left": self.shards_with_work_left,
             "failures": [
-                {"video": name, "error": record.get("error"), "shard": record.get("shard"), "time": record.get("time")}
+                {
+                    "video": name,
+                    "error": record.get("error"),
+                    "shard": record.get("shard"),
+                    "failed_at": record.get("failed_at"),
+                }
                 for name, record in self.failed.items()
             ],
             "missing_videos": self.missing,

@@ -56,10 +56,15 @@ class FrameChunk:
 
 @dataclass
 class VideoFinished:
-    """The video is done; ``error`` says why it failed, if it did (its earlier clips are void)."""
+    """The video is done; ``error`` says why it failed, if it did (its earlier clips are void).
+
+    ``retryable``: whether trying again may help. A :class:`VideoError` is the file itself (not a
+    video, no stream, breaks at the same frame every time), so it is not; anything unexpected is.
+    """
 
     job: int
     error: str | None = None
+    retryable: bool = True
     decoded_frames: int = 0
 
 
@@ -217,6 +222,6 @@ def video_messages(
             yield assembler.take_chunk()
         yield VideoFinished(job_index, decoded_frames=decoded)
     except VideoError as error:
-        yield VideoFinished(job_index, error=str(error), decoded_frames=decoded)
+        yield VideoFinished(job_index, error=str(error), retryable=False, decoded_frames=decoded)
     except Exception as error:  # a damaged file must never stop the other videos
         yield VideoFinished(job_index, error=f"{job.path}: {type(error).__name__}: {error}", decoded_frames=decoded)

@@ -50,9 +50,15 @@ def _list_some(items: Sequence[str], limit: int = 3) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
+def _is_hidden(relative: Path) -> bool:
+    """A dot file or one in a dot folder: macOS ``._x.mp4`` resource forks, ``.Trash``, editors' copies."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
 def find_videos(paths: Iterable[Path]) -> list[VideoFile]:
     """Every video under the given folders (recursively, by file ending, sorted by relative path)
-    plus the files given (whatever their ending), each once.
+    plus the files given (whatever their ending), each once. Hidden files and folders under a
+    folder given are skipped (macOS ``._*`` files are no videos); a hidden file named itself is kept.
 
     A path that does not exist is a :class:`UsageError`: a typo must not silently shorten a run.
     """
@@ -63,7 +69,11 @@ def find_videos(paths: Iterable[Path]) -> list[VideoFile]:
     videos: dict[Path, VideoFile] = {}
     for root in paths:
         if root.is_dir():
-            found = [p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+            found = [
+                p
+                for p in root.rglob("*")
+                if p.suffix.lower() in VIDEO_SUFFIXES and not _is_hidden(p.relative_to(root)) and p.is_file()
+            ]
             for path in sorted(found, key=lambda p: p.relative_to(root).as_posix()):
                 videos.setdefault(path.resolve(), VideoFile(path, path.relative_to(root).as_posix()))
         else:
@@ -113,7 +123,12 @@ def jobs_from_metadata(csv_path: Path, inputs: Sequence[Path]) -> list[VideoJob]
     ]
     missing = [str(job.path.relative_to(folder)) for job in jobs if not job.path.is_file()]
     if missing:
-        raise UsageError(f"{len(missing)} video(s) listed in {csv_path} are not in {folder}: {_list_some(missing)}.")
+        listed = (
+            f"{len(missing)} video listed in {csv_path} is"
+            if len(missing) == 1
+            else f"{len(missing)} videos listed in {csv_path} are"
+        )
+        raise UsageError(f"{listed} not in {folder}: {_list_some(missing)}.")
     return jobs
 
 
