@@ -110,6 +110,17 @@ def _scan(paths: Sequence[Path]) -> list[tuple[str, str]]:
     return found
 
 
+def _scan_some(paths: Sequence[Path]) -> list[tuple[str, str]]:
+    """:func:`_scan`, refusing inputs that hold no video at all."""
+    videos = _scan(paths)
+    if not videos:
+        raise UsageError(
+            f"No video files found in {_list_some([str(p) for p in paths])} "
+            f"(looked for {', '.join(sorted(s[1:] for s in VIDEO_SUFFIXES))})."
+        )
+    return videos
+
+
 def find_videos(paths: Iterable[Path]) -> list[VideoFile]:
     """Every video under the given folders (recursively, by file ending, sorted by relative path)
     plus the files given (whatever their ending), each once.
@@ -125,12 +136,7 @@ def _jobs_from_paths(inputs: Sequence[Path], shard: Shard) -> list[VideoJob]:
     The whole list is needed for the order, and names clash across shards, so duplicate names
     are refused over the whole list; paths are built for the shard only.
     """
-    videos = _scan(inputs)
-    if not videos:
-        raise UsageError(
-            f"No video files found in {_list_some([str(p) for p in inputs])} "
-            f"(looked for {', '.join(sorted(s[1:] for s in VIDEO_SUFFIXES))})."
-        )
+    videos = _scan_some(inputs)
     refuse_duplicate_names((output_name(filename), path) for path, filename in videos)
     start, stop = shard.bounds(len(videos))
     return [VideoJob(path=Path(path), name=output_name(filename)) for path, filename in videos[start:stop]]
@@ -197,11 +203,10 @@ def _decode(line: bytes, csv_path: Path) -> str:
         raise UsageError(f"Metadata file {csv_path} is not a readable CSV ({error}).") from None
 
 
-def _csv_slice(csv_path: Path, layout: _CsvRows, start: int, stop: int) -> list[tuple[int, list[str]]]:
-    """``(line number, fields)`` of data rows ``start`` to ``stop``; reading stops at ``stop``."""
-    found: list[tuple[int, list[str]]] = []
+def _csv_rows(csv_path: Path, layout: _CsvRows, start: int, stop: int) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of data rows ``start`` to ``stop``, one at a time; reading stops at ``stop``."""
     if start >= stop:
-        return found
+        return
     if layout.quoted:
         with _open_text(csv_path) as file:
             reader = csv.reader(file)
@@ -210,22 +215,34 @@ def _csv_slice(csv_path: Path, layout: _CsvRows, start: int, stop: int) -> list[
                 if _is_blank(fields):
                     continue
                 if start <= row < stop:
-                    found.append((reader.line_num, fields))
+                    yield reader.line_num, fields
                 row += 1
                 if row >= stop:
-                    break
-        return found
+                    return
+        return
     with csv_path.open("rb") as file:
         row = -1
         for number, line in enumerate(file, start=1):
             if not line.strip():
                 continue
             if start <= row < stop:
-                found.append((number, next(csv.reader([_decode(line, csv_path)]))))
+                yield number, next(csv.reader([_decode(line, csv_path)]))
             row += 1
             if row >= stop:
-                break
-    return found
+                return
+
+
+def _read_layout(csv_path: Path) -> _CsvRows:
+    """The CSV's header and row count, refusing a file without the columns the reference's CSV has."""
+    if not csv_path.is_file():
+        raise UsageError(f"Metadata file {csv_path} does not exist.")
+    layout = _count_rows(csv_path)
+    absent = [c for c in METADATA_COLUMNS if c not in layout.header]
+    if absent:
+        raise UsageError(
+            f"Metadata file {csv_path} lacks the column(s) {', '.join(absent)}; expected {','.join(METADATA_COLUMNS)}."
+        )
+    return layout
 
 
 def _number(text: str) -> float:
@@ -244,18 +261,11 @@ def _jobs_from_metadata(csv_path: Path, inputs: Sequence[Path], shard: Shard) ->
     if len(inputs) != 1 or not Path(inputs[0]).is_dir():
         raise UsageError("--metadata needs exactly one VIDEOS folder, the one its file names are relative to.")
     folder = Path(inputs[0])
-    if not csv_path.is_file():
-        raise UsageError(f"Metadata file {csv_path} does not exist.")
-    layout = _count_rows(csv_path)
-    absent = [c for c in METADATA_COLUMNS if c not in layout.header]
-    if absent:
-        raise UsageError(
-            f"Metadata file {csv_path} lacks the column(s) {', '.join(absent)}; expected {','.join(METADATA_COLUMNS)}."
-        )
+    layout = _read_layout(csv_path)
     column = {name: layout.header.index(name) for name in ("filename", "fps", "video-frames")}
     start, stop = shard.bounds(layout.rows)
     rows: list[tuple[int, str, float, float]] = []
-    for line, fields in _csv_slice(csv_path, layout, start, stop):
+    for line, fields in _csv_rows(csv_path, layout, start, stop):
         if len(fields) > len(layout.header):
             raise UsageError(
                 f"Metadata file {csv_path} is not a readable CSV (line {line} has {len(fields)} fields, "
@@ -316,6 +326,29 @@ def plan_shard_jobs(
     if metadata:
         return _jobs_from_metadata(Path(metadata), paths, shard)
     return _jobs_from_paths(paths, shard)
+
+
+def listed_names(inputs: Sequence[Path | str], metadata: Path | str | None = None) -> list[str]:
+    """The ordered feature names of every shard together, as ``tsp extract`` would list them, without
+    building jobs or checking files: what ``tsp status`` needs to see the whole picture.
+
+    With a metadata CSV its rows are the list (VIDEOS are not needed); duplicates are refused.
+    """
+    if metadata:
+        csv_path = Path(metadata)
+        layout = _read_layout(csv_path)
+        column = layout.header.index("filename")
+        names = [
+            output_name(fields[column]) if column < len(fields) else ""
+            for _, fields in _csv_rows(csv_path, layout, 0, layout.rows)
+        ]
+        refuse_duplicate_names((name, name) for name in names)
+        return names
+    if not inputs:
+        raise UsageError("Give at least one VIDEOS folder or file.")
+    videos = _scan_some([Path(p) for p in inputs])
+    refuse_duplicate_names((output_name(filename), path) for path, filename in videos)
+    return [output_name(filename) for _, filename in videos]
 
 
 def collect_jobs(inputs: Sequence[Path], metadata: Path | None = None) -> list[VideoJob]:
