@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, WorkersOption, err, handles_errors, is_interactive, out
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, WorkersOption, err, handles_errors, is_interactive, out
 from tsp_cli.data import merge as merging
 from tsp_cli.data import metadata as metadata_csv
 from tsp_cli.data import standardize as standardizing
@@ -28,7 +28,7 @@ from tsp_cli.pipeline.inputs import find_videos
 
 #: Without a terminal (cluster logs), one progress line at most this often, plus the last one.
 PLAIN_PROGRESS_SECONDS = 10.0
-#: ``tsp inspect`` lists at most this many videos in its table; ``--json`` lists them all.
+#: ``tsp inspect`` names at most this many videos with NaN (or foreign root items) in its summary table.
 INSPECT_TABLE_ROWS = 20
 
 
@@ -153,57 +153,114 @@ def _list_missing(missing: list[str]) -> None:
 @handles_errors
 def inspect(
     path: Annotated[Path, typer.Argument(help="A merged HDF5 file, or a folder of .npy/.pkl feature files.")],
-    json_output: JsonOption = False,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON Lines for scripts: with --all one object per video, then always one summary object.",
+        ),
+    ] = False,
+    all_videos: Annotated[
+        bool,
+        typer.Option("--all", help="List every video (streamed), not only the first and last few."),
+    ] = False,
 ) -> None:
     """Show the videos, rows, width, dtype, attributes and any NaN/inf of a feature file or folder.
 
-    Exits 1 if a video holds NaN or infinite values, or if the HDF5 root holds anything but
+    Reads one video at a time, so memory does not grow with the file: by default the totals and
+    the first and last few videos, with --all every video as it is read. Exits 1 if a video holds
+    NaN or infinite values, if the HDF5 file holds no videos, or if its root holds anything but
     per-video datasets (downstream loaders iterate the root).
     """
+    on_video = None
+    if all_videos:
+        on_video = _json_line if json_output else _VideoLines()
     with _progress("Reading") as on_progress:
-        summary = merging.inspect_features(path, on_progress=on_progress)
+        summary = merging.inspect_features(path, on_video=on_video, on_progress=on_progress)
     if json_output:
-        out.out(json.dumps(summary.to_json(), indent=2), highlight=False)
+        _json_line(summary)
     else:
         out.print(_summary_table(summary))
-        if summary.videos:
+        if summary.videos and not all_videos:
             out.print(_videos_table(summary))
     problems = []
     if summary.videos_with_non_finite:
-        problems.append(f"NaN or infinite values in {len(summary.videos_with_non_finite)} videos")
+        problems.append(f"NaN or infinite values in {_count(len(summary.videos_with_non_finite), 'video')}")
     if summary.unexpected:
-        problems.append(f"the root holds {len(summary.unexpected)} items that are not per-video feature datasets")
+        problems.append(f"the root holds {_count(len(summary.unexpected), 'item')} that are not per-video datasets")
+    if not summary.videos:
+        problems.append("it holds no videos")
     if problems:
         err.print(f"[bold red]Problem:[/] {'; '.join(problems)}.")
         raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _json_line(record: merging.VideoSummary | merging.FeatureSummary) -> None:
+    """One JSON object on one line, straight to stdout (no Rich rendering per video)."""
+    sys.stdout.write(json.dumps(record.to_json()) + "\n")
+
+
+class _VideoLines:
+    """``--all`` as text: one tab-separated line per video as it is read, under one header line."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def __call__(self, video: merging.VideoSummary) -> None:
+        if not self.started:
+            sys.stdout.write("video\trows\twidth\tdtype\tfps\tframes\tclip starts (s)\tNaN/inf rows\n")
+            self.started = True
+        attributes = video.attributes
+        fields = (
+            video.video,
+            str(video.rows),
+            str(video.width),
+            video.dtype,
+            _number(attributes.get("fps")),
+            _number(attributes.get("num_frames")),
+            _starts(attributes.get("clip_start_times")),
+            str(video.non_finite_rows),
+        )
+        sys.stdout.write("\t".join(fields) + "\n")
 
 
 def _summary_table(summary: merging.FeatureSummary) -> Table:
     table = Table(title=f"{escape(str(summary.path))} ({summary.kind})", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    rows = [video.rows for video in summary.videos]
-    table.add_row("videos", str(len(rows)))
-    spread = f" (min {min(rows)}, median {statistics.median(rows):g}, max {max(rows)})" if rows else ""
-    table.add_row("rows", f"{sum(rows)}{spread}")
+    table.add_row("videos", str(summary.videos))
+    spread = (
+        f" (min {summary.min_rows}, mean {summary.mean_rows:.1f}, max {summary.max_rows})" if summary.videos else ""
+    )
+    table.add_row("rows", f"{summary.rows}{spread}")
     table.add_row("width", ", ".join(map(str, summary.widths)) or "-")
     table.add_row("dtype", ", ".join(summary.dtypes) or "-")
     for key, value in sorted(summary.attributes.items()):
         table.add_row(f"@{escape(key)}", escape(_short(value)))
-    table.add_row("NaN/inf", escape(", ".join(summary.videos_with_non_finite)) or "none")
+    table.add_row("NaN/inf", escape(_some(summary.videos_with_non_finite)) or "none")
     if summary.unexpected:
-        table.add_row("not videos", escape(", ".join(summary.unexpected)))
+        table.add_row("not videos", escape(_some(summary.unexpected)))
     return table
 
 
+def _some(names: list[str], limit: int = INSPECT_TABLE_ROWS) -> str:
+    more = len(names) - limit
+    return ", ".join(names[:limit]) + (f" … and {more} more" if more > 0 else "")
+
+
 def _videos_table(summary: merging.FeatureSummary) -> Table:
-    shown = summary.videos[:INSPECT_TABLE_ROWS]
-    hidden = len(summary.videos) - len(shown)
-    caption = f"… and {hidden} more videos (--json lists them all)" if hidden else None
-    table = Table("video", "rows", "width", "dtype", "fps", "frames", caption=caption)
+    shown = [*summary.first, *summary.last]
+    caption = f"{summary.videos} videos; the first and last {merging.INSPECT_ENDS} shown (--all lists every one)"
+    table = Table("video", "rows", "width", "dtype", "fps", "frames", caption=caption if summary.hidden else None)
     table.add_column("clip starts (s)", no_wrap=True)
     table.add_column("NaN/inf")
-    for video in shown:
+    for position, video in enumerate(shown):
+        if summary.hidden and position == len(summary.first):
+            table.add_row(f"… {summary.hidden} more", *[""] * 7)
         attributes = video.attributes
         table.add_row(
             escape(video.video),
