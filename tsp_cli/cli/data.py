@@ -214,18 +214,22 @@ class _VideoLines:
         if not self.started:
             sys.stdout.write("video\trows\twidth\tdtype\tfps\tframes\tclip starts (s)\tNaN/inf rows\n")
             self.started = True
-        attributes = video.attributes
-        fields = (
-            video.video,
-            str(video.rows),
-            str(video.width),
-            video.dtype,
-            _number(attributes.get("fps")),
-            _number(attributes.get("num_frames")),
-            _starts(attributes.get("clip_start_times")),
-            str(video.non_finite_rows),
-        )
-        sys.stdout.write("\t".join(fields) + "\n")
+        sys.stdout.write("\t".join(_video_fields(video)) + "\n")
+
+
+def _video_fields(video: merging.VideoSummary) -> tuple[str, ...]:
+    """A video's row: name, rows, width, dtype, fps, frames, first clip starts, NaN/inf rows."""
+    attributes = video.attributes
+    return (
+        video.video,
+        str(video.rows),
+        str(video.width),
+        video.dtype,
+        _number(attributes.get("fps")),
+        _number(attributes.get("num_frames")),
+        _starts(attributes.get("clip_start_times")),
+        str(video.non_finite_rows),
+    )
 
 
 def _summary_table(summary: merging.FeatureSummary) -> Table:
@@ -261,17 +265,8 @@ def _videos_table(summary: merging.FeatureSummary) -> Table:
     for position, video in enumerate(shown):
         if summary.hidden and position == len(summary.first):
             table.add_row(f"… {summary.hidden} more", *[""] * 7)
-        attributes = video.attributes
-        table.add_row(
-            escape(video.video),
-            str(video.rows),
-            str(video.width),
-            video.dtype,
-            _number(attributes.get("fps")),
-            _number(attributes.get("num_frames")),
-            _starts(attributes.get("clip_start_times")),
-            str(video.non_finite_rows),
-        )
+        name, *fields = _video_fields(video)
+        table.add_row(escape(name), *fields)
     return table
 
 
