@@ -74,7 +74,11 @@ def _walk_videos(root: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
     folders = [("", root)]
     while folders:
         prefix, folder = folders.pop()
-        with os.scandir(folder) as entries:
+        try:
+            entries = os.scandir(folder)
+        except PermissionError:  # rglob passed over folders it could not read; so do we
+            continue
+        with entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append((prefix + entry.name + "/", entry.path))
