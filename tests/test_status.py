@@ -139,7 +139,7 @@ def test_a_video_that_failed_and_then_finished_is_done(half_done: Path, videos: 
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--shards", "3"], "--shards splits the list of videos; give the VIDEOS or --metadata CSV with it"),
+        (["--shards", "3"], "--shards splits the list of videos; give VIDEOS or --metadata with it."),
         (["{videos}", "--shards", "0"], "Invalid value for '--shards'"),
     ],
 )

@@ -141,7 +141,7 @@ def folder_status(
     if shards is not None and shards < 1:
         raise UsageError("--shards must be at least 1.")
     if shards is not None and names is None:
-        raise UsageError("--shards splits the list of videos; give the VIDEOS or --metadata CSV with it.")
+        raise UsageError("`shards` splits the list of videos; give `videos` or `metadata` with it.", parameter="shards")
     all_records = store.read_jsonl(out_dir / store.RECORDS_NAME)
     now = time.time() if now is None else now
     if names is None:
