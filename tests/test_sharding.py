@@ -183,13 +183,14 @@ def test_rows_of_other_shards_are_neither_checked_nor_looked_up(tmp_path):
     folder.mkdir()
     rows = [f"v{i}.mp4,1.0,30.0,30" for i in range(40)]
     rows[30] = "v30.mp4,1.0,thirty,30"  # shard 3/4 holds rows 30-39; no file exists beyond row 9
+    rows[31] = "v31.mp4,1.0,30.0,inf"
     for i in range(10):
         (folder / f"v{i}.mp4").touch()
     csv_path = write_csv(tmp_path / "meta.csv", [HEADER, *rows])
     assert [job.name for job in plan_shard_jobs([folder], csv_path, Shard(0, 4))] == [f"v{i}" for i in range(10)]
     with pytest.raises(UsageError, match=r"10 video\(s\) listed .* not in"):
         plan_shard_jobs([folder], csv_path, Shard(1, 4))
-    with pytest.raises(UsageError, match=r"no usable fps or video-frames on line 32 \(v30.mp4\)"):
+    with pytest.raises(UsageError, match=r"no usable fps or video-frames on line 32 \(v30.mp4\), line 33 \(v31.mp4\)"):
         plan_shard_jobs([folder], csv_path, Shard(3, 4))
 
 

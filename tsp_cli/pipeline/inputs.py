@@ -282,7 +282,7 @@ def _jobs_from_metadata(csv_path: Path, inputs: Sequence[Path], shard: Shard) ->
     bad = [
         f"line {line} ({name})"
         for line, name, fps, frames in rows
-        if not (fps > 0 and math.isfinite(fps) and frames >= 0 and frames == round(frames))
+        if not (fps > 0 and math.isfinite(fps) and math.isfinite(frames) and frames >= 0 and frames == round(frames))
     ]
     if bad:
         raise UsageError(
