@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import statistics
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, WorkersOption, count, err, handles_errors, out
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, WorkersOption, count, err, handles_errors, out
 from tsp_cli.cli.progress import StepProgress
 from tsp_cli.errors import MissingVideosError, UsageError
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the data steps import h5py, pandas and PyAV: only when a co
     from tsp_cli.data import merge as merging
     from tsp_cli.data.metadata import VideoTiming
     from tsp_cli.data.progress import Failure
-#: ``tsp inspect`` lists at most this many videos in its table; ``--json`` lists them all.
+#: ``tsp inspect`` names at most this many videos with NaN (or foreign root items) in its summary table.
 INSPECT_TABLE_ROWS = 20
 
 
@@ -139,22 +139,37 @@ def inspect(
     path: Annotated[
         Path, typer.Argument(metavar="PATH", help="A merged HDF5 file, or a folder of .npy/.pkl feature files.")
     ],
-    json_output: JsonOption = False,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON Lines for scripts: with --all one object per video, then always one summary object.",
+        ),
+    ] = False,
+    all_videos: Annotated[
+        bool,
+        typer.Option("--all", help="List every video (streamed), not only the first and last few."),
+    ] = False,
 ) -> None:
     """Show the videos, rows, width, dtype, attributes and any NaN/inf of a feature file or folder.
 
-    Exits 1 if a video holds NaN or infinite values, or if the HDF5 root holds anything but
+    Reads one video at a time, so memory does not grow with the file: by default the totals and
+    the first and last few videos, with --all every video as it is read. Exits 1 if a video holds
+    NaN or infinite values, if the HDF5 file holds no videos, or if its root holds anything but
     per-video datasets (downstream loaders iterate the root).
     """
     from tsp_cli.data import merge as merging
 
+    on_video = None
+    if all_videos:
+        on_video = _json_line if json_output else _VideoLines()
     with StepProgress("Reading") as on_progress:
-        summary = merging.inspect_features(path, on_progress=on_progress)
+        summary = merging.inspect_features(path, on_video=on_video, on_progress=on_progress)
     if json_output:
-        out.out(json.dumps(summary.to_json(), indent=2), highlight=False)
+        _json_line(summary)
     else:
         out.print(_summary_table(summary))
-        if summary.videos:
+        if summary.videos and not all_videos:
             out.print(_videos_table(summary))
     problems = []
     if summary.videos_with_non_finite:
@@ -164,9 +179,44 @@ def inspect(
             f"the root holds {count(len(summary.unexpected), 'item')} that {'is' if len(summary.unexpected) == 1 else 'are'} "
             "not per-video feature datasets"
         )
+    if not summary.videos:
+        problems.append("it holds no videos")
     if problems:
         err.print(f"[bold red]Problem:[/] {'; '.join(problems)}.")
         raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def _json_line(record: merging.VideoSummary | merging.FeatureSummary) -> None:
+    """One JSON object on one line, straight to stdout (no Rich rendering per video)."""
+    sys.stdout.write(json.dumps(record.to_json()) + "\n")
+
+
+class _VideoLines:
+    """``--all`` as text: one tab-separated line per video as it is read, under one header line."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def __call__(self, video: merging.VideoSummary) -> None:
+        if not self.started:
+            sys.stdout.write("video\trows\twidth\tdtype\tfps\tframes\tclip starts (s)\tNaN/inf rows\n")
+            self.started = True
+        sys.stdout.write("\t".join(_video_fields(video)) + "\n")
+
+
+def _video_fields(video: merging.VideoSummary) -> tuple[str, ...]:
+    """A video's row: name, rows, width, dtype, fps, frames, first clip starts, NaN/inf rows."""
+    attributes = video.attributes
+    return (
+        video.video,
+        str(video.rows),
+        str(video.width),
+        video.dtype,
+        _number(attributes.get("fps")),
+        _number(attributes.get("num_frames")),
+        _starts(attributes.get("clip_start_times")),
+        str(video.non_finite_rows),
+    )
 
 
 def _summary_table(summary: merging.FeatureSummary) -> Table:
@@ -175,41 +225,41 @@ def _summary_table(summary: merging.FeatureSummary) -> Table:
     table = Table(title=f"{escape(str(summary.path))} ({summary.kind})", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    rows = [video.rows for video in summary.videos]
-    table.add_row("videos", str(len(rows)))
-    spread = f" (min {min(rows)}, median {statistics.median(rows):g}, max {max(rows)})" if rows else ""
-    table.add_row("rows", f"{sum(rows)}{spread}")
+    table.add_row("videos", str(summary.videos))
+    spread = (
+        f" (min {summary.min_rows}, mean {summary.mean_rows:.1f}, max {summary.max_rows})" if summary.videos else ""
+    )
+    table.add_row("rows", f"{summary.rows}{spread}")
     table.add_row("width", ", ".join(map(str, summary.widths)) or "-")
     table.add_row("dtype", ", ".join(summary.dtypes) or "-")
     for key, value in sorted(summary.attributes.items()):
         table.add_row(f"@{escape(key)}", escape(_short(value)))
-    table.add_row("NaN/inf", escape(", ".join(summary.videos_with_non_finite)) or "none")
+    table.add_row("NaN/inf", escape(_some(summary.videos_with_non_finite)) or "none")
     if summary.unexpected:
-        table.add_row("not videos", escape(", ".join(summary.unexpected)))
+        table.add_row("not videos", escape(_some(summary.unexpected)))
     return table
+
+
+def _some(names: list[str], limit: int = INSPECT_TABLE_ROWS) -> str:
+    more = len(names) - limit
+    return ", ".join(names[:limit]) + (f" … and {more} more" if more > 0 else "")
 
 
 def _videos_table(summary: merging.FeatureSummary) -> Table:
     from rich.table import Table
 
-    shown = summary.videos[:INSPECT_TABLE_ROWS]
-    hidden = len(summary.videos) - len(shown)
-    caption = f"… and {hidden} more videos (--json lists them all)" if hidden else None
-    table = Table("video", "rows", "width", "dtype", "fps", "frames", caption=caption)
+    from tsp_cli.data import merge as merging
+
+    shown = [*summary.first, *summary.last]
+    caption = f"{summary.videos} videos; the first and last {merging.INSPECT_ENDS} shown (--all lists every one)"
+    table = Table("video", "rows", "width", "dtype", "fps", "frames", caption=caption if summary.hidden else None)
     table.add_column("clip starts (s)", no_wrap=True)
     table.add_column("NaN/inf")
-    for video in shown:
-        attributes = video.attributes
-        table.add_row(
-            escape(video.video),
-            str(video.rows),
-            str(video.width),
-            video.dtype,
-            _number(attributes.get("fps")),
-            _number(attributes.get("num_frames")),
-            _starts(attributes.get("clip_start_times")),
-            str(video.non_finite_rows),
-        )
+    for position, video in enumerate(shown):
+        if summary.hidden and position == len(summary.first):
+            table.add_row(f"… {summary.hidden} more", *[""] * 7)
+        name, *fields = _video_fields(video)
+        table.add_row(escape(name), *fields)
     return table
 
 

@@ -32,7 +32,7 @@ from tsp_cli.parallel import default_workers
 from tsp_cli.pipeline import store
 from tsp_cli.pipeline.clipper import FrameChunk, Message, VideoFinished, VideoStarted, video_messages
 from tsp_cli.pipeline.devices import resolve_device
-from tsp_cli.pipeline.inputs import VideoJob, collect_jobs
+from tsp_cli.pipeline.inputs import VideoJob, plan_shard_jobs
 from tsp_cli.pipeline.precision import PRECISIONS, autocast_dtype, float32_math
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
@@ -522,7 +522,7 @@ def plan_extraction(
         raise UsageError("--stride and --clip-len must be at least 1, and --frame-rate positive.")
     out_dir = Path(out_dir)
     _check_output_folder(out_dir)
-    jobs = shard.select(collect_jobs([Path(v) for v in videos], Path(metadata) if metadata else None))
+    jobs = plan_shard_jobs(videos, metadata, shard)  # only the shard's rows are read, checked and built
     settings = ClipSettings(clip_len=clip_len, frame_rate=frame_rate, stride=stride)
     return ExtractionPlan(jobs, out_dir, resolve_device(device), settings, shard)
 

@@ -39,10 +39,22 @@ class Shard:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
+    def bounds(self, total: int) -> tuple[int, int]:
+        """``(start, stop)`` of this shard among ``total`` items, so that a shard can be cut from a list
+        it never builds (a metadata CSV read row by row)."""
+        edges = shard_edges(total, self.count)
+        return int(edges[self.index]), int(edges[self.index + 1])
+
     def select(self, items: Sequence[T]) -> list[T]:
         """The reference's contiguous split: boundaries ``linspace(0, len, count+1).astype(int)``."""
-        bounds = np.linspace(0, len(items), self.count + 1).astype(int)
-        return list(items[bounds[self.index] : bounds[self.index + 1]])
+        start, stop = self.bounds(len(items))
+        return list(items[start:stop])
+
+
+def shard_edges(total: int, count: int) -> np.ndarray:
+    """The reference's shard boundaries, ``linspace(0, total, count+1).astype(int)``: shard i is
+    ``[edges[i], edges[i+1])``. One array for all shards, so that counting every shard is linear."""
+    return np.linspace(0, total, count + 1).astype(int)
 
 
 def parse_shard(spec: str) -> Shard:
