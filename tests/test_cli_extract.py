@@ -55,6 +55,7 @@ def test_bad_invocations_exit_2_with_one_sentence(video_folder, r3d_checkpoint, 
     result = invoke("extract", *filled, "-o", tmp_path / "out")
     assert result.exit_code == 2, result.output
     assert message in one_line_error(result)
+    assert not (tmp_path / "out").exists()  # validated first: a refused command leaves no folder behind
 
 
 def test_extract_runs_and_a_broken_video_exits_1_without_stopping_the_others(
