@@ -14,7 +14,7 @@ from tsp_cli.cli.common import EXIT_ITEMS_FAILED, WorkersOption, count, err, han
 from tsp_cli.cli.progress import StepProgress
 from tsp_cli.errors import MissingVideosError, UsageError
 
-if TYPE_CHECKING:  # the data steps import h5py, pandas and PyAV: only when a command runs
+if TYPE_CHECKING:  # the data steps import h5py and PyAV: only when a command runs
     from rich.table import Table
 
     from tsp_cli.data import merge as merging

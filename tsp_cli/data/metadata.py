@@ -18,10 +18,8 @@ from tsp_cli.atomic import atomic_path, folder_problem
 from tsp_cli.data.progress import Failure, Progress, ProgressCallback
 from tsp_cli.errors import TspError, UsageError
 from tsp_cli.parallel import map_isolating_crashes
-from tsp_cli.pipeline.inputs import VideoFile, output_name
+from tsp_cli.pipeline.inputs import METADATA_COLUMNS, VideoFile, output_name, read_metadata_rows
 from tsp_cli.pipeline.video import probe
-
-CSV_COLUMNS = ("filename", "video-duration", "fps", "video-frames")
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ def write_metadata_csv(rows: Iterable[MetadataRow], output: Path, *, overwrite: 
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as temp, temp.open("w", newline="") as file:
         writer = csv.writer(file, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(METADATA_COLUMNS)
         writer.writerows((row.filename, row.duration, row.fps, row.frames) for row in rows)
 
 
@@ -109,13 +107,10 @@ class VideoTiming:
 
 def read_metadata_csv(path: Path) -> dict[str, VideoTiming | None]:
     """Video name → its timing from a metadata CSV (ours or the reference's); ``None`` where unknown."""
-    path = Path(path)
     try:
-        with path.open(newline="") as file:
-            reader = csv.DictReader(file)
-            if reader.fieldnames is None or "filename" not in reader.fieldnames:
-                raise UsageError(f"{path} is not a metadata CSV: it has no 'filename' column.")
-            return {output_name(Path(row["filename"])): _timing(row) for row in reader}
+        return {
+            output_name(Path(row["filename"])): _timing(row) for row in read_metadata_rows(path, required=["filename"])
+        }
     except OSError as error:
         raise UsageError(f"{path} cannot be read ({error.strerror or error}).") from None
 

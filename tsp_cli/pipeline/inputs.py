@@ -239,17 +239,30 @@ def _csv_rows(csv_path: Path, layout: _CsvRows, start: int, stop: int) -> Iterat
                 return
 
 
-def _read_layout(csv_path: Path) -> _CsvRows:
-    """The CSV's header and row count, refusing a file without the columns the reference's CSV has."""
+def _read_layout(csv_path: Path, required: Sequence[str] = METADATA_COLUMNS) -> _CsvRows:
+    """The CSV's header and row count, refusing a file without the ``required`` columns."""
     if not csv_path.is_file():
         raise UsageError(f"Metadata file {csv_path} does not exist.")
     layout = _count_rows(csv_path)
-    absent = [c for c in METADATA_COLUMNS if c not in layout.header]
+    absent = [c for c in required if c not in layout.header]
     if absent:
         raise UsageError(
             f"Metadata file {csv_path} lacks the column(s) {', '.join(absent)}; expected {','.join(METADATA_COLUMNS)}."
         )
     return layout
+
+
+def read_metadata_rows(csv_path: Path | str, *, required: Sequence[str] = METADATA_COLUMNS) -> Iterator[dict[str, str]]:
+    """Every data row of a metadata CSV as column -> text, one at a time.
+
+    The one CSV reader of the project: planning reads its shard's rows with the same rules
+    (blank lines skipped, a byte-order mark allowed, quoted names), so every command agrees on
+    what a metadata file says.
+    """
+    csv_path = Path(csv_path)
+    layout = _read_layout(csv_path, required)
+    for _, fields in _csv_rows(csv_path, layout, 0, layout.rows):
+        yield dict(zip(layout.header, fields, strict=False))
 
 
 def _number(text: str) -> float:
