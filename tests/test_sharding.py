@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tsp_cli.cli.errors import exit_code_for
+from tsp_cli.cli.errors import exit_code_for, message_for
 from tsp_cli.errors import UsageError
 from tsp_cli.pipeline.inputs import VideoJob, find_videos, output_name, plan_shard_jobs
 from tsp_cli.pipeline.sharding import Shard, all_shards, detect_shard, device_for_local_rank
@@ -74,13 +74,14 @@ def test_slurm_tasks_are_used_when_nothing_more_specific_is_there() -> None:
     ids=["gaps", "step"],
 )
 def test_arrays_with_gaps_or_steps_are_refused_with_a_hint(environment: dict[str, str]) -> None:
-    with pytest.raises(UsageError, match=r"consecutive task ids.*--shard \$SLURM_ARRAY_TASK_ID/N") as raised:
+    with pytest.raises(UsageError, match=r"consecutive task ids.*`shard` \$SLURM_ARRAY_TASK_ID/N") as raised:
         detect_shard(environment)
     assert exit_code_for(raised.value) == 2
+    assert "use --shard $SLURM_ARRAY_TASK_ID/N" in message_for(raised.value)  # what the CLI prints
 
 
 def test_no_launcher_is_a_clear_usage_error() -> None:
-    with pytest.raises(UsageError, match=r"found neither a Slurm job array .* give --shard i/n instead") as raised:
+    with pytest.raises(UsageError, match=r"found neither a Slurm job array .* give `shard` i/n instead") as raised:
         detect_shard({"HOME": "/home/me", "CUDA_VISIBLE_DEVICES": "0"})
     assert exit_code_for(raised.value) == 2
 

@@ -163,7 +163,7 @@ def check_output(output: Path, *, overwrite: bool) -> None:
             f"{output} ends in {suffix}, but merge writes one HDF5 file; name it {Path(output).with_suffix('.h5').name}."
         )
     if Path(output).exists() and not overwrite:
-        raise UsageError(f"{output} already exists; pass --overwrite to replace it.")
+        raise UsageError(f"{output} already exists; pass `overwrite` to replace it.")
 
 
 def missing_videos(files: list[FeatureFile], expected: Collection[str]) -> list[str]:
@@ -204,7 +204,7 @@ def merge_features(
     if missing and not allow_missing:
         raise MissingVideosError(
             f"{len(missing)} of {len(expected or ())} expected videos have no features in {folder}; "
-            "extract them, or pass --allow-missing to merge without them.",
+            "extract them, or pass `allow_missing` to merge without them.",
             missing,
         )
     timings = expected if isinstance(expected, Mapping) else {}
@@ -490,7 +490,7 @@ def _inspect_folder(
     names = _feature_names(folder)
     if not names:
         raise UsageError(
-            f"{folder} holds no feature files (.npy or .pkl); give the --output folder of tsp extract or a merged file."
+            f"{folder} holds no feature files (.npy or .pkl); give the `out_dir` folder of tsp extract or a merged file."
         )
     extraction = Extraction(manifest=store.read_manifest(folder), records=_timings(folder))
     summary = FeatureSummary(folder, "folder", extraction.file_attributes())

@@ -60,7 +60,7 @@ def parse_fps(text: str) -> Fraction:
     except (ValueError, ZeroDivisionError):
         rate = Fraction(0)
     if rate <= 0:
-        raise UsageError(f"--fps must be a positive number such as 30 or 30000/1001, not {text!r}.")
+        raise UsageError(f"`fps` must be a positive number such as 30 or 30000/1001, not {text!r}.", parameter="fps")
     return rate
 
 

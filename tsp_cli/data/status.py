@@ -142,11 +142,14 @@ def folder_status(
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
-        raise UsageError(f"{out_dir} is not a folder; give the --output folder of tsp extract.")
+        raise UsageError(f"{out_dir} is not a folder; give the `out_dir` folder of tsp extract.")
     if shards is not None and shards < 1:
-        raise UsageError("--shards must be at least 1.")
+        raise UsageError("`shards` must be at least 1.", parameter="shards")
     if shards is not None and names is None:
-        raise UsageError("`shards` splits the list of videos; give `videos` or `metadata` with it.", parameter="shards")
+        raise UsageError(
+            "`shards` splits the list of videos; give `videos` or `metadata` with it.",
+            parameter="shards",
+        )
     all_records = store.read_jsonl(out_dir / store.RECORDS_NAME)
     now = time.time() if now is None else now
     if names is None:

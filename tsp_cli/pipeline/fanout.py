@@ -36,11 +36,17 @@ def parse_devices(spec: str) -> list[str]:
     if spec.isdigit():
         count = int(spec)
         if count < 1:
-            raise UsageError("--devices 0 starts nothing; give a count of at least 1 or a list such as cuda:0,cuda:1.")
+            raise UsageError(
+                "`devices` 0 starts nothing; give a count of at least 1 or a list such as cuda:0,cuda:1.",
+                parameter="devices",
+            )
         return [f"cuda:{index}" for index in range(count)]
     devices = [entry.strip() for entry in spec.split(",")]
     if not all(devices):
-        raise UsageError(f"--devices {spec!r} has an empty entry; give a list such as cuda:0,cuda:1, or a count.")
+        raise UsageError(
+            f"`devices` {spec!r} has an empty entry; give a list such as cuda:0,cuda:1, or a count.",
+            parameter="devices",
+        )
     return devices
 
 

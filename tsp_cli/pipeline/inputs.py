@@ -279,7 +279,9 @@ def _jobs_from_metadata(csv_path: Path, inputs: Sequence[Path], shard: Shard) ->
     shards are their own tasks' business (``tsp status`` sees the whole list).
     """
     if len(inputs) != 1 or not Path(inputs[0]).is_dir():
-        raise UsageError("--metadata needs exactly one VIDEOS folder, the one its file names are relative to.")
+        raise UsageError(
+            "`metadata` needs exactly one VIDEOS folder, the one its file names are relative to.", parameter="metadata"
+        )
     folder = Path(inputs[0])
     layout = _read_layout(csv_path)
     column = {name: layout.header.index(name) for name in ("filename", "fps", "video-frames")}

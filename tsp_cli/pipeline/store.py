@@ -209,7 +209,9 @@ def _claim(out_dir: Path, settings: dict[str, Any], versions: dict[str, str]) ->
     differing = [key for key in FEATURE_SETTINGS if recorded.get(key) != settings.get(key)]
     if differing:
         details = ", ".join(_difference(key, recorded, settings) for key in differing)
-        raise UsageError(f"{out_dir} holds features made with other settings ({details}); use another --output folder.")
+        raise UsageError(
+            f"{out_dir} holds features made with other settings ({details}); use another `out_dir` folder."
+        )
     old_versions = existing.get("versions", {})
     return [
         f"{tool} is {version} now, {old_versions[tool]} when this folder was started."
