@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # project's ranges accept any 2.x torch.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lint format test test-fast demo bench clean
+.PHONY: install lint format test test-fast demo bench bench-scale clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test-fast:
 
 bench:
 	$(BIN)/python -m benchmarks.run
+
+# Kinetics scale (issue 13): planning from a 650k-row CSV, status/inspect/merge over 2k and 20k videos,
+# HDF5 root groups; not part of `make bench` (it generates 650k files; about 15 minutes on 2 cores).
+bench-scale:
+	$(BIN)/python -m benchmarks.scale
 
 clean:
 	rm -rf $(VENV) build *.egg-info

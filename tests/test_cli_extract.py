@@ -43,6 +43,8 @@ def video_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
         (["{videos}", "--local", "{ckpt}", "--backbone", "r2plus1d_34"], "holds a r3d_18 backbone, not r2plus1d_34"),
         (["{videos}", "--local", "{videos}/missing.pth"], "does not exist"),
+        (["{videos}", "--local", "{videos}"], "is a folder; give the checkpoint file itself as --local"),
+        (["{videos}", "--local", "{videos}/clip.mp4"], "is not a PyTorch checkpoint"),
         (["{videos}", "--checkpoint", "r3d_18-tsp_on_activitynett"], "r3d_18-tsp_on_activitynet"),
         (["{videos}", "--local", "{ckpt}", "--device", "cuda:0"], "no CUDA GPU is available"),
         (["{videos}", "--local", "{ckpt}", "--device", "tpu"], "not a device"),
@@ -53,6 +55,7 @@ def test_bad_invocations_exit_2_with_one_sentence(video_folder, r3d_checkpoint, 
     result = invoke("extract", *filled, "-o", tmp_path / "out")
     assert result.exit_code == 2, result.output
     assert message in one_line_error(result)
+    assert not (tmp_path / "out").exists()  # validated first: a refused command leaves no folder behind
 
 
 def test_extract_runs_and_a_broken_video_exits_1_without_stopping_the_others(
@@ -126,3 +129,19 @@ def test_the_python_api_is_importable_from_the_package_without_torch_for_the_cli
     code = "import sys, tsp_cli.cli.app; assert 'torch' not in sys.modules; from tsp_cli import extract_features, fetch, Shard; print(extract_features.__name__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "extract_features"
+
+
+def test_a_checkpoint_that_cannot_be_downloaded_stops_extract_with_2_as_nothing_started(
+    video_folder, tmp_path, monkeypatch
+) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text(
+        '[models.unreachable]\nbackbone = "r3d_18"\nurl = "http://127.0.0.1:9/r3d.pth"\n'
+        f'sha256 = "{"0" * 64}"\ndescription = "test"\n'
+    )
+    monkeypatch.setenv("TSP_MODELS_FILE", str(models))
+    monkeypatch.setenv("TSP_CACHE_DIR", str(tmp_path / "cache"))
+    result = invoke("extract", video_folder, "-o", tmp_path / "out", "--checkpoint", "unreachable", "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    one_line_error(result)
+    assert not (tmp_path / "out").exists()

@@ -147,8 +147,14 @@ def test_other_feature_settings_are_refused_and_a_new_tool_version_only_noted(
         extract_features([videos / "a.mp4"], out, checkpoint=checkpoint, stride=4, workers=0, device="cpu")
     other = tmp_path / "other.pth"
     other.write_bytes(b"other weights")
-    with pytest.raises(UsageError, match="checkpoint_sha256"):
+    import hashlib
+
+    old_hash, new_hash = (hashlib.sha256(p.read_bytes()).hexdigest()[:12] for p in (checkpoint, other))
+    with pytest.raises(UsageError) as refused:
         extract_features([videos / "a.mp4"], out, checkpoint=other, workers=0, device="cpu")
+    assert f"checkpoint fake.pth (SHA-256 {old_hash}…) there vs other.pth (SHA-256 {new_hash}…) now" in str(
+        refused.value
+    )
     manifest = json.loads((out / "tsp-manifest.json").read_text())
     manifest["versions"]["torch"] = "1.0"
     (out / "tsp-manifest.json").write_text(json.dumps(manifest))
@@ -221,6 +227,16 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
     assert len(list(resumed.glob("*.npy"))) == 4
 
 
+def test_hidden_files_and_macos_resource_forks_are_not_taken_for_videos(tmp_path: Path) -> None:
+    make_video(tmp_path / "v" / "a.mp4", frames=5)
+    (tmp_path / "v" / "._a.mp4").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    (tmp_path / "v" / ".hidden.mp4").write_bytes(b"")
+    (tmp_path / "v" / ".Trash").mkdir()
+    (tmp_path / "v" / ".Trash" / "old.mp4").write_bytes(b"")
+    assert [job.name for job in collect_jobs([tmp_path / "v"])] == ["a"]
+    assert [job.name for job in collect_jobs([tmp_path / "v" / "._a.mp4"])] == ["._a"]  # named itself: kept
+
+
 def test_names_with_dots_keep_all_but_the_last_extension() -> None:
     assert output_name(Path("a.b.mp4")) == "a.b"
     assert output_name(Path("v_x.y.z.webm")) == "v_x.y.z"
@@ -274,7 +290,7 @@ def test_metadata_csv_order_and_problems(tmp_path: Path) -> None:
         collect_jobs([tmp_path / "v"], bad_columns)
     missing = tmp_path / "missing.csv"
     missing.write_text("filename,video-duration,fps,video-frames\n" + "".join(f"m{i}.mp4,1,30,30\n" for i in range(5)))
-    with pytest.raises(UsageError, match=r"5 video\(s\) listed .* m0.mp4, m1.mp4, m2.mp4 and 2 more"):
+    with pytest.raises(UsageError, match=r"5 videos listed .* are not in .* m0.mp4, m1.mp4, m2.mp4 and 2 more"):
         collect_jobs([tmp_path / "v"], missing)
 
 
@@ -485,7 +501,7 @@ def test_a_full_disk_stops_the_run_with_one_sentence_and_keeps_finished_videos(
 def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(videos: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UsageError, match=r"Cannot create the output folder .* is a file"):
+    with pytest.raises(UsageError, match=r"Cannot use the output folder .* is a file, not a folder"):
         extract_features([videos], blocker / "out", dry_run=True, device="cpu")
 
 
@@ -510,3 +526,20 @@ def test_metadata_rows_without_a_usable_fps_or_frame_count_are_named(tmp_path: P
         UsageError, match=r"no usable fps or video-frames on line 3 \(x.mp4\), line 4 \(x.mp4\), line 5 \(x.mp4\)"
     ):
         collect_jobs([tmp_path / "v"], csv)
+
+
+def test_records_and_manifest_name_their_times_alike_and_old_failure_records_still_read(
+    videos: Path, tmp_path: Path, tiny_network
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    store.claim_output_folder(out, {"stride": 4}, {})
+    store.record_video(out, {"video": "a"})
+    store.record_failure(out, "b", "b.mp4", "broken")
+    store.append_jsonl(out / store.FAILURES_NAME, {"video": "c", "path": "c.mp4", "error": "old", "time": 12.5})
+    manifest = store.read_manifest(out)
+    assert manifest is not None and isinstance(manifest["created_at"], float)
+    assert isinstance(store.read_video_records(out)["a"]["finished_at"], float)
+    failures = store.read_failures(out)
+    assert isinstance(failures["b"]["failed_at"], float) and "time" not in failures["b"]
+    assert failures["c"]["failed_at"] == 12.5  # written before the rename: still understood

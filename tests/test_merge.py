@@ -309,11 +309,12 @@ def test_inspect_reports_videos_rows_width_and_attributes_as_json(extraction, tm
     merge.merge_features(extraction, output)
     result = runner.invoke(app, ["inspect", str(output), "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout)  # without --all: one summary object
     assert (report["videos"], report["rows"], report["widths"], report["dtypes"]) == (2, 5, [512], ["float32"])
+    assert (report["record"], report["min_rows"], report["mean_rows"], report["max_rows"]) == ("summary", 0, 2.5, 5)
     assert report["attributes"]["backbone"] == "r2plus1d_34"
     assert report["videos_with_non_finite"] == [] and report["unexpected"] == []
-    per_video = {video["video"]: video for video in report["per_video"]}
+    per_video = {video["video"]: video for video in report["first"] + report["last"]}
     assert per_video["a.b"]["attributes"]["fps"] == 30.0
     assert per_video["short"]["rows"] == 0
 
@@ -326,7 +327,7 @@ def test_inspect_folder_matches_merged_file(extraction, tmp_path):
     merge.merge_features(extraction, output)
     from_file = merge.inspect_features(output).to_json()
     from_folder = merge.inspect_features(extraction).to_json()
-    for key in ("videos", "rows", "widths", "dtypes", "attributes", "per_video"):
+    for key in ("videos", "rows", "widths", "dtypes", "attributes", "first", "last"):
         assert from_file[key] == from_folder[key], key
 
 
@@ -340,7 +341,7 @@ def test_inspect_flags_nan_and_foreign_root_items(tmp_path):
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["videos_with_non_finite"] == ["bad"] and report["unexpected"] == ["extra"]
-    assert "NaN or infinite values in 1 videos" in said(result)
+    assert "NaN or infinite values in 1 video;" in said(result)
 
 
 def test_inspect_refuses_what_is_not_features(tmp_path):
@@ -348,6 +349,87 @@ def test_inspect_refuses_what_is_not_features(tmp_path):
     path.write_text("hello")
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 2 and "neither an HDF5 file nor a folder" in said(result)
+
+
+def test_inspect_of_a_path_that_does_not_exist_says_so(tmp_path):
+    result = runner.invoke(app, ["inspect", str(tmp_path / "nosuch.h5")])
+    assert result.exit_code == 2
+    assert "nosuch.h5 does not exist; give a merged HDF5 file or a folder of feature files." in said(result)
+    assert "neither" not in said(result)
+
+
+def test_inspect_of_a_folder_without_features_is_refused(extraction, tmp_path):
+    for path in extraction.glob("*.npy"):
+        path.unlink()
+    result = runner.invoke(app, ["inspect", str(extraction)])
+    assert result.exit_code == 2 and "holds no feature files (.npy or .pkl)" in said(result)
+
+
+def test_inspect_of_an_hdf5_file_without_videos_exits_1(tmp_path):
+    path = tmp_path / "empty.h5"
+    h5py.File(path, "w").close()
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 1 and "Problem: it holds no videos." in said(result)
+
+
+@pytest.fixture
+def many(tmp_path):
+    """A merged file of 25 small videos, v00 (0 rows) to v24 (24 rows), with fps attributes."""
+    path = tmp_path / "many.h5"
+    with h5py.File(path, "w") as h5:
+        for i in range(25):
+            h5[f"v{i:02d}"] = features(i, i, width=4)
+            h5[f"v{i:02d}"].attrs["fps"] = 30.0
+    return path
+
+
+def test_inspect_json_all_streams_one_line_per_video_then_the_summary(many):
+    result = runner.invoke(app, ["inspect", str(many), "--json", "--all"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 26 and [line["record"] for line in lines] == ["video"] * 25 + ["summary"]
+    assert [(line["video"], line["rows"], line["width"]) for line in lines[:25]] == [
+        (f"v{i:02d}", i, 4) for i in range(25)
+    ]
+    assert lines[3]["attributes"] == {"fps": 30.0}
+    summary = lines[-1]
+    assert (summary["videos"], summary["rows"], summary["min_rows"], summary["max_rows"]) == (25, 300, 0, 24)
+    assert [v["video"] for v in summary["first"]] == [f"v{i:02d}" for i in range(10)]
+    assert [v["video"] for v in summary["last"]] == [f"v{i:02d}" for i in range(15, 25)]
+    assert summary["last"][-1]["attributes"] == {"fps": 30.0}
+
+
+def test_inspect_shows_the_ends_of_a_large_file_and_all_of_it_with_all(many):
+    text = said(runner.invoke(app, ["inspect", str(many)]))
+    assert "v09" in text and "… 5 more" in text and "v15" in text and "v24" in text
+    assert "v10" not in text and "v14" not in text
+    assert "25 videos; the first and last 10 shown (--all lists every one)" in text
+    assert "300 (min 0, mean 12.0, max 24)" in text
+    every = runner.invoke(app, ["inspect", str(many), "--all"])
+    lines = every.stdout.splitlines()
+    assert lines[0].startswith("video\trows\twidth") and lines[11].split("\t")[:3] == ["v10", "10", "4"]
+    assert [line.split("\t")[0] for line in lines[1:26]] == [f"v{i:02d}" for i in range(25)]
+
+
+def test_inspect_memory_does_not_grow_with_the_videos(tmp_path, monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setattr(merge, "NAMES_PER_READ", 100)  # names are read 4,096 at a time; fewer here, to see the bound
+    peaks = {}
+    for count in (200, 2000):
+        path = tmp_path / f"f{count}.h5"
+        with h5py.File(path, "w") as h5:
+            for i in range(count):
+                h5[f"v{i:05d}"] = np.ones((3, 8), np.float32)
+                h5[f"v{i:05d}"].attrs["clip_start_times"] = np.arange(3.0)
+        tracemalloc.start()
+        try:
+            summary = merge.inspect_features(path)
+            peaks[count] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert (summary.videos, summary.rows) == (count, 3 * count)
+    assert peaks[2000] < peaks[200] + 100_000, peaks  # it was ~1 KB more per video
 
 
 def test_atomic_path_renames_on_success_and_cleans_up_on_error(tmp_path):
@@ -372,3 +454,33 @@ def test_legacy_files_named_by_the_reference_count_for_dotted_videos(tmp_path):
     assert result.exit_code == 1
     assert "1 of 2 expected videos have no features" in said(result)
     assert "c.d" in result.stdout and "a.b" not in result.stdout
+
+
+def test_a_merge_into_a_name_of_another_format_is_refused(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from tsp_cli.cli.app import app
+
+    (tmp_path / "out").mkdir()
+    np.save(tmp_path / "out" / "a.npy", np.zeros((2, 512), np.float32))
+    result = CliRunner().invoke(app, ["merge", str(tmp_path / "out"), str(tmp_path / "m.npy")])
+    assert result.exit_code == 2 and "m.npy ends in .npy, but merge writes one HDF5 file; name it m.h5" in " ".join(
+        result.output.split()
+    )
+    assert not (tmp_path / "m.npy").exists()
+
+
+def test_a_video_of_many_thousand_clips_keeps_every_start_time(tmp_path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    # 3 h at 30 fps, dense stride: 161,985 clips, far past the ~8,000 an object header holds
+    num_frames = 3 * 3600 * 30
+    manifest = {**MANIFEST, "settings": {**MANIFEST["settings"], "stride": 1}}
+    starts = clip_start_times(30.0, num_frames, clip_len=16, frame_rate=15.0, stride=1)
+    np.save(folder / "long.npy", np.zeros((len(starts), 4), np.float32))
+    (folder / "tsp-manifest.json").write_text(json.dumps(manifest))
+    (folder / "videos.jsonl").write_text(json.dumps({"video": "long", "fps": 30.0, "num_frames": num_frames}) + "\n")
+    merge.merge_features(folder, tmp_path / "f.h5")
+    with h5py.File(tmp_path / "f.h5") as h5:
+        assert len(starts) > 100_000
+        np.testing.assert_array_equal(h5["long"].attrs["clip_start_times"], starts)

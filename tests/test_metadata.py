@@ -70,7 +70,7 @@ def test_unreadable_files_are_listed_and_exit_1(tmp_path):
     output = tmp_path / "metadata.csv"
     result = runner.invoke(app, ["metadata", str(videos), str(single), "-o", str(output), "-j", "2"])
     assert result.exit_code == 1
-    assert "1 videos could not be read" in said(result) and "broken.mp4" in said(result)
+    assert "1 video could not be read" in said(result) and "broken.mp4" in said(result)
     assert "Traceback" not in result.output
     assert [row["filename"] for row in read_rows(output)] == ["good.mp4", "single.avi"]
     assert not any(TEMP_MARKER in p.name for p in tmp_path.iterdir())
@@ -83,3 +83,21 @@ def test_nothing_to_read_cannot_start(tmp_path, arguments, message):
     result = runner.invoke(app, ["metadata", *paths, "-o", str(tmp_path / "m.csv")])
     assert result.exit_code == 2 and message in said(result)
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_output_paths_that_cannot_be_a_csv_and_an_existing_csv_are_refused_before_probing(tmp_path):
+    video = make_video(tmp_path / "v" / "walk.mp4", frames=5)
+    (tmp_path / "afile.txt").write_text("x")
+    folder = runner.invoke(app, ["metadata", str(video), "-o", str(tmp_path / "v")])
+    assert folder.exit_code == 2 and "is a folder; give the path of the CSV file to write" in folder.output
+    under_file = runner.invoke(app, ["metadata", str(video), "-o", str(tmp_path / "afile.txt" / "x.csv")])
+    assert under_file.exit_code == 2 and "is a file, not a folder" in under_file.output
+    csv = tmp_path / "m.csv"
+    csv.write_text("keep me\n")
+    kept = runner.invoke(app, ["metadata", str(video), "-o", str(csv)])
+    assert kept.exit_code == 2 and "already exists; pass --overwrite to replace it" in " ".join(kept.output.split())
+    assert csv.read_text() == "keep me\n"
+    replaced = runner.invoke(app, ["metadata", str(video), "-o", str(csv), "--overwrite", "-j", "0"])
+    assert replaced.exit_code == 0 and "Wrote 1 video to" in replaced.output
+    assert csv.read_text().startswith("filename,")
+    assert all("Traceback" not in r.output for r in (folder, under_file, kept, replaced))

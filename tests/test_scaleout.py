@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -234,7 +235,7 @@ def test_devices_run_one_shard_per_device_into_one_folder(
     )
     assert result.exit_code == 0, result.output
     assert "Running 2 shards on cpu, cpu" in result.output
-    assert "2 shards: 7 done, 0 skipped, 0 failed" in result.output
+    assert "2 shards: 0 done, 0 skipped, 7 with no clips, 0 failed" in result.output
     records = records_by_video(out)
     assert sorted(records) == [f"s{i}" for i in range(7)] and all(len(rs) == 1 for rs in records.values())
     assert sorted(rs[0]["shard"] for rs in records.values()) == ["0/2"] * 3 + ["1/2"] * 4
@@ -248,7 +249,8 @@ def test_devices_run_one_shard_per_device_into_one_folder(
         (["--devices", "cpu,cpu", "--device", "cpu"], "Give --devices or --device, not both"),
         (["--devices", "0"], "--devices 0 starts nothing"),
         (["--devices", "cpu,,cpu"], "has an empty entry"),
-        (["--devices", "cpu,tpu"], "--device 'tpu' is not"),
+        (["--devices", "cpu,tpu"], "--devices cpu,tpu cannot run here: tpu is not a device"),
+        (["--devices", "2"], "--devices 2 (that is cuda:0, cuda:1) cannot run here: cuda:0 asks for CUDA"),
     ],
 )
 def test_devices_that_cannot_work_are_refused_before_anything_starts(
@@ -258,6 +260,25 @@ def test_devices_that_cannot_work_are_refused_before_anything_starts(
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dry_run_on_devices_totals_what_its_shards_checked_and_calls_a_failed_video_no_crash(
+    short_videos: Path, tmp_path: Path
+) -> None:
+    videos = tmp_path / "videos"
+    shutil.copytree(short_videos, videos)
+    make_video(videos / "long.mp4", frames=64, fps=30)  # 2 clips at stride 16
+    (videos / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["extract", str(videos), "-o", str(out), "--dry-run", "--devices", "cpu,cpu", "-j", "0"]
+    )
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "2 shards: 1 checked (dry run), 0 skipped, 7 with no clips, 1 failed · 2 clips" in text
+    assert "stopped" not in text and "could not start" not in text
+    assert "1 video failed, listed in the shards' logs. They cannot be decoded as they are" in text
+    assert not out.exists()
 
 
 def test_a_count_of_devices_means_the_first_cuda_devices() -> None:
@@ -278,23 +299,24 @@ def test_a_crashing_shard_is_reported_with_its_log_and_sets_the_exit_code(tmp_pa
     assert [(run.videos, run.skipped, run.settled) for run in result.runs] == [(2, 0, 0), (2, 1, 1)]
 
 
-def shard_run(exit_code: int | None, settled: int = 2, videos: int = 2) -> ShardRun:
+def shard_run(exit_code: int | None, reported: bool = True, videos: int = 2) -> ShardRun:
     names = frozenset(f"v{i}" for i in range(videos))
-    return ShardRun(Shard(0, 2), "cpu", names, Path("log"), done=set(sorted(names)[:settled]), exit_code=exit_code)
+    report = {"exit_code": exit_code} if reported else None
+    return ShardRun(Shard(0, 2), "cpu", names, Path("log"), exit_code=exit_code, report=report)
 
 
 @pytest.mark.parametrize(
-    "codes, settled, crashed, exit_code",
+    "codes, reported, crashed, exit_code",
     [
-        ([0, 0], 2, 0, 0),
-        ([0, 1], 2, 0, 1),  # a video failed: not a crash
-        ([0, 1], 1, 1, 1),  # exit 1 before settling its videos: a traceback
-        ([1, -9], 2, 1, 137),  # killed by SIGKILL
-        ([0, 2], 2, 1, 2),
+        ([0, 0], True, 0, 0),
+        ([0, 1], True, 0, 1),  # a video failed, and the child said so in its report: not a crash
+        ([0, 1], False, 1, 1),  # exit 1 without a report: a traceback
+        ([1, -9], True, 1, 137),  # killed by SIGKILL
+        ([0, 2], True, 1, 2),
     ],
 )
-def test_the_exit_code_is_the_worst_childs_and_at_least_1_on_a_crash(codes, settled, crashed, exit_code) -> None:
-    result = FanoutResult([shard_run(code, settled) for code in codes], Path("logs"), 1.0)
+def test_the_exit_code_is_the_worst_childs_and_at_least_1_on_a_crash(codes, reported, crashed, exit_code) -> None:
+    result = FanoutResult([shard_run(code, reported) for code in codes], Path("logs"), 1.0)
     assert (len(result.crashed), result.exit_code) == (crashed, exit_code)
 
 

@@ -92,7 +92,7 @@ def test_folder_run_lists_failures_skips_finished_and_leaves_no_temp(tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["standardize", str(videos), str(out), "--fps", "25", "-j", "2"])
     assert result.exit_code == 1
-    assert "1 videos could not be re-encoded" in said(result) and "broken.mp4" in said(result)
+    assert "1 video could not be re-encoded" in said(result) and "broken.mp4" in said(result)
     assert "Traceback" not in result.output
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
     assert assert_constant_rate(out / "a.mp4", 25, 25) == nearest_slot_selection([i / 15 for i in range(15)], 25, 25)
@@ -131,3 +131,40 @@ def test_output_may_not_replace_its_own_input(tmp_path):
     make_video(tmp_path / "x.mp4", frames=3)
     result = runner.invoke(app, ["standardize", str(tmp_path), str(tmp_path)])
     assert result.exit_code == 2 and "overwritten by its own output" in said(result)
+
+
+def test_outputs_made_at_another_rate_are_refused_and_a_decimal_rate_is_said_as_given(tmp_path):
+    make_video(tmp_path / "in" / "v25.mp4", frames=20, fps=25)
+    first = runner.invoke(
+        app, ["standardize", str(tmp_path / "in"), str(tmp_path / "std"), "--fps", "29.97", "-j", "0"]
+    )
+    assert first.exit_code == 0 and "Re-encoded 1 video to 29.97 fps" in said(first), first.output
+    again = runner.invoke(
+        app, ["standardize", str(tmp_path / "in"), str(tmp_path / "std"), "--fps", "29.97", "-j", "0"]
+    )
+    assert "Re-encoded 0 videos to 29.97 fps" in said(again) and "1 was already there" in said(again)
+    other = runner.invoke(app, ["standardize", str(tmp_path / "in"), str(tmp_path / "std"), "--fps", "25", "-j", "0"])
+    assert other.exit_code == 2
+    assert "v25.mp4 is already there, made at 29.97 fps, not 25 fps; give another output folder" in said(other)
+    with av.open(str(tmp_path / "std" / "v25.mp4")) as container:
+        assert container.streams.video[0].average_rate == Fraction(2997, 100)  # kept, not replaced
+
+
+def test_an_output_folder_that_is_a_file_is_one_sentence(tmp_path):
+    make_video(tmp_path / "v.mp4", frames=3)
+    (tmp_path / "afile.txt").write_text("x")
+    for out in (tmp_path / "afile.txt", tmp_path / "afile.txt" / "sub"):
+        result = runner.invoke(app, ["standardize", str(tmp_path / "v.mp4"), str(out)])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert f"Cannot write the videos into {out} ({tmp_path / 'afile.txt'} is a file, not a folder)" in said(result)
+
+
+def test_rates_are_said_as_users_write_them() -> None:
+    from tsp_cli.data.standardize import describe_fps
+
+    assert [describe_fps(Fraction(r)) for r in ("30", "29.97", "30000/1001", "12.5")] == [
+        "30",
+        "29.97",
+        "30000/1001",
+        "12.5",
+    ]

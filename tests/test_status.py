@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from tsp_cli.cli.app import app
 from tsp_cli.data.status import RECENT_WINDOW_SECONDS, folder_status, recent_speed, slurm_array_spec
 from tsp_cli.pipeline import store
+from tsp_cli.pipeline.sharding import Shard
 
 runner = CliRunner()
 NAMES = [f"v{i}" for i in range(9)]
@@ -138,7 +139,7 @@ def test_a_video_that_failed_and_then_finished_is_done(half_done: Path, videos: 
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ([], "Give the VIDEOS that were extracted, or --metadata CSV"),
+        (["--shards", "3"], "--shards splits the list of videos; give VIDEOS or --metadata with it."),
         (["{videos}", "--shards", "0"], "Invalid value for '--shards'"),
     ],
 )
@@ -172,3 +173,63 @@ def test_folder_status_needs_no_records_at_all(tmp_path: Path) -> None:
 def test_shard_indices_become_an_sbatch_array() -> None:
     assert slurm_array_spec([17, 3, 40, 41, 42, 4]) == "3-4,17,40-42"
     assert slurm_array_spec([]) == ""
+
+
+def test_videos_that_finished_in_one_batch_give_no_speed_and_no_eta(tmp_path: Path, videos: Path) -> None:
+    """A shard whose four videos ended within one batch: their time was never measured (it was 3275 clips/s)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    batch_end = time.time() - 30
+    for index, name in enumerate(["v0", "v1", "v2", "v3"]):
+        finish(out, name, "0/1", batch_end + 0.001 * index)
+    code, report = status_json(str(out), str(videos))
+    assert (code, report["done"], report["missing"], report["recent"], report["eta_seconds"]) == (1, 4, 5, None, None)
+    text = said(runner.invoke(app, ["status", str(out), str(videos)]))
+    assert "Recent speed" not in text and "take about" not in text
+    assert "Speed: not measured yet (the recorded videos finished together, in one batch)." in text
+
+
+def test_the_speed_counts_only_the_batches_after_the_first(tmp_path: Path) -> None:
+    # batch 1: 4 videos of 1 clip ending at t=100 (within 3 ms); batch 2: 4 more at t=104: 4 clips in 4 s.
+    first = [{"finished_at": 100.0 + 0.001 * i, "clips": 1} for i in range(4)]
+    second = [{"finished_at": 104.0 + 0.001 * i, "clips": 1} for i in range(4)]
+    speed = recent_speed(first + second, now=110.0)
+    assert (speed.window_seconds, speed.clips_per_second) == (pytest.approx(4.0), pytest.approx(1.0))
+    assert speed.videos_per_second == pytest.approx(1.0)
+    assert recent_speed(first, now=110.0) is None
+
+
+def test_without_videos_status_reports_what_the_records_hold(half_done: Path) -> None:
+    code, report = status_json(str(half_done))
+    assert code == 1  # a failed video
+    assert (report["done"], report["failed"], report["videos"], report["missing"]) == (4, 1, None, None)
+    assert report["failures"][0]["video"] == "v4" and report["missing_videos"] is None
+    assert [(row["shard"], row["done"], row["failed"]) for row in report["shards"]] == [("0/3", 3, 0), ("1/3", 1, 1)]
+    text = said(runner.invoke(app, ["status", str(half_done)]))
+    assert "4 done · 1 failed (from its records; give the VIDEOS or --metadata CSV" in text
+
+
+def test_without_videos_and_without_failures_status_exits_0(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    finish(out, "a", "0/1", time.time())
+    assert runner.invoke(app, ["status", str(out)]).exit_code == 0
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 64, 1000])
+def test_per_shard_counts_equal_counting_each_shards_own_slice(tmp_path: Path, count: int) -> None:
+    names = [f"v{i}" for i in range(301)]
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in names[::3]:
+        store.save_features(out, name, np.zeros((0, 512), np.float32))
+    for name in names[1::7]:
+        store.record_failure(out, name, name, "broken")
+    status = folder_status(out, names, shards=count)
+    done, failed = set(status.done), set(status.failed)
+    expected = []
+    for index in range(count):
+        members = Shard(index, count).select(names)
+        here = (sum(n in done for n in members), sum(n in failed for n in members))
+        expected.append((f"{index}/{count}", len(members), *here, len(members) - sum(here)))
+    assert [(r.shard, r.videos, r.done, r.failed, r.missing) for r in status.shards] == expected

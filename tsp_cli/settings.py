@@ -12,8 +12,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import pooch
-
 CACHE_DIR_VARIABLE = "TSP_CACHE_DIR"
 BASE_URL_VARIABLE = "TSP_BASE_URL"
 MODELS_FILE_VARIABLE = "TSP_MODELS_FILE"
@@ -33,6 +31,8 @@ def cache_dir() -> Path:
     configured = _variable(CACHE_DIR_VARIABLE)
     if configured is not None:
         return Path(configured).expanduser()
+    import pooch  # pulls in requests and http machinery: only when the cache is looked at
+
     return Path(pooch.os_cache("tsp"))
 
 

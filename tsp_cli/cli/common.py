@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,26 +19,47 @@ out = Console(highlight=False, soft_wrap=True)
 #: Progress, warnings and errors go to stderr.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-__all__ = ["EXIT_CANNOT_START", "EXIT_ITEMS_FAILED", "EXIT_OK", "err", "handles_errors", "is_interactive", "out"]
+__all__ = [
+    "EXIT_CANNOT_START",
+    "EXIT_ITEMS_FAILED",
+    "EXIT_OK",
+    "count",
+    "err",
+    "handles_errors",
+    "is_interactive",
+    "out",
+]
 
 F = TypeVar("F", bound=Callable)
 
 
-def handles_errors(command: F) -> F:
-    """Turn a :class:`TspError` into its one-sentence message (in flags) and exit code, never a traceback."""
+def handles_errors(command: F | None = None, *, exit_codes: Mapping[type[TspError], int] | None = None) -> Any:
+    """Turn a :class:`TspError` into its one-sentence message (in flags) and exit code, never a traceback.
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except TspError as error:
-            err.print(f"[bold red]Error:[/] {escape(message_for(error))}")
-            raise typer.Exit(exit_code_for(error)) from None
-        except KeyboardInterrupt:
-            err.print("[yellow]Interrupted.[/] Run the same command again to resume.")
-            raise typer.Exit(130) from None
+    ``@handles_errors``, or ``@handles_errors(exit_codes={DownloadError: 2})`` where a command
+    knows better than the default which errors mean that nothing could start.
+    """
 
-    return wrapper  # type: ignore[return-value]
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except TspError as error:
+                err.print(f"[bold red]Error:[/] {escape(message_for(error))}")
+                raise typer.Exit(exit_code_for(error, exit_codes)) from None
+            except KeyboardInterrupt:
+                err.print("[yellow]Interrupted.[/] Run the same command again to resume.")
+                raise typer.Exit(130) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate if command is None else decorate(command)
+
+
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 video``, ``2 videos``: a number with its noun in the right number."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def is_interactive() -> bool:

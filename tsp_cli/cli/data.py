@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import json
-import statistics
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.progress import Progress as RichProgress
-from rich.table import Table
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, WorkersOption, err, handles_errors, is_interactive, out
-from tsp_cli.data import merge as merging
-from tsp_cli.data import metadata as metadata_csv
-from tsp_cli.data import standardize as standardizing
-from tsp_cli.data.metadata import VideoTiming
-from tsp_cli.data.progress import Failure, Progress
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, WorkersOption, count, err, handles_errors, out
+from tsp_cli.cli.progress import StepProgress
 from tsp_cli.errors import MissingVideosError, UsageError
-from tsp_cli.parallel import default_workers
-from tsp_cli.pipeline.inputs import find_videos
 
-#: Without a terminal (cluster logs), one progress line at most this often, plus the last one.
-PLAIN_PROGRESS_SECONDS = 10.0
-#: ``tsp inspect`` lists at most this many videos in its table; ``--json`` lists them all.
+if TYPE_CHECKING:  # the data steps import h5py and PyAV: only when a command runs
+    from rich.table import Table
+
+    from tsp_cli.data import merge as merging
+    from tsp_cli.data.metadata import VideoTiming
+    from tsp_cli.data.progress import Failure
+#: ``tsp inspect`` names at most this many videos with NaN (or foreign root items) in its summary table.
 INSPECT_TABLE_ROWS = 20
 
 
@@ -40,32 +32,6 @@ def register(app: typer.Typer) -> None:
     app.command("standardize")(standardize)
 
 
-@contextmanager
-def _progress(description: str) -> Iterator[Callable[[Progress], None]]:
-    """A progress callback for the core: a Rich bar on a terminal, periodic plain lines otherwise."""
-    if is_interactive():
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with RichProgress(*columns, console=err, transient=True) as bar:
-            task = bar.add_task(description, total=None)
-            yield lambda event: bar.update(task, completed=event.done, total=event.total)
-        return
-    last_line = float("-inf")
-
-    def print_line(event: Progress) -> None:
-        nonlocal last_line
-        if event.done == event.total or time.monotonic() - last_line >= PLAIN_PROGRESS_SECONDS:
-            last_line = time.monotonic()
-            err.print(f"{description} {event.done}/{event.total} ({escape(event.item)})")
-
-    yield print_line
-
-
 def _report_failures(heading: str, failures: list[Failure]) -> None:
     """One line per failed item on stderr, then exit 1: failures are never silently dropped."""
     err.print(f"[bold red]{heading}[/]")
@@ -75,6 +41,8 @@ def _report_failures(heading: str, failures: list[Failure]) -> None:
 
 
 def _workers(workers: int | None) -> int:
+    from tsp_cli.parallel import default_workers
+
     return default_workers() if workers is None else workers
 
 
@@ -100,34 +68,50 @@ def merge(
         bool, typer.Option("--allow-missing", help="Merge even if listed videos have no features.")
     ] = False,
     compression_level: Annotated[
-        int, typer.Option("--compression-level", min=0, max=9, help="gzip level: 1 is fastest, 9 smallest.")
-    ] = merging.DEFAULT_COMPRESSION_LEVEL,
+        int | None,
+        typer.Option(
+            "--compression-level",
+            min=0,
+            max=9,
+            help="gzip level: 1 (the default) is fastest, 9 smallest.",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace FEATURES_H5 if it exists.")] = False,
 ) -> None:
     """Merge per-video features into one HDF5 file: one dataset per video at the root, as the reference's."""
+    from tsp_cli.data import merge as merging
+
     expected = _expected_videos(metadata, videos)
-    with _progress("Merging") as on_progress:
+    level = {} if compression_level is None else {"compression_level": compression_level}
+    with StepProgress("Merging") as on_progress:
         try:
             result = merging.merge_features(
                 out_dir,
                 output,
                 expected=expected,
                 allow_missing=allow_missing,
-                compression_level=compression_level,
                 overwrite=overwrite,
                 on_progress=on_progress,
+                **level,
             )
         except MissingVideosError as error:
             _list_missing(error.missing)
             raise
     if result.missing:
         _list_missing(result.missing)
-        err.print(f"[yellow]Merged without {len(result.missing)} missing videos (--allow-missing).[/]")
-    out.print(f"Merged {result.videos} videos ({result.rows} rows × {result.width}) into {escape(str(result.output))}.")
+        err.print(f"[yellow]Merged without {count(len(result.missing), 'missing video')} (--allow-missing).[/]")
+    out.print(
+        f"Merged {count(result.videos, 'video')} ({count(result.rows, 'row')} × {result.width}) "
+        f"into {escape(str(result.output))}."
+    )
 
 
 def _expected_videos(metadata: Path | None, videos: Path | None) -> dict[str, VideoTiming | None] | None:
     """The videos a complete merge must hold, with their timing where a metadata CSV gives it."""
+    from tsp_cli.data.metadata import read_metadata_csv
+    from tsp_cli.pipeline.inputs import find_videos
+
     if metadata is None and videos is None:
         return None
     expected: dict[str, VideoTiming | None] = {}
@@ -136,7 +120,7 @@ def _expected_videos(metadata: Path | None, videos: Path | None) -> dict[str, Vi
             raise UsageError(f"--videos {videos} is not a folder.")
         expected.update((video.video, None) for video in find_videos([videos]))
     if metadata is not None:
-        expected.update(metadata_csv.read_metadata_csv(metadata))
+        expected.update(read_metadata_csv(metadata))
     return expected
 
 
@@ -152,69 +136,130 @@ def _list_missing(missing: list[str]) -> None:
 
 @handles_errors
 def inspect(
-    path: Annotated[Path, typer.Argument(help="A merged HDF5 file, or a folder of .npy/.pkl feature files.")],
-    json_output: JsonOption = False,
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="A merged HDF5 file, or a folder of .npy/.pkl feature files.")
+    ],
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON Lines for scripts: with --all one object per video, then always one summary object.",
+        ),
+    ] = False,
+    all_videos: Annotated[
+        bool,
+        typer.Option("--all", help="List every video (streamed), not only the first and last few."),
+    ] = False,
 ) -> None:
     """Show the videos, rows, width, dtype, attributes and any NaN/inf of a feature file or folder.
 
-    Exits 1 if a video holds NaN or infinite values, or if the HDF5 root holds anything but
+    Reads one video at a time, so memory does not grow with the file: by default the totals and
+    the first and last few videos, with --all every video as it is read. Exits 1 if a video holds
+    NaN or infinite values, if the HDF5 file holds no videos, or if its root holds anything but
     per-video datasets (downstream loaders iterate the root).
     """
-    with _progress("Reading") as on_progress:
-        summary = merging.inspect_features(path, on_progress=on_progress)
+    from tsp_cli.data import merge as merging
+
+    on_video = None
+    if all_videos:
+        on_video = _json_line if json_output else _VideoLines()
+    with StepProgress("Reading") as on_progress:
+        summary = merging.inspect_features(path, on_video=on_video, on_progress=on_progress)
     if json_output:
-        out.out(json.dumps(summary.to_json(), indent=2), highlight=False)
+        _json_line(summary)
     else:
         out.print(_summary_table(summary))
-        if summary.videos:
+        if summary.videos and not all_videos:
             out.print(_videos_table(summary))
     problems = []
     if summary.videos_with_non_finite:
-        problems.append(f"NaN or infinite values in {len(summary.videos_with_non_finite)} videos")
+        problems.append(f"NaN or infinite values in {count(len(summary.videos_with_non_finite), 'video')}")
     if summary.unexpected:
-        problems.append(f"the root holds {len(summary.unexpected)} items that are not per-video feature datasets")
+        problems.append(
+            f"the root holds {count(len(summary.unexpected), 'item')} that {'is' if len(summary.unexpected) == 1 else 'are'} "
+            "not per-video feature datasets"
+        )
+    if not summary.videos:
+        problems.append("it holds no videos")
     if problems:
         err.print(f"[bold red]Problem:[/] {'; '.join(problems)}.")
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
+def _json_line(record: merging.VideoSummary | merging.FeatureSummary) -> None:
+    """One JSON object on one line, straight to stdout (no Rich rendering per video)."""
+    sys.stdout.write(json.dumps(record.to_json()) + "\n")
+
+
+class _VideoLines:
+    """``--all`` as text: one tab-separated line per video as it is read, under one header line."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def __call__(self, video: merging.VideoSummary) -> None:
+        if not self.started:
+            sys.stdout.write("video\trows\twidth\tdtype\tfps\tframes\tclip starts (s)\tNaN/inf rows\n")
+            self.started = True
+        sys.stdout.write("\t".join(_video_fields(video)) + "\n")
+
+
+def _video_fields(video: merging.VideoSummary) -> tuple[str, ...]:
+    """A video's row: name, rows, width, dtype, fps, frames, first clip starts, NaN/inf rows."""
+    attributes = video.attributes
+    return (
+        video.video,
+        str(video.rows),
+        str(video.width),
+        video.dtype,
+        _number(attributes.get("fps")),
+        _number(attributes.get("num_frames")),
+        _starts(attributes.get("clip_start_times")),
+        str(video.non_finite_rows),
+    )
+
+
 def _summary_table(summary: merging.FeatureSummary) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{escape(str(summary.path))} ({summary.kind})", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    rows = [video.rows for video in summary.videos]
-    table.add_row("videos", str(len(rows)))
-    spread = f" (min {min(rows)}, median {statistics.median(rows):g}, max {max(rows)})" if rows else ""
-    table.add_row("rows", f"{sum(rows)}{spread}")
+    table.add_row("videos", str(summary.videos))
+    spread = (
+        f" (min {summary.min_rows}, mean {summary.mean_rows:.1f}, max {summary.max_rows})" if summary.videos else ""
+    )
+    table.add_row("rows", f"{summary.rows}{spread}")
     table.add_row("width", ", ".join(map(str, summary.widths)) or "-")
     table.add_row("dtype", ", ".join(summary.dtypes) or "-")
     for key, value in sorted(summary.attributes.items()):
         table.add_row(f"@{escape(key)}", escape(_short(value)))
-    table.add_row("NaN/inf", escape(", ".join(summary.videos_with_non_finite)) or "none")
+    table.add_row("NaN/inf", escape(_some(summary.videos_with_non_finite)) or "none")
     if summary.unexpected:
-        table.add_row("not videos", escape(", ".join(summary.unexpected)))
+        table.add_row("not videos", escape(_some(summary.unexpected)))
     return table
 
 
+def _some(names: list[str], limit: int = INSPECT_TABLE_ROWS) -> str:
+    more = len(names) - limit
+    return ", ".join(names[:limit]) + (f" … and {more} more" if more > 0 else "")
+
+
 def _videos_table(summary: merging.FeatureSummary) -> Table:
-    shown = summary.videos[:INSPECT_TABLE_ROWS]
-    hidden = len(summary.videos) - len(shown)
-    caption = f"… and {hidden} more videos (--json lists them all)" if hidden else None
-    table = Table("video", "rows", "width", "dtype", "fps", "frames", caption=caption)
+    from rich.table import Table
+
+    from tsp_cli.data import merge as merging
+
+    shown = [*summary.first, *summary.last]
+    caption = f"{summary.videos} videos; the first and last {merging.INSPECT_ENDS} shown (--all lists every one)"
+    table = Table("video", "rows", "width", "dtype", "fps", "frames", caption=caption if summary.hidden else None)
     table.add_column("clip starts (s)", no_wrap=True)
     table.add_column("NaN/inf")
-    for video in shown:
-        attributes = video.attributes
-        table.add_row(
-            escape(video.video),
-            str(video.rows),
-            str(video.width),
-            video.dtype,
-            _number(attributes.get("fps")),
-            _number(attributes.get("num_frames")),
-            _starts(attributes.get("clip_start_times")),
-            str(video.non_finite_rows),
-        )
+    for position, video in enumerate(shown):
+        if summary.hidden and position == len(summary.first):
+            table.add_row(f"… {summary.hidden} more", *[""] * 7)
+        name, *fields = _video_fields(video)
+        table.add_row(escape(name), *fields)
     return table
 
 
@@ -243,21 +288,27 @@ def _short(value: Any) -> str:
 @handles_errors
 def metadata(
     videos: Annotated[
-        list[Path], typer.Argument(metavar="VIDEOS...", help="Video folders (searched recursively) and/or files.")
+        list[Path], typer.Argument(metavar="VIDEOS", help="Video folders (searched recursively) and/or files.")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The CSV to write.")],
     workers: WorkersOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the CSV if it exists.")] = False,
 ) -> None:
     """Write the metadata CSV of the reference's data step 4: filename,video-duration,fps,video-frames."""
+    from tsp_cli.data import metadata as metadata_csv
+    from tsp_cli.pipeline.inputs import find_videos
+
+    metadata_csv.check_csv_output(output, overwrite=overwrite)  # before probing: a refusal costs nothing
     found = find_videos(videos)
     if not found:
         raise UsageError(f"No videos found in {', '.join(map(str, videos))}.")
-    with _progress("Probing") as on_progress:
+    with StepProgress("Probing") as on_progress:
         rows, failures = metadata_csv.collect_metadata(found, workers=_workers(workers), on_progress=on_progress)
-    metadata_csv.write_metadata_csv(rows, output)
-    out.print(f"Wrote {len(rows)} videos to {escape(str(output))}.")
+    metadata_csv.write_metadata_csv(rows, output, overwrite=overwrite)
+    out.print(f"Wrote {count(len(rows), 'video')} to {escape(str(output))}.")
     if failures:
-        _report_failures(f"{len(failures)} videos could not be read and are not in the CSV:", failures)
+        heading = f"{count(len(failures), 'video')} could not be read and {'is' if len(failures) == 1 else 'are'} not in the CSV:"
+        _report_failures(heading, failures)
 
 
 # --- tsp standardize ---------------------------------------------------------------------------
@@ -273,11 +324,17 @@ def standardize(
     workers: WorkersOption = None,
 ) -> None:
     """Re-encode videos to constant-frame-rate H.264 MP4, as the reference's data step 2 (ffmpeg fps filter)."""
+    from tsp_cli.data import standardize as standardizing
+
     rate = standardizing.parse_fps(fps)
     jobs = standardizing.plan_jobs(source, out_dir)
-    with _progress("Re-encoding") as on_progress:
+    with StepProgress("Re-encoding") as on_progress:
         result = standardizing.standardize_all(jobs, fps=rate, workers=_workers(workers), on_progress=on_progress)
-    already = f"; {len(result.skipped)} were already there" if result.skipped else ""
-    out.print(f"Re-encoded {len(result.written)} videos to {rate} fps in {escape(str(out_dir))}{already}.")
+    skipped = len(result.skipped)
+    already = f"; {skipped} {'was' if skipped == 1 else 'were'} already there" if skipped else ""
+    out.print(
+        f"Re-encoded {count(len(result.written), 'video')} to {standardizing.describe_fps(rate)} fps "
+        f"in {escape(str(out_dir))}{already}."
+    )
     if result.failures:
-        _report_failures(f"{len(result.failures)} videos could not be re-encoded:", result.failures)
+        _report_failures(f"{count(len(result.failures), 'video')} could not be re-encoded:", result.failures)

@@ -9,17 +9,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, err, handles_errors, out
-from tsp_cli.cli.data import _progress as progress_display
-from tsp_cli.data import export as exporting
-from tsp_cli.data.metadata import read_metadata_csv
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, count, err, handles_errors, out
+from tsp_cli.cli.progress import StepProgress
 from tsp_cli.errors import UsageError
-from tsp_cli.pipeline.inputs import find_videos
 
 #: Videos left out are listed one per line up to this many; ``OUT/export.json`` lists them all.
 LEFT_OUT_SHOWN = 20
 
-Target = Enum("Target", {name: name for name in exporting.TARGETS}, type=str)  # type: ignore[misc]
+#: The --to choices: ``tsp_cli.data.export.TARGETS`` (a test keeps them equal), written out here because
+#: importing that module loads h5py, which ``tsp --help`` should not pay for.
+TARGET_NAMES = ("actionformer", "opentad", "gtad", "bmn", "pdvc")
+Target = Enum("Target", {name: name for name in TARGET_NAMES}, type=str)  # type: ignore[misc]
 
 
 @handles_errors
@@ -45,7 +45,9 @@ def export(
     videos: Annotated[
         list[Path] | None,
         typer.Option(
-            "--videos", help="Video folder or file your annotations hold (repeatable), instead of --metadata."
+            "--videos",
+            metavar="<path>",
+            help="Video folder or file your annotations hold (repeatable), instead of --metadata.",
         ),
     ] = None,
     overwrite: Annotated[
@@ -56,9 +58,11 @@ def export(
 
     Videos that cannot be exported (no clips, one clip when resizing, listed but not extracted) are reported and listed in OUT/export.json; the exit code is then 1.
     """
+    from tsp_cli.data import export as exporting
+
     expected = _expected_videos(metadata, videos)
     target = str(to.value)
-    with progress_display("Exporting") as on_progress:
+    with StepProgress("Exporting") as on_progress:
         result = exporting.export_features(
             features,
             out_dir,
@@ -70,13 +74,13 @@ def export(
         )
     for warning in result.warnings:
         err.print(f"[yellow]Warning:[/] {escape(warning)}")
-    rows = f"{result.resize} rows each" if result.resize else f"{result.rows} rows"
+    rows = f"{result.resize} rows each" if result.resize else count(result.rows, "row")
     out.print(
-        f"Exported {len(result.exported)} videos ({rows}) for {target} into {escape(str(result.out_dir))}; "
+        f"Exported {count(len(result.exported), 'video')} ({rows}) for {target} into {escape(str(result.out_dir))}; "
         f"see {exporting.EXPORT_RECORD} for the config keys."
     )
     if result.left_out:
-        err.print(f"[bold red]{len(result.left_out)} videos were left out:[/]")
+        err.print(f"[bold red]{count(len(result.left_out), 'video was', 'videos were')} left out:[/]")
         for item in result.left_out[:LEFT_OUT_SHOWN]:
             err.print(f"  {escape(item.video)}: {escape(item.reason)}")
         if len(result.left_out) > LEFT_OUT_SHOWN:
@@ -89,7 +93,11 @@ def _expected_videos(metadata: Path | None, videos: list[Path] | None) -> set[st
     if metadata is not None and videos:
         raise UsageError("Give either --metadata or --videos, not both.")
     if metadata is not None:
+        from tsp_cli.data.metadata import read_metadata_csv
+
         return set(read_metadata_csv(metadata))
     if videos:
+        from tsp_cli.pipeline.inputs import find_videos
+
         return {video.video for video in find_videos(videos)}
     return None

@@ -1,41 +1,40 @@
-"""``tsp extract``: options, checkpoint resolution, the progress display and the closing summary.
+"""``tsp extract``: options, checkpoint resolution and the closing summary.
 
-``--shard auto`` takes the shard from Slurm or torchrun; ``--devices`` runs one shard per device
-as child processes (``tsp_cli.pipeline.fanout``) and shows their progress side by side.
+One device runs in this process (:func:`_extract_on_one_device`); ``--devices`` runs one shard
+per device as child processes (``tsp_cli.pipeline.fanout``, :func:`_extract_on_devices`) and
+shows their progress side by side. ``--shard auto`` takes the shard from Slurm or torchrun.
+Progress displays live in ``tsp_cli.cli.progress``.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
-import time
-from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, WorkersOption, err, handles_errors, is_interactive, out
-from tsp_cli.errors import UsageError
+from tsp_cli.cli.common import (
+    EXIT_CANNOT_START,
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+    WorkersOption,
+    count,
+    err,
+    handles_errors,
+    out,
+)
+from tsp_cli.errors import DeviceError, DownloadError, TspError, UsageError
 from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
-    from tsp_cli.pipeline.fanout import FanoutResult, ShardRun
+    from tsp_cli.pipeline.engine import ExtractionPlan, RunSummary
+    from tsp_cli.pipeline.fanout import FanoutResult
     from tsp_cli.pipeline.sharding import Shard
-
-#: Plain progress lines in logs: at most one per this many seconds.
-LOG_INTERVAL_SECONDS = 30.0
 
 
 #: The --backbone choices, from the one list of backbones.
@@ -49,106 +48,37 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
-class _LiveView:
-    """A Rich progress display on a terminal (with ``columns``); nothing live in logs, where subclasses print lines."""
-
-    def columns(self) -> tuple:
-        return ()
-
-    def __init__(self) -> None:
-        self.live = is_interactive()
-        self.progress: Progress | None = None
-        self.last_line = time.perf_counter()
-
-    def __enter__(self):
-        if self.live:
-            self.progress = Progress(
-                *self.columns(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err
-            )
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def time_for_a_log_line(self) -> bool:
-        """In logs, at most one progress line per ``LOG_INTERVAL_SECONDS``."""
-        if time.perf_counter() - self.last_line < LOG_INTERVAL_SECONDS:
-            return False
-        self.last_line = time.perf_counter()
-        return True
-
-
-class ProgressView(_LiveView):
-    """Renders engine events: a Rich live display on a terminal, periodic plain lines elsewhere."""
-
-    def columns(self) -> tuple:
-        return (
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("videos · {task.fields[clips]} clips · {task.fields[rate]:.1f} clips/s"),
-        )
-
-    def __init__(self, label: str) -> None:
-        super().__init__()
-        self.label = label
-        self.task: TaskID | None = None
-        self.videos_total = self.videos_seen = self.clips = 0
-        self.started = time.perf_counter()
-
-    def __call__(self, event) -> None:
-        from tsp_cli.pipeline.engine import ClipsComputed, RunStarted, VideoEnded
-
-        if isinstance(event, RunStarted):
-            self.videos_total = event.to_do
-            for note in event.notes:
-                err.print(f"[yellow]Note:[/] {escape(note)}")
-            err.print(
-                f"{self.label}: {event.videos} videos, {event.skipped} already done, {event.to_do} to do "
-                f"on {event.device} with {event.workers} decoding worker(s)."
-            )
-            if self.progress is not None:
-                self.task = self.progress.add_task(self.label, total=max(event.to_do, 1), clips=0, rate=0.0)
-        elif isinstance(event, ClipsComputed):
-            self.clips += event.count
-        elif isinstance(event, VideoEnded):
-            self.videos_seen += 1
-            if event.outcome == "failed":
-                err.print(f"[red]✗[/] {escape(event.name)}: {escape(event.error or '')}")
-        self._refresh()
-
-    def _refresh(self) -> None:
-        elapsed = time.perf_counter() - self.started
-        rate = self.clips / elapsed if elapsed > 0 else 0.0
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, completed=self.videos_seen, clips=self.clips, rate=rate)
-        elif not self.live and self.time_for_a_log_line():
-            remaining = (
-                (self.videos_total - self.videos_seen) * elapsed / self.videos_seen
-                if self.videos_seen
-                else float("nan")
-            )
-            eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if remaining == remaining else "?"
-            err.print(
-                f"{self.label}: {self.videos_seen}/{self.videos_total} videos, {self.clips} clips, {rate:.1f} clips/s, ETA {eta}",
-                highlight=False,
-            )
-
-
-def _print_summary(summary, dry_run: bool) -> None:
+def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
     verb = "checked (dry run)" if dry_run else "done"
-    out.print(
+    line = (
         f"{summary.done} {verb}, {summary.skipped} skipped, {summary.no_clips} with no clips, "
-        f"{summary.failed} failed · {summary.clips} clips in {summary.wall_seconds:.1f} s "
-        f"({summary.clips_per_second:.1f} clips/s) · network waited for data {summary.data_wait_share:.0%} of the time"
+        f"{summary.failed} failed · {count(summary.clips, 'clip')} in {summary.wall_seconds:.1f} s "
+        f"({summary.clips_per_second:.1f} clips/s)"
     )
-    if summary.failed:
+    if not dry_run and summary.clips:  # only where a model ran
+        line += f" · the model waited for decoded frames {summary.data_wait_share:.0%} of the time"
+    out.print(line)
+    if summary.no_clips_names:
+        out.print(f"Shorter than one clip (saved as 0 clips): {escape(', '.join(summary.no_clips_names))}")
+    if summary.high_bit_depth:
+        listed = ", ".join(f"{name} ({pixel_format})" for name, pixel_format in summary.high_bit_depth)
         err.print(
-            f"[red]{summary.failed} video(s) failed; see failures.jsonl in the output folder. Rerun to retry them.[/]"
+            f"[yellow]Note:[/] {count(len(summary.high_bit_depth), 'video has', 'videos have')} more than 8 bits per "
+            f"sample: {escape(listed)}; their features depend on the FFmpeg build (see README, high-bit-depth videos)."
         )
+    if summary.failed:
+        where = "listed above" if dry_run else "listed above and in failures.jsonl in the output folder"
+        _print_failed(summary.failed, summary.retryable_failures, where=where)
+
+
+def _print_failed(failed: int, retryable: int, *, where: str) -> None:
+    if retryable == failed:
+        advice = f" Rerun to retry {'it' if failed == 1 else 'them'}."
+    elif retryable:
+        advice = f" Rerun to retry the {retryable} that may succeed; the others cannot be decoded as they are."
+    else:
+        advice = " They cannot be decoded as they are (see each reason)."
+    err.print(f"[red]{count(failed, 'video')} failed, {where}.{advice}[/]")
 
 
 def _resolve_checkpoint(
@@ -159,7 +89,7 @@ def _resolve_checkpoint(
         raise UsageError("Give either --local PATH or --checkpoint NAME, not both.")
     if local is not None:
         return local, None, backbone
-    from tsp_cli.cli.models import RichDownloadBar, download_progress
+    from tsp_cli.cli.progress import DownloadBar, download_progress
     from tsp_cli.models import cache, registry
 
     name = name or DEFAULT_CHECKPOINT
@@ -169,14 +99,55 @@ def _resolve_checkpoint(
             f"Checkpoint {name} is a {entry.backbone} model, not {backbone}; drop --backbone or change it."
         )
     with download_progress(transient=True) as progress:
-        path = cache.fetch(name, offline=offline, progress=RichDownloadBar(progress, name))
+        path = cache.fetch(name, offline=offline, progress=DownloadBar(progress, name))
     return path, name, entry.backbone
 
 
-@handles_errors
+@dataclass(frozen=True)
+class _Request:
+    """The options of one ``tsp extract`` invocation, as both ways of running it need them."""
+
+    videos: list[Path]
+    output: Path
+    local: Path | None
+    backbone: str | None
+    checkpoint: str | None
+    stride: int
+    metadata: Path | None
+    batch_size: int
+    workers: int | None
+    dry_run: bool
+    clip_len: int
+    frame_rate: float
+    precision: str
+    offline: bool
+    report: Path | None
+
+    def plan(self, shard: Shard, device: str | None) -> ExtractionPlan:
+        """Validate the request and list ``shard``'s videos, before anything slow."""
+        from tsp_cli.pipeline.engine import plan_extraction
+
+        return plan_extraction(
+            self.videos,
+            self.output,
+            stride=self.stride,
+            clip_len=self.clip_len,
+            frame_rate=self.frame_rate,
+            metadata=self.metadata,
+            shard=shard,
+            device=device,
+        )
+
+
+#: A checkpoint that cannot be downloaded stops ``extract`` before any video: nothing started (2).
+_EXTRACT_EXIT_CODES: dict[type[TspError], int] = {DownloadError: EXIT_CANNOT_START}
+
+
+@handles_errors(exit_codes=_EXTRACT_EXIT_CODES)
 def extract(
     videos: Annotated[
-        list[Path], typer.Argument(help="Video files and/or folders (searched recursively).", show_default=False)
+        list[Path],
+        typer.Argument(metavar="VIDEOS", help="Video files and/or folders (searched recursively).", show_default=False),
     ],
     output: Annotated[
         Path,
@@ -264,66 +235,77 @@ def extract(
         bool,
         typer.Option("--offline", help="Never download a checkpoint; fail if it is not cached (also TSP_OFFLINE=1)."),
     ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", hidden=True, help="Write the run's counts as JSON here (used by --devices)."),
+    ] = None,
 ) -> None:
-    """Extract one feature file per video: clips x 512 float32, exactly as the reference recipe."""
-    from tsp_cli.pipeline.engine import plan_extraction, run_extraction
+    """Extract one feature file per video: clips x 512 float32, exactly as the reference recipe.
 
-    backbone_name = backbone.value if backbone else None
-    if devices is not None:
-        _refuse_with_devices(shard, device)
-        device_list = _checked_devices(devices)
-        plan = plan_extraction(
-            videos,
-            output,
-            stride=stride,
-            clip_len=clip_len,
-            frame_rate=frame_rate,
-            metadata=metadata,
-            device=device_list[0],
-        )
-        arguments = [] if dry_run else _checkpoint_arguments(local, checkpoint, backbone_name, offline)
-        arguments += _shared_extract_arguments(
-            output,
-            stride,
-            metadata,
-            batch_size,
-            workers,
-            dry_run,
-            clip_len,
-            frame_rate,
-            precision.value,
-            len(device_list),
-        )
-        _fan_out(device_list, [job.name for job in plan.jobs], output, [*arguments, "--", *map(str, videos)])
-    shard_spec, device, launcher = _choose_shard(shard, device)
-    plan = plan_extraction(
-        videos,
-        output,
+    Resumes: finished videos (their <name>.npy exists) are skipped, so the same command run again
+    after a crash or Ctrl-C finishes the rest. A video that cannot be decoded never stops the run:
+    it is listed in OUTPUT/failures.jsonl with the reason, the run exits 1, and a rerun tries it again.
+    """
+    request = _Request(
+        videos=videos,
+        output=output,
+        local=local,
+        backbone=backbone.value if backbone else None,
+        checkpoint=checkpoint,
         stride=stride,
+        metadata=metadata,
+        batch_size=batch_size,
+        workers=workers,
+        dry_run=dry_run,
         clip_len=clip_len,
         frame_rate=frame_rate,
-        metadata=metadata,
-        shard=shard_spec,
-        device=device,
+        precision=precision.value,
+        offline=offline,
+        report=report,
     )
-    checkpoint_path, checkpoint_name = None, None
-    if not dry_run:
-        checkpoint_path, checkpoint_name, backbone_name = _resolve_checkpoint(local, checkpoint, backbone_name, offline)
+    if devices is not None:
+        _refuse_with_devices(shard, device)
+        raise typer.Exit(_extract_on_devices(request, devices))
+    raise typer.Exit(_extract_on_one_device(request, shard, device))
+
+
+def _extract_on_one_device(request: _Request, shard: str | None, device: str | None) -> int:
+    """Run one shard (all videos without ``--shard``) in this process; returns the exit code."""
+    from tsp_cli.cli.progress import ExtractProgress
+    from tsp_cli.pipeline.engine import run_extraction
+
+    shard_spec, device, launcher = _choose_shard(shard, device)
+    plan = request.plan(shard_spec, device)
+    checkpoint_path, checkpoint_name, backbone_name = None, None, request.backbone
+    if not request.dry_run:
+        checkpoint_path, checkpoint_name, backbone_name = _resolve_checkpoint(
+            request.local, request.checkpoint, backbone_name, request.offline
+        )
     label = f"shard {shard_spec}" if shard_spec.count > 1 else "extract"
-    with ProgressView(label) as view:
+    with ExtractProgress(label) as progress:
         summary = run_extraction(
             plan,
             checkpoint=checkpoint_path,
             backbone=backbone_name,
             checkpoint_name=checkpoint_name,
-            batch_size=batch_size,
-            workers=workers,
-            precision=precision.value,
-            dry_run=dry_run,
-            on_event=view,
+            batch_size=request.batch_size,
+            workers=request.workers,
+            precision=request.precision,
+            dry_run=request.dry_run,
+            on_event=progress,
         )
-    _print_summary(summary, dry_run)
-    raise typer.Exit(_exit_code_for(summary.exit_code, launcher))
+    _print_summary(summary, dry_run=request.dry_run)
+    if request.report is not None:
+        _write_report(request.report, summary)
+    return _exit_code_for(EXIT_ITEMS_FAILED if summary.failed else EXIT_OK, launcher)
+
+
+def _write_report(path: Path, summary: RunSummary) -> None:
+    """The run's counts as JSON, for the ``--devices`` parent: a dry run writes no records it could read."""
+    from tsp_cli.atomic import atomic_path
+
+    with atomic_path(path) as temp:
+        temp.write_text(json.dumps({**asdict(summary), "exit_code": 1 if summary.failed else 0}))
 
 
 # ---- --shard auto ------------------------------------------------------------------------
@@ -381,14 +363,55 @@ def _refuse_with_devices(shard: str | None, device: str | None) -> None:
 
 
 def _checked_devices(spec: str) -> list[str]:
-    """The devices of ``--devices``, each checked to exist here before any child starts."""
+    """The devices of ``--devices``, each checked to exist here before any child starts; errors name ``--devices``."""
     from tsp_cli.pipeline import fanout
     from tsp_cli.pipeline.devices import resolve_device
 
     device_list = fanout.parse_devices(spec)
     for device in device_list:
-        resolve_device(device)
+        try:
+            resolve_device(device)
+        except DeviceError as error:
+            meaning = f" (that is {', '.join(device_list)})" if spec.strip().isdigit() else ""
+            reason = str(error).split(";")[0].replace(f"`device` {device!r} ", "").replace(f"`device` {device} ", "")
+            raise DeviceError(
+                f"`devices` {spec}{meaning} cannot run here: {device} {reason}; "
+                "give devices that exist, such as cpu,cpu.",
+                device=device,
+            ) from None
     return device_list
+
+
+def _extract_on_devices(request: _Request, devices: str) -> int:
+    """Run one shard per device in child processes, show their progress, and return their worst exit code."""
+    from tsp_cli.cli.progress import ShardsProgress
+    from tsp_cli.pipeline import fanout
+    from tsp_cli.pipeline.sharding import Shard
+
+    device_list = _checked_devices(devices)
+    plan = request.plan(Shard(), device_list[0])  # every video: the children split them
+    arguments = (
+        []
+        if request.dry_run
+        else _checkpoint_arguments(request.local, request.checkpoint, request.backbone, request.offline)
+    )
+    arguments += _shared_extract_arguments(request, len(device_list))
+    arguments += ["--", *map(str, request.videos)]
+    log_dir = fanout.make_log_dir()
+    err.print(
+        f"Running {count(len(device_list), 'shard')} on {escape(', '.join(device_list))}; "
+        f"their logs are in {escape(str(log_dir))}."
+    )
+    with ShardsProgress() as progress:
+        result = fanout.run_shards(
+            arguments, device_list, [job.name for job in plan.jobs], request.output, log_dir, on_progress=progress
+        )
+    _print_shards_summary(result, dry_run=request.dry_run)
+    if result.exit_code == 0:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    else:
+        err.print(f"The shards' logs are kept in {escape(str(log_dir))}.")
+    return result.exit_code
 
 
 def _checkpoint_arguments(local: Path | None, name: str | None, backbone: str | None, offline: bool) -> list[str]:
@@ -399,112 +422,58 @@ def _checkpoint_arguments(local: Path | None, name: str | None, backbone: str | 
     return ["--checkpoint", str(released_name), "--offline"]
 
 
-def _shared_extract_arguments(
-    output: Path,
-    stride: int,
-    metadata: Path | None,
-    batch_size: int,
-    workers: int | None,
-    dry_run: bool,
-    clip_len: int,
-    frame_rate: float,
-    precision: str,
-    shards: int,
-) -> list[str]:
-    """Every child's options other than the checkpoint, --shard and --device; decoders are shared out unless given."""
+def _shared_extract_arguments(request: _Request, shards: int) -> list[str]:
+    """Every child's options other than the checkpoint, --shard, --device and --report; decoders are shared out."""
     from tsp_cli.pipeline.fanout import default_workers_per_shard
 
-    workers = default_workers_per_shard(shards) if workers is None else workers
+    workers = default_workers_per_shard(shards) if request.workers is None else request.workers
     arguments = [
         "--output",
-        str(output),
+        str(request.output),
         "--stride",
-        str(stride),
+        str(request.stride),
         "--batch-size",
-        str(batch_size),
+        str(request.batch_size),
         "--workers",
         str(workers),
         "--clip-len",
-        str(clip_len),
+        str(request.clip_len),
         "--frame-rate",
-        repr(frame_rate),
+        repr(request.frame_rate),
         "--precision",
-        precision,
+        request.precision,
     ]
-    if metadata is not None:
-        arguments += ["--metadata", str(metadata)]
-    if dry_run:
+    if request.metadata is not None:
+        arguments += ["--metadata", str(request.metadata)]
+    if request.dry_run:
         arguments.append("--dry-run")
     return arguments
 
 
-def _fan_out(device_list: list[str], job_names: list[str], output: Path, arguments: list[str]) -> None:
-    """Run one shard per device in child processes, show their progress, and exit with their worst code."""
-    from tsp_cli.pipeline import fanout
-
-    log_dir = fanout.make_log_dir()
-    err.print(
-        f"Running {len(device_list)} shards on {escape(', '.join(device_list))}; their logs are in {escape(str(log_dir))}."
-    )
-    with FanoutView() as view:
-        result = fanout.run_shards(arguments, device_list, job_names, output, log_dir, on_progress=view)
-    _print_fanout_summary(result)
-    if result.exit_code == 0:
-        shutil.rmtree(log_dir, ignore_errors=True)
-    else:
-        err.print(f"The shards' logs are kept in {escape(str(log_dir))}.")
-    raise typer.Exit(result.exit_code)
-
-
-class FanoutView(_LiveView):
-    """One progress bar per shard plus a total on a terminal; a plain line now and then in logs."""
-
-    def columns(self) -> tuple:
-        return (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("videos · {task.fields[failed]} failed · {task.fields[clips]} clips"),
-        )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tasks: dict[str, TaskID] = {}
-
-    def __call__(self, runs: Sequence[ShardRun]) -> None:
-        rows = [
-            (f"shard {run.shard} on {run.device}", run.videos, run.settled, len(run.failed), run.clips) for run in runs
-        ]
-        totals = [sum(counts) for counts in zip(*(row[1:] for row in rows), strict=True)] if rows else [0, 0, 0, 0]
-        rows.append(("total", totals[0], totals[1], totals[2], totals[3]))
-        if self.progress is not None:
-            for label, videos, settled, failed, clips in rows:
-                if label not in self.tasks:
-                    self.tasks[label] = self.progress.add_task(escape(label), total=max(videos, 1), failed=0, clips=0)
-                self.progress.update(self.tasks[label], completed=settled, failed=failed, clips=clips)
-        elif self.time_for_a_log_line():
-            err.print(
-                " · ".join(
-                    f"{label} {settled}/{videos} ({failed} failed)" for label, videos, settled, failed, _ in rows[::-1]
-                )
-            )
-
-
-def _print_fanout_summary(result: FanoutResult) -> None:
+def _print_shards_summary(result: FanoutResult, *, dry_run: bool) -> None:
     for run in result.crashed:
+        how = "could not start" if run.exit_code == EXIT_CANNOT_START else "stopped before its end"
         err.print(
-            f"[red]Shard {run.shard} on {escape(run.device)} stopped with exit code {run.exit_code}; the end of its log:[/]"
+            f"[red]Shard {run.shard} on {escape(run.device)} {how} (exit code {run.exit_code}); the end of its log:[/]"
         )
         for line in run.log_tail():
             err.print(f"  {escape(line)}", highlight=False)
-    done = sum(len(run.done) - run.skipped for run in result.runs)
-    skipped = sum(run.skipped for run in result.runs)
-    failed = sum(len(run.failed) for run in result.runs)
-    clips = sum(run.clips for run in result.runs)
+    reports = [run.report for run in result.runs if run.report is not None]
+    done = sum(report["done"] for report in reports)
+    skipped = sum(report["skipped"] for report in reports)
+    no_clips = sum(report["no_clips"] for report in reports)
+    failed = sum(report["failed"] for report in reports)
+    retryable = sum(report["retryable_failures"] for report in reports)
+    clips = sum(report["clips"] for report in reports)
     rate = clips / result.wall_seconds if result.wall_seconds > 0 else 0.0
+    verb = "checked (dry run)" if dry_run else "done"
     out.print(
-        f"{len(result.runs)} shards: {done} done, {skipped} skipped, {failed} failed · {clips} clips in "
-        f"{result.wall_seconds:.1f} s ({rate:.1f} clips/s)"
+        f"{count(len(result.runs), 'shard')}: {done} {verb}, {skipped} skipped, {no_clips} with no clips, "
+        f"{failed} failed · {count(clips, 'clip')} in {result.wall_seconds:.1f} s ({rate:.1f} clips/s)"
     )
+    unfinished = len(result.runs) - len(reports)
+    if unfinished:
+        err.print(f"[red]{count(unfinished, 'shard')} did not finish, so these totals leave out its videos.[/]")
     if failed:
-        err.print(f"[red]{failed} video(s) failed; see failures.jsonl in the output folder. Rerun to retry them.[/]")
+        where = "listed in the shards' logs" if dry_run else "listed in failures.jsonl in the output folder"
+        _print_failed(failed, retryable, where=where)

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
-from tsp_cli import settings
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, err, handles_errors, is_interactive, out
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, JsonOption, err, handles_errors, out
 from tsp_cli.errors import DownloadError, UsageError
-from tsp_cli.models import cache, registry
-from tsp_cli.models.registry import Checkpoint
 
-app = typer.Typer(help="The 13 released TSP/TAC checkpoints (and yours): list, download, locate.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from tsp_cli.models.registry import Checkpoint
+
+app = typer.Typer(help="The released TSP/TAC checkpoints (and yours): list, download, locate.", no_args_is_help=True)
 
 OfflineOption = Annotated[
     bool,
@@ -32,75 +24,27 @@ OfflineOption = Annotated[
 ]
 
 
-class RichDownloadBar:
-    """pooch's progress-bar protocol (``total``, ``update``, ``reset``, ``close``) on a Rich task.
-
-    The task is added only once a transfer starts, so a checkpoint that is already cached
-    draws no empty bar.
-    """
-
-    def __init__(self, progress: Progress, description: str) -> None:
-        self._progress = progress
-        self._description = description
-        self._task: TaskID | None = None
-        self._total = 0
-
-    @property
-    def total(self) -> int:
-        return self._total
-
-    @total.setter
-    def total(self, size: int) -> None:
-        # 0 means the server sent no Content-Length: keep Rich's indeterminate bar.
-        self._total = size
-        self._progress.update(self._ensure_task(), total=size or None)
-
-    def update(self, advance: int) -> None:
-        self._progress.advance(self._ensure_task(), advance)
-
-    def reset(self) -> None:
-        # pooch calls reset() then update(total) to fill the bar exactly; with no known total
-        # there is nothing to correct, and resetting would wipe the bytes counted so far.
-        if self._total:
-            self._progress.update(self._ensure_task(), completed=0)
-
-    def close(self) -> None:
-        self._progress.stop_task(self._ensure_task())
-
-    def _ensure_task(self) -> TaskID:
-        if self._task is None:
-            self._task = self._progress.add_task(self._description, total=None)
-        return self._task
-
-
-def download_progress(*, transient: bool) -> Progress:
-    """Bytes, speed and ETA on stderr; nothing at all when stderr is not a terminal (logs)."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=transient,
-        disable=not is_interactive(),
-    )
-
-
 @app.command("list")
 @handles_errors
 def list_models(json_output: JsonOption = False) -> None:
     """List the known checkpoints, and whether each is in the cache."""
+    from tsp_cli import settings
+    from tsp_cli.models import registry
+
     rows = [_describe(checkpoint) for checkpoint in registry.all_checkpoints()]
     if json_output:
         out.out(json.dumps(rows, indent=2), highlight=False)
         return
-    out.print(_table(rows))
+    out.print(_table(rows, out.width))
+    if out.width < _WIDTH_FOR_DESCRIPTIONS:
+        err.print("A wider terminal shows more columns; --json shows everything.")
     err.print(f"Cache folder: {escape(str(settings.cache_dir()))}")
 
 
 def _describe(checkpoint: Checkpoint) -> dict[str, Any]:
     """One checkpoint as plain data, for ``--json`` and for the table."""
+    from tsp_cli.models import cache
+
     path = cache.local_path(checkpoint.name)
     cached = cache.cached_path(checkpoint.name) is not None
     return {
@@ -121,11 +65,25 @@ def _describe(checkpoint: Checkpoint) -> dict[str, Any]:
     }
 
 
-def _table(rows: list[dict[str, Any]]) -> Table:
-    table = Table()
-    table.add_column("Name", no_wrap=True)  # the one thing users copy: never cut it
-    for heading in ("Backbone", "Pretraining", "Dataset", "Description", "Cached"):
-        table.add_column(heading)
+#: Terminal widths from which the table adds the pretraining and dataset, then the description.
+_WIDTH_FOR_DATASETS, _WIDTH_FOR_DESCRIPTIONS = 100, 160
+
+
+def _table(rows: list[dict[str, Any]], width: int) -> Table:
+    """As many columns as the terminal's ``width`` holds whole: the name is what users copy, never cut."""
+    from rich import box
+    from rich.table import Table
+
+    with_datasets, with_descriptions = width >= _WIDTH_FOR_DATASETS, width >= _WIDTH_FOR_DESCRIPTIONS
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Name", no_wrap=True)
+    table.add_column("Backbone", no_wrap=True)
+    if with_datasets:
+        table.add_column("Pretraining", no_wrap=True)
+        table.add_column("Dataset", no_wrap=True)
+    if with_descriptions:
+        table.add_column("Description")
+    table.add_column("Cached", no_wrap=True)
     table.add_column("Size", justify="right", no_wrap=True)
     for row in rows:
         if row["cached"]:
@@ -134,15 +92,13 @@ def _table(rows: list[dict[str, Any]]) -> Table:
             cached = "[red]damaged[/] (download --force)"
         else:
             cached = "no"
-        table.add_row(
-            escape(row["name"]),
-            row["backbone"],
-            row["pretraining"] or "-",
-            escape(row["dataset"] or "-"),
-            escape(row["description"]),
-            cached,
-            _human_size(row["size_bytes"]) if row["cached"] else "",
-        )
+        cells = [escape(row["name"]), row["backbone"]]
+        if with_datasets:
+            cells += [row["pretraining"] or "-", escape(row["dataset"] or "-")]
+        if with_descriptions:
+            cells.append(escape(row["description"]))
+        cells += [cached, _human_size(row["size_bytes"]) if row["cached"] else ""]
+        table.add_row(*cells)
     return table
 
 
@@ -169,6 +125,9 @@ def download(
     offline: OfflineOption = False,
 ) -> None:
     """Download checkpoints into the cache and check their SHA-256 (exit 1 if any failed)."""
+    from tsp_cli.cli.progress import DownloadBar, download_progress
+    from tsp_cli.models import cache
+
     checkpoints = _selected(names or [], all_models)
     failed = 0
     with download_progress(transient=False) as progress:
@@ -178,7 +137,7 @@ def download(
                 continue
             try:
                 path = cache.fetch(
-                    checkpoint.name, offline=offline, force=force, progress=RichDownloadBar(progress, checkpoint.name)
+                    checkpoint.name, offline=offline, force=force, progress=DownloadBar(progress, checkpoint.name)
                 )
             except DownloadError as error:  # this item failed; the others are still tried
                 failed += 1
@@ -192,6 +151,8 @@ def download(
 
 def _selected(names: list[str], all_models: bool) -> list[Checkpoint]:
     """The checkpoints asked for, all resolved before any download so a typo stops everything."""
+    from tsp_cli.models import registry
+
     if all_models and names:
         raise UsageError("Give checkpoint names or --all, not both.")
     if all_models:
@@ -210,6 +171,9 @@ def path(
     offline: OfflineOption = False,
 ) -> None:
     """Print the cached file's path (downloading it first if needed), for scripts."""
+    from tsp_cli.cli.progress import DownloadBar, download_progress
+    from tsp_cli.models import cache
+
     with download_progress(transient=True) as progress:
-        file = cache.fetch(name, offline=offline, progress=RichDownloadBar(progress, name))
+        file = cache.fetch(name, offline=offline, progress=DownloadBar(progress, name))
     out.out(str(file), highlight=False)

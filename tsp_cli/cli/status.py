@@ -27,7 +27,10 @@ def status(
     videos: Annotated[
         list[Path] | None,
         typer.Argument(
-            metavar="VIDEOS", help="The videos given to tsp extract (not needed with --metadata).", show_default=False
+            metavar="VIDEOS",
+            help="The videos given to tsp extract (not needed with --metadata; without either, status reports "
+            "what the records hold).",
+            show_default=False,
         ),
     ] = None,
     metadata: Annotated[
@@ -49,7 +52,8 @@ def status(
 ) -> None:
     """Show which videos are done, failed (and why) or missing, per shard, and the recent speed.
 
-    Exits 0 when every video is done, 1 when any is failed or missing.
+    Exits 0 when every video is done, 1 when any is failed or missing. Without VIDEOS or
+    --metadata it reports the done and failed videos the folder holds (missing ones are unknown).
     """
     from tsp_cli.data import status as folder
 
@@ -63,10 +67,17 @@ def status(
 
 
 def _print_status(result: FolderStatus) -> None:
-    out.print(
-        f"[bold]{escape(str(result.out_dir))}[/]: {result.videos} videos · [green]{len(result.done)} done[/] · "
-        f"[red]{len(result.failed)} failed[/] · [yellow]{len(result.missing)} missing[/]"
-    )
+    if result.listed:
+        out.print(
+            f"[bold]{escape(str(result.out_dir))}[/]: {result.videos} videos · [green]{len(result.done)} done[/] · "
+            f"[red]{len(result.failed)} failed[/] · [yellow]{len(result.missing)} missing[/]"
+        )
+    else:
+        out.print(
+            f"[bold]{escape(str(result.out_dir))}[/]: [green]{len(result.done)} done[/] · "
+            f"[red]{len(result.failed)} failed[/] (from its records; give the VIDEOS or --metadata CSV to see "
+            "which videos are missing)"
+        )
     if result.shards and result.shard_count != 1:
         _print_shards(result)
     if result.failed:
@@ -132,6 +143,8 @@ def _failures_table(result: FolderStatus) -> Table:
 def _print_speed(result: FolderStatus) -> None:
     recent = result.recent
     if recent is None:
+        if result.done:
+            out.print("Speed: not measured yet (the recorded videos finished together, in one batch).")
         return
     line = (
         f"Recent speed: {recent.clips_per_second:.1f} clips/s, {recent.videos_per_second:.2f} videos/s over "

@@ -14,14 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tsp_cli.atomic import atomic_path
+from tsp_cli.atomic import atomic_path, folder_problem
 from tsp_cli.data.progress import Failure, Progress, ProgressCallback
 from tsp_cli.errors import TspError, UsageError
 from tsp_cli.parallel import map_isolating_crashes
-from tsp_cli.pipeline.inputs import VideoFile, output_name
+from tsp_cli.pipeline.inputs import METADATA_COLUMNS, VideoFile, output_name, read_metadata_rows
 from tsp_cli.pipeline.video import probe
-
-CSV_COLUMNS = ("filename", "video-duration", "fps", "video-frames")
 
 
 @dataclass(frozen=True)
@@ -74,13 +72,28 @@ def collect_metadata(
     return rows, failures
 
 
-def write_metadata_csv(rows: Iterable[MetadataRow], output: Path) -> None:
+def check_csv_output(output: Path, *, overwrite: bool = False) -> None:
+    """Refuse a CSV path that cannot be written, or an existing CSV unless ``overwrite``; before any probing."""
+    output = Path(output)
+    if output.is_dir():
+        raise UsageError(
+            f"{output} is a folder; give the path of the CSV file to write, such as {output / 'metadata.csv'}."
+        )
+    problem = folder_problem(output.parent)
+    if problem is not None:
+        raise UsageError(f"Cannot write the CSV {output} ({problem}); give another path.")
+    if output.exists() and not overwrite:
+        raise UsageError(f"{output} already exists; pass `overwrite` to replace it.", parameter="overwrite")
+
+
+def write_metadata_csv(rows: Iterable[MetadataRow], output: Path, *, overwrite: bool = False) -> None:
     """Write the CSV atomically; floats as Python's shortest repr, like the reference's pandas."""
     output = Path(output)
+    check_csv_output(output, overwrite=overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as temp, temp.open("w", newline="") as file:
         writer = csv.writer(file, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(METADATA_COLUMNS)
         writer.writerows((row.filename, row.duration, row.fps, row.frames) for row in rows)
 
 
@@ -94,13 +107,10 @@ class VideoTiming:
 
 def read_metadata_csv(path: Path) -> dict[str, VideoTiming | None]:
     """Video name → its timing from a metadata CSV (ours or the reference's); ``None`` where unknown."""
-    path = Path(path)
     try:
-        with path.open(newline="") as file:
-            reader = csv.DictReader(file)
-            if reader.fieldnames is None or "filename" not in reader.fieldnames:
-                raise UsageError(f"{path} is not a metadata CSV: it has no 'filename' column.")
-            return {output_name(Path(row["filename"])): _timing(row) for row in reader}
+        return {
+            output_name(Path(row["filename"])): _timing(row) for row in read_metadata_rows(path, required=["filename"])
+        }
     except OSError as error:
         raise UsageError(f"{path} cannot be read ({error.strerror or error}).") from None
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import av
 
-from tsp_cli.atomic import atomic_path
+from tsp_cli.atomic import atomic_path, folder_problem
 from tsp_cli.data.progress import Failure, Progress, ProgressCallback
 from tsp_cli.errors import TspError, UsageError, VideoError
 from tsp_cli.parallel import map_isolating_crashes
@@ -60,8 +60,16 @@ def parse_fps(text: str) -> Fraction:
     except (ValueError, ZeroDivisionError):
         rate = Fraction(0)
     if rate <= 0:
-        raise UsageError(f"--fps must be a positive number such as 30 or 30000/1001, not {text!r}.")
+        raise UsageError(f"`fps` must be a positive number such as 30 or 30000/1001, not {text!r}.", parameter="fps")
     return rate
+
+
+def describe_fps(rate: Fraction) -> str:
+    """A rate as a user wrote it: ``30``, ``29.97``, or ``30000/1001`` where no short decimal is exact."""
+    if rate.denominator == 1:
+        return str(rate.numerator)
+    decimal = f"{float(rate):.6g}"
+    return decimal if Fraction(decimal) == rate else f"{rate.numerator}/{rate.denominator}"
 
 
 def plan_jobs(source: Path, out_dir: Path) -> list[Job]:
@@ -70,6 +78,11 @@ def plan_jobs(source: Path, out_dir: Path) -> list[Job]:
     Two inputs with the same name (``a.mkv`` and ``a.mp4``) would write the same output, and an
     output that is its own input would be skipped as finished: both are refused up front.
     """
+    problem = folder_problem(Path(out_dir))
+    if problem is not None:
+        raise UsageError(
+            f"Cannot write the videos into {out_dir} ({problem}); give another `out_dir`.", parameter="out_dir"
+        )
     videos = find_videos([source])
     if not videos:
         raise UsageError(f"{source} holds no videos.")
@@ -173,10 +186,38 @@ def _crashed(job: Job) -> Failure:
     return Failure(str(job.source), f"{job.source} crashed the process re-encoding it (a damaged file?).")
 
 
+def _output_rate(target: Path) -> Fraction | None:
+    try:
+        with open_video_stream(target) as (_, stream):
+            return Fraction(stream.average_rate) if stream.average_rate else None
+    except VideoError:
+        return None
+
+
+def _refuse_other_rates(existing: list[Path], fps: Fraction) -> None:
+    """Refuse outputs already there that were made at another frame rate (or cannot be read)."""
+    other = [(target, _output_rate(target)) for target in existing]
+    other = [(target, rate) for target, rate in other if rate != fps]
+    if not other:
+        return
+    target, rate = other[0]
+    made = f"made at {describe_fps(rate)} fps" if rate is not None else "unreadable"
+    more = f" (and {len(other) - 1} more)" if len(other) > 1 else ""
+    raise UsageError(
+        f"{target} is already there, {made}, not {describe_fps(fps)} fps{more}; "
+        "give another output folder, or delete those files to re-encode them."
+    )
+
+
 def standardize_all(
     jobs: list[Job], *, fps: Fraction = DEFAULT_FPS, workers: int = 0, on_progress: ProgressCallback | None = None
 ) -> StandardizeResult:
-    """Re-encode every job whose output is not there yet, ``workers`` at a time (0 = here)."""
+    """Re-encode every job whose output is not there yet, ``workers`` at a time (0 = here).
+
+    Outputs already there are kept when they have the asked frame rate; one made at another rate
+    refuses the whole run before any work, as ``tsp extract`` refuses a folder made with other settings.
+    """
+    _refuse_other_rates([job.target for job in jobs if job.target.exists()], fps)
     result = StandardizeResult(skipped=[job.target for job in jobs if job.target.exists()])
     pending = [job for job in jobs if not job.target.exists()]
     for job in pending:

@@ -3,7 +3,10 @@
 A user with 64 array tasks wants to see at a glance what is left, and which shards to
 resubmit. Everything here is read from the folder itself (feature files, ``videos.jsonl``
 and ``failures.jsonl``), so it works while the shards still run, and from any machine that
-sees the folder.
+sees the folder. Without the list of videos, it reports what the records hold (done and failed).
+
+At Kinetics scale (650k videos, 1,000 shards) everything here is linear in the videos: the
+shards are counted from one pass over the list and cumulative sums, never by copying it per shard.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsp_cli.data.metadata import read_metadata_csv
+import numpy as np
+
 from tsp_cli.errors import UsageError
 from tsp_cli.pipeline import store
-from tsp_cli.pipeline.inputs import collect_jobs
-from tsp_cli.pipeline.sharding import Shard, all_shards, parse_shard
+from tsp_cli.pipeline.inputs import listed_names
+from tsp_cli.pipeline.sharding import parse_shard, shard_edges
 
 #: "Recent progress" is the speed over the last this many seconds of finished videos.
 RECENT_WINDOW_SECONDS = 600.0
+#: Videos finishing within this many seconds of the window's first one came out of the same batches:
+#: the time they took was spent before the window began, so the window's clock starts after them.
+SAME_BATCH_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,15 @@ class RecentSpeed:
 
 @dataclass
 class FolderStatus:
+    """``listed`` is False when no list of videos was given: then ``videos`` counts only what the
+    records name, and which videos are missing is not known (``missing`` stays empty)."""
+
     out_dir: Path
     videos: int
     done: list[str]
     failed: dict[str, dict[str, Any]]
     missing: list[str]
+    listed: bool = True
     shard_count: int | None = None
     shard_count_source: str | None = None
     shards: list[ShardStatus] = field(default_factory=list)
@@ -82,76 +93,105 @@ class FolderStatus:
         return len(self.missing) / self.recent.videos_per_second
 
     def to_json(self) -> dict[str, Any]:
+        """Plain JSON; ``videos`` and ``missing`` are ``null`` when no list of videos was given."""
         return {
             "out_dir": str(self.out_dir),
-            "videos": self.videos,
+            "videos": self.videos if self.listed else None,
             "done": len(self.done),
             "failed": len(self.failed),
-            "missing": len(self.missing),
+            "missing": len(self.missing) if self.listed else None,
             "shard_count": self.shard_count,
             "shard_count_source": self.shard_count_source,
             "shards": [vars(row) for row in self.shards],
             "shards_with_work_left": self.shards_with_work_left,
             "failures": [
-                {"video": name, "error": record.get("error"), "shard": record.get("shard"), "time": record.get("time")}
+                {
+                    "video": name,
+                    "error": record.get("error"),
+                    "shard": record.get("shard"),
+                    "failed_at": record.get("failed_at"),
+                }
                 for name, record in self.failed.items()
             ],
-            "missing_videos": self.missing,
+            "missing_videos": self.missing if self.listed else None,
             "recent": vars(self.recent) if self.recent else None,
             "eta_seconds": self.eta_seconds,
         }
 
 
-def expected_videos(videos: Sequence[Path], metadata: Path | None) -> list[str]:
-    """The ordered names ``tsp extract`` would build from the same VIDEOS and ``--metadata``.
+def expected_videos(videos: Sequence[Path], metadata: Path | None) -> list[str] | None:
+    """The ordered names ``tsp extract`` would build from the same VIDEOS and ``--metadata``;
+    ``None`` when neither is given (status then reports what the records hold).
 
-    A metadata CSV alone is enough: its rows, in order, are the job list.
+    A metadata CSV alone is enough: its rows, in order, are the job list. No file is checked:
+    which videos exist is extract's business, which are done is status's.
     """
-    if metadata is not None and not videos:
-        return list(read_metadata_csv(metadata))
-    if not videos:
-        raise UsageError(
-            "Give the VIDEOS that were extracted, or --metadata CSV, so that status knows which videos belong there."
-        )
-    return [job.name for job in collect_jobs(list(videos), metadata)]
+    if metadata is None and not videos:
+        return None
+    return listed_names(list(videos), metadata)
 
 
 def folder_status(
-    out_dir: Path, names: Sequence[str], *, shards: int | None = None, now: float | None = None
+    out_dir: Path, names: Sequence[str] | None, *, shards: int | None = None, now: float | None = None
 ) -> FolderStatus:
     """Done, failed and missing videos of ``names`` in ``out_dir``, per shard and with recent speed.
 
     ``shards`` splits ``names`` as ``tsp extract --shard i/shards`` does; without it, the
-    shard count is taken from the records when they all agree on one.
+    shard count is taken from the records when they all agree on one. ``names=None`` reports the
+    done and failed videos the folder and its records know of, per recorded shard.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
-        raise UsageError(f"{out_dir} is not a folder; give the --output folder of tsp extract.")
+        raise UsageError(f"{out_dir} is not a folder; give the `out_dir` folder of tsp extract.")
     if shards is not None and shards < 1:
-        raise UsageError("--shards must be at least 1.")
-    expected = set(names)
-    finished = store.finished_names(out_dir) & expected
+        raise UsageError("`shards` must be at least 1.", parameter="shards")
+    if shards is not None and names is None:
+        raise UsageError(
+            "`shards` splits the list of videos; give `videos` or `metadata` with it.",
+            parameter="shards",
+        )
     all_records = store.read_jsonl(out_dir / store.RECORDS_NAME)
-    records = {record["video"]: record for record in all_records if record.get("video") in expected}
-    failed = {name: record for name, record in store.read_failures(out_dir).items() if name in expected}
-    status = FolderStatus(
-        out_dir,
-        len(names),
-        done=[n for n in names if n in finished],
-        failed={n: failed[n] for n in names if n in failed},
-        missing=[n for n in names if n not in finished and n not in failed],
-        recent=recent_speed(all_records, now=time.time() if now is None else now),
-    )
+    now = time.time() if now is None else now
+    if names is None:
+        finished = sorted(store.finished_names(out_dir))
+        failures = store.read_failures(out_dir)
+        status = FolderStatus(
+            out_dir,
+            len(finished) + len(failures),
+            done=finished,
+            failed={name: failures[name] for name in sorted(failures)},
+            missing=[],
+            listed=False,
+            recent=recent_speed(all_records, now=now),
+        )
+        expected: set[str] | None = None
+    else:
+        expected = set(names)
+        finished_set = store.finished_names(out_dir) & expected
+        failed = {name: record for name, record in store.read_failures(out_dir).items() if name in expected}
+        status = FolderStatus(
+            out_dir,
+            len(names),
+            done=[n for n in names if n in finished_set],
+            failed={n: failed[n] for n in names if n in failed},
+            missing=[n for n in names if n not in finished_set and n not in failed],
+            recent=recent_speed(all_records, now=now),
+        )
+    records = {
+        record["video"]: record
+        for record in all_records
+        if "video" in record and (expected is None or record["video"] in expected)
+    }
     recorded_shards = {
         name: str(record["shard"]) for name, record in {**records, **status.failed}.items() if "shard" in record
     }
     if shards is not None:
         status.shard_count, status.shard_count_source = shards, "--shards"
-    else:
+    elif names is not None:
         status.shard_count = _agreed_shard_count(recorded_shards.values())
         status.shard_count_source = "records" if status.shard_count is not None else None
-    if status.shard_count is not None:
-        status.shards = _counted_shards(names, status, all_shards(status.shard_count))
+    if names is not None and status.shard_count is not None:
+        status.shards = _counted_shards(names, status, status.shard_count)
     else:
         status.shards = _recorded_shards(status, recorded_shards)
     return status
@@ -161,20 +201,24 @@ def recent_speed(records: Iterable[dict[str, Any]], *, now: float) -> RecentSpee
     """Clips and videos per second over the last :data:`RECENT_WINDOW_SECONDS` of finished videos.
 
     The window ends at the last finished video, not now, so a folder whose run stopped still
-    shows the speed it had; ``last_finished_ago_seconds`` tells whether it is still moving.
+    shows the speed it had; ``last_finished_ago_seconds`` tells whether it is still moving. Its
+    clock starts when the first batch of the window ended: videos that finish together (one batch
+    of one shard) say nothing of how long they took, so they are not counted, and a window that
+    holds nothing else has no measured speed (``None``), rather than thousands of clips per second.
     """
     finished = sorted((float(r["finished_at"]), int(r.get("clips") or 0)) for r in records if "finished_at" in r)
-    if len(finished) < 2:
+    if not finished:
         return None
     last = finished[-1][0]
     window = [(at, clips) for at, clips in finished if at >= last - RECENT_WINDOW_SECONDS]
-    if len(window) < 2 or last <= window[0][0]:
+    start = max(at for at, _ in window if at <= window[0][0] + SAME_BATCH_SECONDS)
+    counted = [clips for at, clips in window if at > start]
+    if not counted:
         return None
-    seconds = last - window[0][0]
-    after_first = window[1:]
+    seconds = last - start
     return RecentSpeed(
-        clips_per_second=sum(clips for _, clips in after_first) / seconds,
-        videos_per_second=len(after_first) / seconds,
+        clips_per_second=sum(counted) / seconds,
+        videos_per_second=len(counted) / seconds,
         window_seconds=seconds,
         last_finished_ago_seconds=max(0.0, now - last),
     )
@@ -208,15 +252,22 @@ def _agreed_shard_count(recorded: Iterable[str]) -> int | None:
     return count if count > 1 else None
 
 
-def _counted_shards(names: Sequence[str], status: FolderStatus, shards: list[Shard]) -> list[ShardStatus]:
+def _counted_shards(names: Sequence[str], status: FolderStatus, count: int) -> list[ShardStatus]:
+    """Every shard's counts from one pass over ``names``: cumulative sums cut at the shard edges."""
     done, failed = set(status.done), set(status.failed)
+    done_before = np.zeros(len(names) + 1, dtype=np.int64)
+    failed_before = np.zeros(len(names) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter((name in done for name in names), bool, len(names)), out=done_before[1:])
+    np.cumsum(np.fromiter((name in failed for name in names), bool, len(names)), out=failed_before[1:])
+    edges = shard_edges(len(names), count)
     rows = []
-    for shard in shards:
-        members = shard.select(list(names))
-        done_here = sum(name in done for name in members)
-        failed_here = sum(name in failed for name in members)
+    for index, (start, stop) in enumerate(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)):
+        done_here = int(done_before[stop] - done_before[start])
+        failed_here = int(failed_before[stop] - failed_before[start])
         rows.append(
-            ShardStatus(str(shard), len(members), done_here, failed_here, len(members) - done_here - failed_here)
+            ShardStatus(
+                f"{index}/{count}", stop - start, done_here, failed_here, stop - start - done_here - failed_here
+            )
         )
     return rows
 

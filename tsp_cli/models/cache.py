@@ -23,11 +23,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
-
-import pooch
-import requests.exceptions
 
 from tsp_cli import settings
 from tsp_cli.errors import (
@@ -49,8 +46,8 @@ CHUNK_SIZE = 1 << 20
 _MTIME_RESOLUTION_NS = 2_000_000_000
 _NOT_KEPT = ", so it was not kept"
 
-# pooch logs every download at INFO level; the CLI draws its own progress, so only warnings.
-pooch.get_logger().setLevel(logging.WARNING)
+if TYPE_CHECKING:  # pooch and requests load only when a download starts: `tsp models list` needs neither
+    import requests
 
 
 class ProgressBar(Protocol):
@@ -236,6 +233,10 @@ def _download(checkpoint: Checkpoint, path: Path, progress: ProgressBar | None) 
 
 def _download_over_http(checkpoint: Checkpoint, staging: Path, progress: ProgressBar | None) -> None:
     """pooch downloads (with its progress protocol); we hash the staged file, whole digest or published prefix."""
+    import pooch
+
+    # pooch logs every download at INFO level; the CLI draws its own progress, so only warnings.
+    pooch.get_logger().setLevel(logging.WARNING)
     downloader = pooch.HTTPDownloader(
         progressbar=progress if progress is not None else False, chunk_size=CHUNK_SIZE, timeout=DOWNLOAD_TIMEOUT_S
     )
@@ -267,6 +268,8 @@ def _copy_local_file(checkpoint: Checkpoint, staging: Path, progress: ProgressBa
 @contextlib.contextmanager
 def _as_download_error(checkpoint: Checkpoint, folder: Path) -> Iterator[None]:
     """Turn what requests and the file system raise into one-sentence :class:`DownloadError`\\ s."""
+    import requests.exceptions
+
     host = urlsplit(checkpoint.url).netloc or checkpoint.url
     try:
         yield
@@ -289,6 +292,8 @@ def _as_download_error(checkpoint: Checkpoint, folder: Path) -> Iterator[None]:
 
 
 def _connection_message(checkpoint: Checkpoint, host: str, error: requests.exceptions.RequestException) -> str:
+    import requests.exceptions
+
     causes = _causes(error)
     if isinstance(error, requests.exceptions.Timeout) or any(isinstance(cause, TimeoutError) for cause in causes):
         connect_s, read_s = DOWNLOAD_TIMEOUT_S

@@ -49,7 +49,9 @@ class FrameChunk:
 
     One message type for everything a worker says, so that a short video is one message:
     ``header`` rides on the first chunk of a video (segment 0), ``last`` marks the end of
-    a segment, and ``error`` says why the video failed (its earlier clips are void).
+    a segment, and ``error`` says why the video failed (its earlier clips are void);
+    ``retryable``: whether trying again may help. A :class:`VideoError` is the file itself (not a
+    video, no stream, breaks at the same frame every time), so it is not; anything unexpected is.
     ``frames`` is a tensor, or a :class:`SlabRef` to frames in shared memory.
     ``keep_from``: frames of this segment with a smaller id will never be used again.
     """
@@ -63,6 +65,7 @@ class FrameChunk:
     header: VideoHeader | None = None
     last: bool = False
     error: str | None = None
+    retryable: bool = True
 
     def pin_memory(self) -> FrameChunk:
         """Called by the DataLoader's pinning thread so that copies to the GPU can overlap compute."""
@@ -237,7 +240,7 @@ def video_messages(
         with open_probed(job.path, num_frames=job.num_frames, fps=job.fps) as (info, opened):
             yield from _first_segment(job_index, info, opened, settings, clips_per_chunk, sink, split, post)
     except VideoError as error:
-        yield FrameChunk(job_index, error=str(error), last=True)
+        yield FrameChunk(job_index, error=str(error), last=True, retryable=False)
     except Exception as error:  # a damaged file must never stop the other videos
         yield FrameChunk(job_index, error=f"{job.path}: {type(error).__name__}: {error}", last=True)
 
@@ -285,7 +288,7 @@ def segment_messages(
                 posted.job, info, windows, segment, settings, clips_per_chunk, sink, None, opened
             )
     except VideoError as error:
-        yield FrameChunk(posted.job, posted.index, error=str(error), last=True)
+        yield FrameChunk(posted.job, posted.index, error=str(error), last=True, retryable=False)
     except Exception as error:
         yield FrameChunk(posted.job, posted.index, error=f"{job.path}: {type(error).__name__}: {error}", last=True)
 

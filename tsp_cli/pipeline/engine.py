@@ -11,7 +11,6 @@ network, and writes each video's features atomically as soon as its last clip is
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -27,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tsp_cli import __version__
+from tsp_cli.atomic import folder_problem
 from tsp_cli.errors import OutputError, UsageError
 from tsp_cli.models.registry import FEATURE_DIM
 from tsp_cli.parallel import default_workers
@@ -42,7 +42,7 @@ from tsp_cli.pipeline.clipper import (
 )
 from tsp_cli.pipeline.devices import resolve_device
 from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment, SlabPool, SlabRef, WorkList
-from tsp_cli.pipeline.inputs import VideoJob, collect_jobs
+from tsp_cli.pipeline.inputs import VideoJob, plan_shard_jobs
 from tsp_cli.pipeline.precision import PRECISIONS, autocast_dtype, float32_math
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
@@ -132,6 +132,8 @@ class RunSummary:
     wall_seconds: float = 0.0
     data_wait_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: How many of the failures another attempt may cure (a crash, an unexpected error); the others are the files'.
+    retryable_failures: int = 0
     #: Names of the videos shorter than one clip (0 x 512 arrays).
     no_clips_names: list[str] = field(default_factory=list)
     #: ``(name, pixel format)`` of videos with more than 8 bits per sample, whose features depend on the FFmpeg build.
@@ -346,7 +348,7 @@ class _Engine:
         if job in self.ended:
             return
         if chunk.error is not None:
-            self.fail(job, chunk.error)
+            self.fail(job, chunk.error, retryable=chunk.retryable)
             return
         if chunk.header is not None:
             header = chunk.header
@@ -486,15 +488,18 @@ class _Engine:
             self.clips_expected -= video.remaining  # its clips not computed yet; a restart counts them again
         self.pending = [clip for clip in self.pending if clip[0] != job]
 
-    def fail(self, job: int, error: str) -> None:
+    def fail(self, job: int, error: str, *, retryable: bool = True) -> None:
         self.forget(job)
         self.ended.add(job)
         name = self.jobs[job].name
         if not self.dry_run:
             with _writing(self.out_dir, name):
-                store.record_failure(self.out_dir, name, str(self.jobs[job].path), error, shard=str(self.shard))
+                store.record_failure(
+                    self.out_dir, name, str(self.jobs[job].path), error, shard=str(self.shard), retryable=retryable
+                )
         self.summary.failed += 1
         self.summary.failures.append((name, error))
+        self.summary.retryable_failures += retryable
         self.emit(VideoEnded(name, "failed", 0, error))
         self._emit_progress()
 
@@ -614,19 +619,11 @@ class ExtractionPlan:
 
 def _check_output_folder(out_dir: Path) -> None:
     """Refuse an output folder that cannot be written, without creating it: a refused command leaves nothing behind."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"Output {out_dir} is a file; give a folder as `out_dir`.", parameter="out_dir")
-    existing = out_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
+    problem = folder_problem(out_dir)
+    if problem is not None:
         raise UsageError(
-            f"Cannot create the output folder {out_dir} ({existing} is a file); give another `out_dir`.",
-            parameter="out_dir",
+            f"Cannot use the output folder {out_dir} ({problem}); give another `out_dir`.", parameter="out_dir"
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = "output folder" if existing == out_dir else "folder"
-        raise UsageError(f"The {what} {existing} is not writable; give another `out_dir`.", parameter="out_dir")
 
 
 def _create_output_folder(out_dir: Path) -> None:
@@ -655,7 +652,7 @@ def plan_extraction(
         raise UsageError("--stride and --clip-len must be at least 1, and --frame-rate positive.")
     out_dir = Path(out_dir)
     _check_output_folder(out_dir)
-    jobs = shard.select(collect_jobs([Path(v) for v in videos], Path(metadata) if metadata else None))
+    jobs = plan_shard_jobs(videos, metadata, shard)  # only the shard's rows are read, checked and built
     settings = ClipSettings(clip_len=clip_len, frame_rate=frame_rate, stride=stride)
     return ExtractionPlan(jobs, out_dir, resolve_device(device), settings, shard)
 

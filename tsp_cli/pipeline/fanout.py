@@ -36,11 +36,17 @@ def parse_devices(spec: str) -> list[str]:
     if spec.isdigit():
         count = int(spec)
         if count < 1:
-            raise UsageError("--devices 0 starts nothing; give a count of at least 1 or a list such as cuda:0,cuda:1.")
+            raise UsageError(
+                "`devices` 0 starts nothing; give a count of at least 1 or a list such as cuda:0,cuda:1.",
+                parameter="devices",
+            )
         return [f"cuda:{index}" for index in range(count)]
     devices = [entry.strip() for entry in spec.split(",")]
     if not all(devices):
-        raise UsageError(f"--devices {spec!r} has an empty entry; give a list such as cuda:0,cuda:1, or a count.")
+        raise UsageError(
+            f"`devices` {spec!r} has an empty entry; give a list such as cuda:0,cuda:1, or a count.",
+            parameter="devices",
+        )
     return devices
 
 
@@ -68,6 +74,12 @@ class ShardRun:
     clips: int = 0
     exit_code: int | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
+    #: The child's own counts (``tsp extract --report``), read once it exits; ``None`` if it wrote none.
+    report: dict[str, Any] | None = None
+
+    @property
+    def report_path(self) -> Path:
+        return self.log.with_suffix(".json")
 
     @property
     def videos(self) -> int:
@@ -80,10 +92,18 @@ class ShardRun:
 
     @property
     def crashed(self) -> bool:
-        """Ended with an error other than "some videos failed", or before settling all its videos."""
+        """Ended with an error other than "some videos failed", or without reporting its counts."""
         if self.exit_code is None or self.exit_code == 0:
             return False
-        return self.exit_code != 1 or self.settled < self.videos
+        return self.exit_code != 1 or self.report is None
+
+    def read_report(self) -> None:
+        try:
+            report = json.loads(self.report_path.read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(report, dict):
+            self.report = report
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         """The last lines of the child's log, for a crash report."""
@@ -111,10 +131,10 @@ class FanoutResult:
         return max([*codes, 1 if self.crashed else 0])
 
 
-def child_command(extract_arguments: Sequence[str], shard: Shard, device: str) -> list[str]:
+def child_command(extract_arguments: Sequence[str], shard: Shard, device: str, report: Path | None = None) -> list[str]:
     """The ``tsp extract`` command line of one child; ``-u`` keeps its log current up to a crash.
 
-    ``--shard`` and ``--device`` come first, as ``extract_arguments`` may end with ``-- VIDEOS``.
+    ``--shard``, ``--device`` and ``--report`` come first, as ``extract_arguments`` may end with ``-- VIDEOS``.
     """
     return [
         sys.executable,
@@ -126,6 +146,7 @@ def child_command(extract_arguments: Sequence[str], shard: Shard, device: str) -
         str(shard),
         "--device",
         device,
+        *(["--report", str(report)] if report is not None else []),
         *extract_arguments,
     ]
 
@@ -157,12 +178,14 @@ def run_shards(
     report = on_progress or (lambda runs: None)
     try:
         for run in runs:
-            run.process = _start(child_command(extract_arguments, run.shard, run.device), run.log)
+            run.process = _start(child_command(extract_arguments, run.shard, run.device, run.report_path), run.log)
         while _still_running(runs):
             _take_records(runs, *followers)
             report(runs)
             time.sleep(poll_seconds)
         _take_records(runs, *followers)
+        for run in runs:
+            run.read_report()
         report(runs)
     finally:
         _stop(runs)

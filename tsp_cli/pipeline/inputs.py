@@ -1,16 +1,23 @@
-"""Turning the user's VIDEOS arguments (and an optional metadata CSV) into an ordered job list."""
+"""Turning the user's VIDEOS arguments (and an optional metadata CSV) into an ordered job list.
+
+At Kinetics scale (650k videos over 1,000 shards) every task plans only its own share: the CSV
+is read row by row, the shard's rows are cut with the reference's boundaries, and only those
+become jobs whose files are checked. A folder scan must list everything to know the order, so
+it uses ``os.scandir`` (no ``stat`` per regular file) and builds paths for the shard only.
+"""
 
 from __future__ import annotations
 
+import csv
+import math
+import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from tsp_cli.errors import UsageError
+from tsp_cli.pipeline.sharding import Shard
 from tsp_cli.pipeline.video import VIDEO_SUFFIXES
 
 METADATA_COLUMNS = ("filename", "video-duration", "fps", "video-frames")
@@ -26,9 +33,9 @@ class VideoJob:
     num_frames: int | None = None
 
 
-def output_name(path: Path) -> str:
+def output_name(path: Path | str) -> str:
     """The file name without its last extension: ``a.b.mp4`` -> ``a.b`` (the reference kept only ``a``)."""
-    name = Path(path).name
+    name = os.path.basename(path)
     return name.rsplit(".", 1)[0] if "." in name[1:] else name
 
 
@@ -42,7 +49,7 @@ class VideoFile:
     @property
     def video(self) -> str:
         """The name of its features: the file name without its last extension."""
-        return output_name(Path(self.filename))
+        return output_name(self.filename)
 
 
 def _list_some(items: Sequence[str], limit: int = 3) -> str:
@@ -50,78 +57,284 @@ def _list_some(items: Sequence[str], limit: int = 3) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def find_videos(paths: Iterable[Path]) -> list[VideoFile]:
-    """Every video under the given folders (recursively, by file ending, sorted by relative path)
-    plus the files given (whatever their ending), each once.
+# ---- folder scans ---------------------------------------------------------------------------
 
-    A path that does not exist is a :class:`UsageError`: a typo must not silently shorten a run.
+
+def _is_video_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in VIDEO_SUFFIXES
+
+
+def _walk_videos(root: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """``(relative posix path, entry)`` of every video file under ``root``, in no particular order.
+
+    As ``Path.rglob`` did: symbolic links to folders are not followed, symbolic links to files
+    are. Hidden files and folders (a name starting with a dot) are passed over. ``DirEntry`` answers "is it a file?" from the directory listing itself, so a regular
+    file costs no ``stat`` call; only a symbolic link is followed to see what it points to.
     """
-    paths = [Path(p) for p in paths]
+    folders = [("", root)]
+    while folders:
+        prefix, folder = folders.pop()
+        try:
+            entries = os.scandir(folder)
+        except PermissionError:  # rglob passed over folders it could not read; so do we
+            continue
+        with entries:
+            for entry in entries:
+                if entry.name.startswith("."):  # macOS ``._x.mp4`` resource forks, ``.Trash``, editors' copies
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append((prefix + entry.name + "/", entry.path))
+                elif _is_video_name(entry.name) and entry.is_file():
+                    yield prefix + entry.name, entry
+
+
+def _scan(paths: Sequence[Path]) -> list[tuple[str, str]]:
+    """``(path, filename)`` of every video in the given folders and files, in order, each file once.
+
+    Folders come out sorted by relative path; a file reached twice (given twice, through two
+    folders, or through a symbolic link) is kept where it first appears, as ``Path.resolve``
+    tells. A folder's regular files resolve to the resolved folder plus their relative path, so
+    only symbolic links cost a ``realpath``.
+    """
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"{_list_some(missing)} does not exist; check the VIDEOS paths.")
-    videos: dict[Path, VideoFile] = {}
+    seen: set[str] = set()
+    found: list[tuple[str, str]] = []
     for root in paths:
-        if root.is_dir():
-            found = [p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
-            for path in sorted(found, key=lambda p: p.relative_to(root).as_posix()):
-                videos.setdefault(path.resolve(), VideoFile(path, path.relative_to(root).as_posix()))
-        else:
-            videos.setdefault(root.resolve(), VideoFile(root, root.name))
-    return list(videos.values())
+        if not root.is_dir():
+            if (key := os.path.realpath(root)) not in seen:
+                seen.add(key)
+                found.append((str(root), root.name))
+            continue
+        real_root = os.path.realpath(root)
+        for relative, entry in sorted(_walk_videos(str(root)), key=lambda item: item[0]):
+            key = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_root, relative)
+            if key not in seen:
+                seen.add(key)
+                found.append((os.path.join(root, relative), relative))
+    return found
+
+
+def _scan_some(paths: Sequence[Path]) -> list[tuple[str, str]]:
+    """:func:`_scan`, refusing inputs that hold no video at all."""
+    videos = _scan(paths)
+    if not videos:
+        raise UsageError(
+            f"No video files found in {_list_some([str(p) for p in paths])} "
+            f"(looked for {', '.join(sorted(s[1:] for s in VIDEO_SUFFIXES))})."
+        )
+    return videos
+
+
+def find_videos(paths: Iterable[Path]) -> list[VideoFile]:
+    """Every video under the given folders (recursively, by file ending, sorted by relative path)
+    plus the files given (whatever their ending), each once. Hidden files and folders under a
+    folder given are skipped (macOS ``._*`` files are no videos); a hidden file named itself is kept.
+
+    A path that does not exist is a :class:`UsageError`: a typo must not silently shorten a run.
+    """
+    return [VideoFile(Path(path), filename) for path, filename in _scan([Path(p) for p in paths])]
+
+
+def _jobs_from_paths(inputs: Sequence[Path], shard: Shard) -> list[VideoJob]:
+    """The shard's part of every video in the given folders and files (see :func:`find_videos`).
+
+    The whole list is needed for the order, and names clash across shards, so duplicate names
+    are refused over the whole list; paths are built for the shard only.
+    """
+    videos = _scan_some(inputs)
+    refuse_duplicate_names((output_name(filename), path) for path, filename in videos)
+    start, stop = shard.bounds(len(videos))
+    return [VideoJob(path=Path(path), name=output_name(filename)) for path, filename in videos[start:stop]]
 
 
 def jobs_from_paths(inputs: Sequence[Path]) -> list[VideoJob]:
     """Every video in the given folders and files, in order (see :func:`find_videos`)."""
-    videos = find_videos(inputs)
-    if not videos:
-        raise UsageError(
-            f"No video files found in {_list_some([str(p) for p in inputs])} "
-            f"(looked for {', '.join(sorted(s[1:] for s in VIDEO_SUFFIXES))})."
-        )
-    return [VideoJob(path=video.path, name=video.video) for video in videos]
+    return _jobs_from_paths([Path(p) for p in inputs], Shard())
 
 
-def jobs_from_metadata(csv_path: Path, inputs: Sequence[Path]) -> list[VideoJob]:
-    """The CSV's videos in its row order, with its fps and frame counts, as the reference reads them."""
-    csv_path = Path(csv_path)
-    if len(inputs) != 1 or not Path(inputs[0]).is_dir():
-        raise UsageError("--metadata needs exactly one VIDEOS folder, the one its file names are relative to.")
-    folder = Path(inputs[0])
+# ---- metadata CSVs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CsvRows:
+    """What one cheap pass over a metadata CSV learns: the header, how many rows, whether quoted."""
+
+    header: list[str]
+    rows: int
+    quoted: bool
+
+
+def _is_blank(fields: Sequence[str]) -> bool:
+    """A line with nothing but white space on it, which pandas skipped (``skip_blank_lines``) and so do we."""
+    return not fields or (len(fields) == 1 and not fields[0].strip())
+
+
+def _count_rows(csv_path: Path) -> _CsvRows:
+    """The header and the number of data rows, without parsing the rows.
+
+    Without quote characters every non-blank line is one row, which a byte scan counts in a
+    fraction of a second for 650k rows; with quotes (a file name holding a comma or a line
+    break) the csv module counts them.
+    """
+    rows, quoted, header_line = 0, False, None
+    with csv_path.open("rb") as file:
+        for line in file:
+            if not line.strip():
+                continue
+            if header_line is None:
+                header_line = line
+            else:
+                rows += 1
+            quoted = quoted or b'"' in line
+    if header_line is None:
+        raise UsageError(f"Metadata file {csv_path} is empty; expected the columns {','.join(METADATA_COLUMNS)}.")
+    if quoted:
+        with _open_text(csv_path) as file:
+            records = (fields for fields in csv.reader(file) if not _is_blank(fields))
+            header = next(records)
+            rows = sum(1 for _ in records)
+        return _CsvRows(header, rows, True)
+    return _CsvRows(next(csv.reader([_decode(header_line, csv_path)])), rows, False)
+
+
+def _open_text(csv_path: Path):
+    return csv_path.open(newline="", encoding="utf-8-sig")
+
+
+def _decode(line: bytes, csv_path: Path) -> str:
+    try:
+        return line.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"Metadata file {csv_path} is not a readable CSV ({error}).") from None
+
+
+def _csv_rows(csv_path: Path, layout: _CsvRows, start: int, stop: int) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of data rows ``start`` to ``stop``, one at a time; reading stops at ``stop``."""
+    if start >= stop:
+        return
+    if layout.quoted:
+        with _open_text(csv_path) as file:
+            reader = csv.reader(file)
+            row = -1  # the header
+            for fields in reader:
+                if _is_blank(fields):
+                    continue
+                if start <= row < stop:
+                    yield reader.line_num, fields
+                row += 1
+                if row >= stop:
+                    return
+        return
+    with csv_path.open("rb") as file:
+        row = -1
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            if start <= row < stop:
+                yield number, next(csv.reader([_decode(line, csv_path)]))
+            row += 1
+            if row >= stop:
+                return
+
+
+def _read_layout(csv_path: Path, required: Sequence[str] = METADATA_COLUMNS) -> _CsvRows:
+    """The CSV's header and row count, refusing a file without the ``required`` columns."""
     if not csv_path.is_file():
         raise UsageError(f"Metadata file {csv_path} does not exist.")
-    try:
-        table = pd.read_csv(csv_path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise UsageError(f"Metadata file {csv_path} is not a readable CSV ({str(error).strip()}).") from None
-    absent = [c for c in METADATA_COLUMNS if c not in table.columns]
+    layout = _count_rows(csv_path)
+    absent = [c for c in required if c not in layout.header]
     if absent:
         raise UsageError(
             f"Metadata file {csv_path} lacks the column(s) {', '.join(absent)}; expected {','.join(METADATA_COLUMNS)}."
         )
-    fps = pd.to_numeric(table["fps"], errors="coerce")
-    frames = pd.to_numeric(table["video-frames"], errors="coerce")
-    bad = ~((fps > 0) & np.isfinite(fps) & (frames >= 0) & (frames == frames.round()))
-    if bad.any():
-        rows = [f"line {i + 2} ({table['filename'].iloc[i]})" for i in np.flatnonzero(bad.to_numpy())]
+    return layout
+
+
+def read_metadata_rows(csv_path: Path | str, *, required: Sequence[str] = METADATA_COLUMNS) -> Iterator[dict[str, str]]:
+    """Every data row of a metadata CSV as column -> text, one at a time.
+
+    The one CSV reader of the project: planning reads its shard's rows with the same rules
+    (blank lines skipped, a byte-order mark allowed, quoted names), so every command agrees on
+    what a metadata file says.
+    """
+    csv_path = Path(csv_path)
+    layout = _read_layout(csv_path, required)
+    for _, fields in _csv_rows(csv_path, layout, 0, layout.rows):
+        yield dict(zip(layout.header, fields, strict=False))
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _jobs_from_metadata(csv_path: Path, inputs: Sequence[Path], shard: Shard) -> list[VideoJob]:
+    """The shard's rows of the CSV, in its order, with its fps and frame counts.
+
+    Only the shard's rows are parsed, checked and looked up in the folder: the rows of other
+    shards are their own tasks' business (``tsp status`` sees the whole list).
+    """
+    if len(inputs) != 1 or not Path(inputs[0]).is_dir():
         raise UsageError(
-            f"Metadata file {csv_path} has no usable fps or video-frames on {_list_some(rows)}; fix or remove those rows."
+            "`metadata` needs exactly one VIDEOS folder, the one its file names are relative to.", parameter="metadata"
+        )
+    folder = Path(inputs[0])
+    layout = _read_layout(csv_path)
+    column = {name: layout.header.index(name) for name in ("filename", "fps", "video-frames")}
+    start, stop = shard.bounds(layout.rows)
+    rows: list[tuple[int, str, float, float]] = []
+    for line, fields in _csv_rows(csv_path, layout, start, stop):
+        if len(fields) > len(layout.header):
+            raise UsageError(
+                f"Metadata file {csv_path} is not a readable CSV (line {line} has {len(fields)} fields, "
+                f"the header {len(layout.header)})."
+            )
+        fields += [""] * (len(layout.header) - len(fields))
+        rows.append(
+            (line, fields[column["filename"]], _number(fields[column["fps"]]), _number(fields[column["video-frames"]]))
+        )
+    bad = [
+        f"line {line} ({name})"
+        for line, name, fps, frames in rows
+        if not (fps > 0 and math.isfinite(fps) and math.isfinite(frames) and frames >= 0 and frames == round(frames))
+    ]
+    if bad:
+        raise UsageError(
+            f"Metadata file {csv_path} has no usable fps or video-frames on {_list_some(bad)}; fix or remove those rows."
         )
     jobs = [
-        VideoJob(path=folder / str(name), name=output_name(Path(str(name))), fps=float(rate), num_frames=int(count))
-        for name, rate, count in zip(table["filename"], fps, frames, strict=True)
+        VideoJob(path=folder / name, name=output_name(name), fps=fps, num_frames=int(frames))
+        for _, name, fps, frames in rows
     ]
     missing = [str(job.path.relative_to(folder)) for job in jobs if not job.path.is_file()]
     if missing:
-        raise UsageError(f"{len(missing)} video(s) listed in {csv_path} are not in {folder}: {_list_some(missing)}.")
+        listed = (
+            f"{len(missing)} video listed in {csv_path} is"
+            if len(missing) == 1
+            else f"{len(missing)} videos listed in {csv_path} are"
+        )
+        raise UsageError(f"{listed} not in {folder}: {_list_some(missing)}.")
+    refuse_duplicate_names((job.name, str(job.path)) for job in jobs)
     return jobs
 
 
-def refuse_duplicate_names(jobs: Sequence[VideoJob]) -> None:
+def jobs_from_metadata(csv_path: Path, inputs: Sequence[Path]) -> list[VideoJob]:
+    """The CSV's videos in its row order, with its fps and frame counts, as the reference reads them."""
+    return _jobs_from_metadata(Path(csv_path), [Path(p) for p in inputs], Shard())
+
+
+# ---- the job list ---------------------------------------------------------------------------------
+
+
+def refuse_duplicate_names(named_paths: Iterable[tuple[str, str]]) -> None:
     """Two inputs that would write the same ``<name>.npy`` are refused before any work."""
     by_name: dict[str, list[str]] = defaultdict(list)
-    for job in jobs:
-        by_name[job.name].append(str(job.path))
+    for name, path in named_paths:
+        by_name[name].append(path)
     clashes = [f"{name} ({' and '.join(paths[:2])})" for name, paths in by_name.items() if len(paths) > 1]
     if clashes:
         raise UsageError(
@@ -129,10 +342,42 @@ def refuse_duplicate_names(jobs: Sequence[VideoJob]) -> None:
         )
 
 
-def collect_jobs(inputs: Sequence[Path], metadata: Path | None = None) -> list[VideoJob]:
-    """The ordered, duplicate-free job list for ``tsp extract``."""
+def plan_shard_jobs(
+    inputs: Sequence[Path | str], metadata: Path | str | None = None, shard: Shard = Shard()
+) -> list[VideoJob]:
+    """The ordered jobs of ``shard`` for ``tsp extract``: the same as cutting the whole list, at a
+    cost that grows with the shard (a CSV) or with a directory listing (folders), not with jobs."""
     if not inputs:
         raise UsageError("Give at least one VIDEOS folder or file.")
-    jobs = jobs_from_metadata(metadata, inputs) if metadata else jobs_from_paths(inputs)
-    refuse_duplicate_names(jobs)
-    return jobs
+    paths = [Path(p) for p in inputs]
+    if metadata:
+        return _jobs_from_metadata(Path(metadata), paths, shard)
+    return _jobs_from_paths(paths, shard)
+
+
+def listed_names(inputs: Sequence[Path | str], metadata: Path | str | None = None) -> list[str]:
+    """The ordered feature names of every shard together, as ``tsp extract`` would list them, without
+    building jobs or checking files: what ``tsp status`` needs to see the whole picture.
+
+    With a metadata CSV its rows are the list (VIDEOS are not needed); duplicates are refused.
+    """
+    if metadata:
+        csv_path = Path(metadata)
+        layout = _read_layout(csv_path)
+        column = layout.header.index("filename")
+        names = [
+            output_name(fields[column]) if column < len(fields) else ""
+            for _, fields in _csv_rows(csv_path, layout, 0, layout.rows)
+        ]
+        refuse_duplicate_names((name, name) for name in names)
+        return names
+    if not inputs:
+        raise UsageError("Give at least one VIDEOS folder or file.")
+    videos = _scan_some([Path(p) for p in inputs])
+    refuse_duplicate_names((output_name(filename), path) for path, filename in videos)
+    return [output_name(filename) for _, filename in videos]
+
+
+def collect_jobs(inputs: Sequence[Path], metadata: Path | None = None) -> list[VideoJob]:
+    """The ordered, duplicate-free job list for ``tsp extract`` (every shard together)."""
+    return plan_shard_jobs(inputs, metadata, Shard())

@@ -39,20 +39,34 @@ class Shard:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
+    def bounds(self, total: int) -> tuple[int, int]:
+        """``(start, stop)`` of this shard among ``total`` items, so that a shard can be cut from a list
+        it never builds (a metadata CSV read row by row)."""
+        edges = shard_edges(total, self.count)
+        return int(edges[self.index]), int(edges[self.index + 1])
+
     def select(self, items: Sequence[T]) -> list[T]:
         """The reference's contiguous split: boundaries ``linspace(0, len, count+1).astype(int)``."""
-        bounds = np.linspace(0, len(items), self.count + 1).astype(int)
-        return list(items[bounds[self.index] : bounds[self.index + 1]])
+        start, stop = self.bounds(len(items))
+        return list(items[start:stop])
+
+
+def shard_edges(total: int, count: int) -> np.ndarray:
+    """The reference's shard boundaries, ``linspace(0, total, count+1).astype(int)``: shard i is
+    ``[edges[i], edges[i+1])``. One array for all shards, so that counting every shard is linear."""
+    return np.linspace(0, total, count + 1).astype(int)
 
 
 def parse_shard(spec: str) -> Shard:
     """Parse ``i/n`` with ``0 <= i < n``."""
     match = _SHARD_SPEC.match(spec)
     if not match:
-        raise UsageError(f"--shard {spec!r} is not of the form i/n (for example 0/4).")
+        raise UsageError(f"`shard` {spec!r} is not of the form i/n (for example 0/4).", parameter="shard")
     index, count = int(match[1]), int(match[2])
     if count < 1 or index >= count:
-        raise UsageError(f"--shard {spec!r} is out of range: it needs 0 <= i < n (for example 0/{max(count, 1)}).")
+        raise UsageError(
+            f"`shard` {spec!r} is out of range: it needs 0 <= i < n (for example 0/{max(count, 1)}).", parameter="shard"
+        )
     return Shard(index, count)
 
 
@@ -89,7 +103,7 @@ def detect_shard(environment: Mapping[str, str]) -> LauncherShard:
         if found is not None:
             return found
     raise UsageError(
-        f"--shard auto found neither {_LAUNCHERS_LOOKED_FOR} in the environment; give --shard i/n instead."
+        f"`shard` auto found neither {_LAUNCHERS_LOOKED_FOR} in the environment; give `shard` i/n instead."
     )
 
 
@@ -117,8 +131,8 @@ def _from_slurm_array(environment: Mapping[str, str]) -> LauncherShard | None:
     step = _integer(environment, "SLURM_ARRAY_TASK_STEP", source) if "SLURM_ARRAY_TASK_STEP" in environment else 1
     if step != 1 or last - first + 1 != count:
         raise UsageError(
-            f"--shard auto needs a Slurm array of consecutive task ids, but this one has {count} tasks from {first} "
-            f"to {last} in steps of {step}; use --shard $SLURM_ARRAY_TASK_ID/N with N the number of shards instead."
+            f"`shard` auto needs a Slurm array of consecutive task ids, but this one has {count} tasks from {first} "
+            f"to {last} in steps of {step}; use `shard` $SLURM_ARRAY_TASK_ID/N with N the number of shards instead."
         )
     return LauncherShard(_checked(task - first, count, source), source)
 
@@ -147,18 +161,21 @@ def _integer(environment: Mapping[str, str], name: str, source: str) -> int:
     """A launcher variable as a whole number; a missing or garbled one is a usage error."""
     value = environment.get(name)
     if value is None:
-        raise UsageError(f"--shard auto found {source} but no {name} in the environment; give --shard i/n instead.")
+        raise UsageError(
+            f"`shard` auto found {source} but no {name} in the environment; give `shard` i/n instead.",
+            parameter="shard",
+        )
     try:
         return int(value.strip())
     except ValueError:
         raise UsageError(
-            f"--shard auto found {name}={value!r}, which is not a whole number; give --shard i/n instead."
+            f"`shard` auto found {name}={value!r}, which is not a whole number; give `shard` i/n instead."
         ) from None
 
 
 def _checked(index: int, count: int, source: str) -> Shard:
     if count < 1 or not 0 <= index < count:
         raise UsageError(
-            f"--shard auto read shard {index}/{count} from {source}, which is out of range; give --shard i/n instead."
+            f"`shard` auto read shard {index}/{count} from {source}, which is out of range; give `shard` i/n instead."
         )
     return Shard(index, count)

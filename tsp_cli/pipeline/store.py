@@ -122,10 +122,20 @@ def read_video_records(out_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def read_failures(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """The latest failure of each video that still has no features."""
+    """The latest failure of each video that still has no features (``failed_at`` also for older records' ``time``)."""
     finished = finished_names(out_dir)
-    failures = {r["video"]: r for r in read_jsonl(Path(out_dir) / FAILURES_NAME) if "video" in r}
+    failures = {r["video"]: _with_failed_at(r) for r in read_jsonl(Path(out_dir) / FAILURES_NAME) if "video" in r}
     return {name: record for name, record in failures.items() if name not in finished}
+
+
+def _with_failed_at(record: dict[str, Any]) -> dict[str, Any]:
+    """Failure records written before ``failed_at`` called it ``time``; folders of either kind still resume."""
+    if "failed_at" not in record and "time" in record:
+        return {**record, "failed_at": record["time"]}
+    return record
+
+
+# Every time in the records and the manifest is ``<event>_at``, in Unix epoch seconds.
 
 
 def record_video(out_dir: Path, record: dict[str, Any]) -> None:
@@ -134,7 +144,8 @@ def record_video(out_dir: Path, record: dict[str, Any]) -> None:
 
 def record_failure(out_dir: Path, video: str, path: str, error: str, **extra: Any) -> None:
     append_jsonl(
-        Path(out_dir) / FAILURES_NAME, {"video": video, "path": path, "error": error, "time": time.time(), **extra}
+        Path(out_dir) / FAILURES_NAME,
+        {"video": video, "path": path, "error": error, "failed_at": time.time(), **extra},
     )
 
 
@@ -169,18 +180,38 @@ def claim_output_folder(out_dir: Path, settings: dict[str, Any], versions: dict[
         return _claim(Path(out_dir), settings, versions)
 
 
+def _difference(key: str, recorded: dict[str, Any], settings: dict[str, Any]) -> str:
+    """One differing setting in words; checkpoints by file name, with enough of the hash to tell them apart."""
+    if key == "checkpoint_sha256":
+
+        def checkpoint(values: dict[str, Any]) -> str:
+            digest = str(values.get("checkpoint_sha256") or "")[:12]
+            return f"{values.get('checkpoint', 'a checkpoint')} (SHA-256 {digest}…)"
+
+        return f"checkpoint {checkpoint(recorded)} there vs {checkpoint(settings)} now"
+    return f"{key} {recorded.get(key)!r} there vs {settings.get(key)!r} now"
+
+
 def _claim(out_dir: Path, settings: dict[str, Any], versions: dict[str, str]) -> list[str]:
     existing = read_manifest(out_dir)
     if existing is None:
-        manifest = {"settings": settings, "versions": versions, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        now = time.time()
+        manifest = {
+            "settings": settings,
+            "versions": versions,
+            "created_at": now,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),  # for people reading the file
+        }
         with atomic_path(out_dir / MANIFEST_NAME) as temp:
             temp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return []
     recorded = existing.get("settings", {})
     differing = [key for key in FEATURE_SETTINGS if recorded.get(key) != settings.get(key)]
     if differing:
-        details = ", ".join(f"{key} {recorded.get(key)!r} there vs {settings.get(key)!r} now" for key in differing)
-        raise UsageError(f"{out_dir} holds features made with other settings ({details}); use another --output folder.")
+        details = ", ".join(_difference(key, recorded, settings) for key in differing)
+        raise UsageError(
+            f"{out_dir} holds features made with other settings ({details}); use another `out_dir` folder."
+        )
     old_versions = existing.get("versions", {})
     return [
         f"{tool} is {version} now, {old_versions[tool]} when this folder was started."

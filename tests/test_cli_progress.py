@@ -1,0 +1,182 @@
+"""The one progress module: extract's bar and log lines in clips, the closing summary's wording."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.videos import make_video
+from tsp_cli.cli import progress as progress_module
+from tsp_cli.cli.app import app
+from tsp_cli.cli.progress import ExtractProgress, StepProgress
+from tsp_cli.data.progress import Progress as StepEvent
+from tsp_cli.pipeline.engine import ClipProgress, RunStarted, VideoEnded
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def every_line(monkeypatch):
+    """Print a log line on every event (logs normally get one per LOG_INTERVAL_SECONDS)."""
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL_SECONDS", 0.0)
+
+
+def test_every_command_logs_at_the_same_interval() -> None:
+    assert progress_module.LOG_INTERVAL_SECONDS == 30.0
+    source = "".join(p.read_text() for p in Path(progress_module.__file__).parent.glob("*.py"))
+    assert source.count("LOG_INTERVAL_SECONDS =") == 1 and "PLAIN_PROGRESS_SECONDS" not in source
+
+
+def test_extract_log_lines_count_clips_with_an_estimate_for_unprobed_videos(every_line, capsys) -> None:
+    now = [0.0]
+    with ExtractProgress("extract", clock=lambda: now[0]) as view:
+        view(RunStarted(videos=4, to_do=4, skipped=0, workers=1, device="cpu"))
+        now[0] = 10.0  # one video of 10 clips probed, three to go: 10 + 3 x 10 expected
+        view(ClipProgress(computed=5, expected=10, probed=1, unprobed=3))
+        now[0] = 20.0
+        view(ClipProgress(computed=10, expected=10, probed=1, unprobed=3))
+        view(VideoEnded("a", "done", 10))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "extract: 4 videos, 0 already done, 4 to do on cpu with 1 decoding worker."
+    # 5 clips in 10 s: 35 more at 0.5 clips/s is 70 s
+    assert lines[1] == "extract: 5/40 clips, 4 videos to go, 0.5 clips/s, ETA 00:01:10"
+    assert lines[2] == "extract: 10/40 clips, 4 videos to go, 0.5 clips/s, ETA 00:01:00"
+    assert lines[3] == "extract: 10/40 clips, 3 videos to go, 0.5 clips/s, ETA 00:01:00"
+
+
+def test_a_failed_video_and_a_video_without_clips_are_named_as_they_end(capsys) -> None:
+    with ExtractProgress("extract") as view:
+        view(RunStarted(videos=2, to_do=2, skipped=0, workers=2, device="cpu"))
+        view(VideoEnded("short", "no clips", 0))
+        view(VideoEnded("bad", "failed", 0, "bad.mp4 cannot be opened as a video (Invalid data)."))
+    err = capsys.readouterr().err
+    assert "short: shorter than one clip, saved as 0 clips" in err
+    assert "bad: bad.mp4 cannot be opened as a video (Invalid data)." in err
+
+
+def test_data_steps_print_their_first_and_last_item_in_logs(capsys) -> None:
+    with StepProgress("Probing") as on_progress:
+        for done in (1, 2, 3):
+            on_progress(StepEvent(done, 3, f"v{done}.mp4"))
+    assert capsys.readouterr().err.splitlines() == ["Probing 3/3 (v3.mp4)"]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("progress-videos")
+    make_video(folder / "clip.mp4", frames=34, fps=30)
+    make_video(folder / "short.mp4", frames=10, fps=30)
+    (folder / "empty.mp4").write_bytes(b"")
+    return folder
+
+
+def test_a_dry_run_summary_names_clipless_videos_and_says_nothing_of_a_model_or_failures_jsonl(
+    videos: Path, tmp_path: Path
+) -> None:
+    result = invoke("extract", videos, "-o", tmp_path / "out", "--dry-run", "--device", "cpu", "-j", "0")
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "1 checked (dry run), 0 skipped, 1 with no clips, 1 failed · 1 clip in" in text
+    assert "Shorter than one clip (saved as 0 clips): short" in text
+    assert "waited" not in text and "network" not in text
+    # an empty file never decodes: no advice to rerun, and no failures.jsonl in a dry run
+    assert "1 video failed, listed above. They cannot be decoded as they are" in text
+    assert "Rerun" not in text and "failures.jsonl" not in text
+
+
+def test_a_real_run_says_how_long_the_model_waited_for_frames(videos: Path, r3d_checkpoint: Path, tmp_path) -> None:
+    clip = tmp_path / "in" / "clip.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes((videos / "clip.mp4").read_bytes())
+    result = invoke("extract", clip.parent, "-o", tmp_path / "out", "--local", r3d_checkpoint, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "1 done, 0 skipped, 0 with no clips, 0 failed · 1 clip in" in result.output
+    assert "the model waited for decoded frames" in result.output
+
+
+def test_help_and_models_list_import_neither_torch_nor_the_data_libraries() -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from tsp_cli.cli.app import app\n"
+        "for args in (['--help'], ['extract', '--help'], ['merge', '--help'], ['models', 'list']):\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+        "heavy = sorted({'torch', 'torchvision', 'av', 'h5py', 'pandas', 'rich.progress'} & set(sys.modules))\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_export_targets_the_cli_offers_are_the_ones_the_core_knows() -> None:
+    from tsp_cli.cli.export import TARGET_NAMES
+    from tsp_cli.data.export import TARGETS
+
+    assert TARGET_NAMES == TARGETS
+
+
+COMMANDS = [
+    [],
+    ["extract"],
+    ["status"],
+    ["merge"],
+    ["inspect"],
+    ["metadata"],
+    ["standardize"],
+    ["export"],
+    ["models"],
+    ["models", "list"],
+    ["models", "download"],
+    ["models", "path"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "tsp")
+def test_every_command_takes_h_and_its_help_shows_no_bool_or_lowercase_placeholders(command) -> None:
+    import re
+
+    short, long = invoke(*command, "-h"), invoke(*command, "--help")
+    assert short.exit_code == 0 and short.output == long.output
+    assert "<bool>" not in short.output and "<list[" not in short.output
+    usage = next(line for line in short.output.splitlines() if "Usage:" in line)
+    assert not re.search(r"\{[a-z]", usage) and "...}" not in usage, usage
+
+
+def test_extract_help_says_how_resume_and_failures_work() -> None:
+    text = " ".join(invoke("extract", "-h").output.split())
+    assert "skipped" in text and "run again" in text and "failures.jsonl" in text
+
+
+@pytest.mark.parametrize("columns", [80, 120, 200])
+def test_models_list_fits_the_terminal_without_cutting_a_word(columns: int, tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "COLUMNS": str(columns), "TSP_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "tsp_cli", "models", "list"], capture_output=True, text=True, env=env, check=True
+    )
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= columns for line in lines) and "…" not in result.stdout
+    assert any(line.split()[:2] == ["r2plus1d_34-tsp_on_activitynet", "r2plus1d_34"] for line in lines if line.strip())
+    assert ("ActivityNet" in result.stdout) == (columns >= 100)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--backbone", "resnet50"], "'resnet50' is not one of 'r2plus1d_34', 'r2plus1d_18', 'r3d_18'."),
+        (["--stride", "0"], "Invalid value for '--stride': must be at least 1."),
+        (["--stride", "x"], "Invalid value for '--stride': must be a whole number."),
+    ],
+)
+def test_a_bad_option_value_is_refused_in_plain_words_not_pydantics(option, message, tmp_path: Path) -> None:
+    result = invoke("extract", tmp_path, "-o", tmp_path / "out", *option)
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and message in text, result.output
+    assert "Value error" not in text and "Input should be" not in text
