@@ -21,7 +21,8 @@ cores, so CPU time is the steadier figure. Parts:
 - ``merge``: ``tsp merge`` of N tiny feature files.
 - ``hdf5``: N datasets in one root group written as ``tsp merge`` writes them (without reading
   files), for the default and the newest (``libver="latest"``) file format: write time, file
-  size, open time, reads of 2,000 random videos by name, and iterating the root.
+  size, open time, reads of 2,000 random videos by name (after asking the kernel to drop the file
+  from its page cache, ``POSIX_FADV_DONTNEED``), and iterating the root.
 
 ``--before TREE`` runs the same commands with another source tree first on ``PYTHONPATH`` (for
 example ``git archive <commit> | tar -x -C /tmp/tsp-before``); options it lacks are skipped.

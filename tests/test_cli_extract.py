@@ -58,6 +58,7 @@ def test_bad_invocations_exit_2_with_one_sentence(video_folder, r3d_checkpoint, 
     assert not (tmp_path / "out").exists()  # validated first: a refused command leaves no folder behind
 
 
+@pytest.mark.slow
 def test_extract_runs_and_a_broken_video_exits_1_without_stopping_the_others(
     video_folder, r3d_checkpoint, tmp_path
 ) -> None:
@@ -72,6 +73,7 @@ def test_extract_runs_and_a_broken_video_exits_1_without_stopping_the_others(
     assert np.load(tmp_path / "out" / "clip.npy").shape == (1, 512)
 
 
+@pytest.mark.slow
 def test_extract_checkpoint_by_name_equals_extract_local(video_folder, r3d_checkpoint, tmp_path, monkeypatch) -> None:
     sha = hashlib.sha256(r3d_checkpoint.read_bytes()).hexdigest()
     models = tmp_path / "models.toml"

@@ -90,6 +90,7 @@ def test_a_dry_run_summary_names_clipless_videos_and_says_nothing_of_a_model_or_
     assert "Rerun" not in text and "failures.jsonl" not in text
 
 
+@pytest.mark.slow
 def test_a_real_run_says_how_long_the_model_waited_for_frames(videos: Path, r3d_checkpoint: Path, tmp_path) -> None:
     clip = tmp_path / "in" / "clip.mp4"
     clip.parent.mkdir()

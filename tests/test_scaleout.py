@@ -74,6 +74,7 @@ def assert_folder_is_clean(out: Path) -> None:
 # ---- torchrun and Slurm --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_torchrun_gives_every_video_once_with_the_features_of_one_process(
     videos: Path, r3d_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -128,6 +129,7 @@ def slurm_array_task(task: int, count: int) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_a_slurm_array_of_three_tasks_covers_every_video_exactly_once(
     short_videos: Path, r3d_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -214,6 +216,7 @@ def test_under_torchrun_failed_videos_exit_0_so_that_the_other_ranks_go_on(tmp_p
 # ---- --devices ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_devices_run_one_shard_per_device_into_one_folder(
     short_videos: Path, r3d_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -335,6 +338,7 @@ def test_progress_is_read_from_whole_record_lines_only(tmp_path: Path) -> None:
 # ---- several writers in one folder ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_on_the_same_shard_at_once_leave_whole_identical_files(
     videos: Path, r3d_checkpoint: Path, tmp_path: Path
 ) -> None:

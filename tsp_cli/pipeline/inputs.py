@@ -64,8 +64,9 @@ def _is_video_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in VIDEO_SUFFIXES
 
 
-def _walk_videos(root: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """``(relative posix path, entry)`` of every video file under ``root``, in no particular order.
+def _walk_videos(root: str) -> Iterator[tuple[str, str | None]]:
+    """``(relative posix path, resolved target of a symbolic link or None)`` of every video file
+    under ``root``, in no particular order.
 
     As ``Path.rglob`` did: symbolic links to folders are not followed, symbolic links to files
     are. Hidden files and folders (a name starting with a dot) are passed over. ``DirEntry`` answers "is it a file?" from the directory listing itself, so a regular
@@ -85,38 +86,63 @@ def _walk_videos(root: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append((prefix + entry.name + "/", entry.path))
                 elif _is_video_name(entry.name) and entry.is_file():
-                    yield prefix + entry.name, entry
+                    yield prefix + entry.name, os.path.realpath(entry.path) if entry.is_symlink() else None
 
 
-def _scan(paths: Sequence[Path]) -> list[tuple[str, str]]:
-    """``(path, filename)`` of every video in the given folders and files, in order, each file once.
+#: A video found: ``(folder given, path relative to it)``, or ``(None, file given)``. Paths are
+#: joined only for the shard's videos: 650k joined paths would double the scan's memory.
+_Found = tuple[str | None, str]
+
+
+def _path(found: _Found) -> str:
+    base, relative = found
+    return relative if base is None else os.path.join(base, relative)
+
+
+def _filename(found: _Found) -> str:
+    base, relative = found
+    return os.path.basename(relative) if base is None else relative
+
+
+def _scan(paths: Sequence[Path]) -> list[_Found]:
+    """Every video in the given folders and files, in order, each file once.
 
     Folders come out sorted by relative path; a file reached twice (given twice, through two
     folders, or through a symbolic link) is kept where it first appears, as ``Path.resolve``
     tells. A folder's regular files resolve to the resolved folder plus their relative path, so
-    only symbolic links cost a ``realpath``.
+    only symbolic links cost a ``realpath``, and one folder without links needs no bookkeeping.
     """
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"{_list_some(missing)} does not exist; check the VIDEOS paths.")
     seen: set[str] = set()
-    found: list[tuple[str, str]] = []
+    found: list[_Found] = []
     for root in paths:
         if not root.is_dir():
             if (key := os.path.realpath(root)) not in seen:
                 seen.add(key)
-                found.append((str(root), root.name))
+                found.append((None, str(root)))
             continue
-        real_root = os.path.realpath(root)
-        for relative, entry in sorted(_walk_videos(str(root)), key=lambda item: item[0]):
-            key = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_root, relative)
-            if key not in seen:
+        base, real_root = str(root), os.path.realpath(root)
+        listed = sorted(_walk_videos(base))
+        alone = len(paths) == 1 and all(target is None for _, target in listed)
+        for relative, target in listed:
+            if not alone:  # regular files of one folder cannot be one file; links and other inputs can
+                key = target or os.path.join(real_root, relative)
+                if key in seen:
+                    continue
                 seen.add(key)
-                found.append((os.path.join(root, relative), relative))
+            found.append((base, relative))
     return found
 
 
-def _scan_some(paths: Sequence[Path]) -> list[tuple[str, str]]:
+def _refuse_duplicates_found(videos: Sequence[_Found], names: Sequence[str]) -> None:
+    """:func:`refuse_duplicate_names` for a scan, joining paths only when some name repeats."""
+    if len(set(names)) != len(names):
+        refuse_duplicate_names(zip(names, map(_path, videos), strict=True))
+
+
+def _scan_some(paths: Sequence[Path]) -> list[_Found]:
     """:func:`_scan`, refusing inputs that hold no video at all."""
     videos = _scan(paths)
     if not videos:
@@ -134,7 +160,7 @@ def find_videos(paths: Iterable[Path]) -> list[VideoFile]:
 
     A path that does not exist is a :class:`UsageError`: a typo must not silently shorten a run.
     """
-    return [VideoFile(Path(path), filename) for path, filename in _scan([Path(p) for p in paths])]
+    return [VideoFile(Path(_path(found)), _filename(found)) for found in _scan([Path(p) for p in paths])]
 
 
 def _jobs_from_paths(inputs: Sequence[Path], shard: Shard) -> list[VideoJob]:
@@ -144,9 +170,9 @@ def _jobs_from_paths(inputs: Sequence[Path], shard: Shard) -> list[VideoJob]:
     are refused over the whole list; paths are built for the shard only.
     """
     videos = _scan_some(inputs)
-    refuse_duplicate_names((output_name(filename), path) for path, filename in videos)
+    _refuse_duplicates_found(videos, [output_name(_filename(found)) for found in videos])
     start, stop = shard.bounds(len(videos))
-    return [VideoJob(path=Path(path), name=output_name(filename)) for path, filename in videos[start:stop]]
+    return [VideoJob(path=Path(_path(found)), name=output_name(_filename(found))) for found in videos[start:stop]]
 
 
 def jobs_from_paths(inputs: Sequence[Path]) -> list[VideoJob]:
@@ -374,8 +400,9 @@ def listed_names(inputs: Sequence[Path | str], metadata: Path | str | None = Non
     if not inputs:
         raise UsageError("Give at least one VIDEOS folder or file.")
     videos = _scan_some([Path(p) for p in inputs])
-    refuse_duplicate_names((output_name(filename), path) for path, filename in videos)
-    return [output_name(filename) for _, filename in videos]
+    names = [output_name(_filename(found)) for found in videos]
+    _refuse_duplicates_found(videos, names)
+    return names
 
 
 def collect_jobs(inputs: Sequence[Path], metadata: Path | None = None) -> list[VideoJob]:
