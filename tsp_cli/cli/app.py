@@ -13,9 +13,13 @@ from tsp_cli.cli import data, export, extract, models, status
 
 def _tidy_help_types() -> None:
     """Show value types in help only where a value is typed: not ``<bool>`` on every flag, nor
-    ``<list[Path]>`` beside an argument whose name (VIDEOS, OUT_DIR) already says what it is."""
+    ``<list[Path]>`` beside an argument whose name (VIDEOS, OUT_DIR) already says what it is.
+
+    These hooks are Typer internals (0.29): with a Typer that lacks them, its own help is kept."""
     from typer.core import TyperArgument, TyperOption
 
+    if not hasattr(TyperOption, "display_type_rich"):
+        return
     option_type = TyperOption.display_type_rich
 
     def option_display_type(self: TyperOption, ctx):
@@ -28,9 +32,13 @@ def _tidy_help_types() -> None:
 def _plain_validation_errors() -> None:
     """Word Typer's refusals of a bad value in plain terms, not pydantic's ("Input should be greater
     than or equal to 1", "Value error, 'x' is not one of ..."): "must be at least 1", "'x' is not one of ..."."""
-    import typer._coercion
-    import typer._param_types
-
+    try:  # Typer internals (0.29); with a Typer that lacks them, its own wording is kept
+        import typer._coercion
+        import typer._param_types
+    except ImportError:
+        return
+    if not hasattr(typer._coercion, "get_error_msg"):
+        return
     original = typer._coercion.get_error_msg
     plain = {
         "greater_than_equal": lambda ctx: f"must be at least {ctx.get('ge')}.",
