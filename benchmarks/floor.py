@@ -8,6 +8,7 @@ spread over a pool of the same number of processes as the pipeline's decoding wo
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import resource
@@ -27,19 +28,70 @@ def decode_all(path: Path | str) -> int:
     return count
 
 
-def measure_floor(paths: Sequence[Path], processes: int) -> tuple[float, int, float]:
+def decode_with_pixels(path: Path | str) -> int:
+    """Decode every frame, and do the recipe's per-frame work on the frames the clips use.
+
+    That work (swscale RGB24 without its own threads, then the crop-only float transform) is
+    what exact features cost per used frame, whoever computes them; with it in the floor, what
+    ``tsp`` spends beyond is its fixed cost per video (opening, probing, messages, batching).
+    Decoding all frames first is fine for the tiny one-clip videos this is used on.
+    """
+    import torch
+
+    from tsp_cli.pipeline.sampling import ClipSettings, clip_start_indices, resampled_indices
+    from tsp_cli.pipeline.transform import CROP_SIZE
+
+    with av.open(os.fspath(path), metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate)
+        frames = list(container.decode(stream))
+    settings = ClipSettings()
+    indices = resampled_indices(fps, len(frames), settings.frame_rate)
+    starts = set(clip_start_indices(fps, len(frames), settings).tolist())
+    first_positions = [k for k, index in enumerate(indices) if int(index) in starts]
+    used = sorted({int(indices[k + j]) for k in first_positions for j in range(settings.clip_len)})
+    out = torch.empty(3, CROP_SIZE, CROP_SIZE)
+    for index in used:
+        rgb = frames[index].to_ndarray(format="rgb24", threads=1)
+        _transform_for(rgb.shape[0], rgb.shape[1])(rgb, out=out)
+    return len(frames)
+
+
+@functools.lru_cache(maxsize=8)
+def _transform_for(height: int, width: int):
+    """One transform per frame size, made once per process, as the pipeline's workers do."""
+    from tsp_cli.pipeline.transform import FrameTransform
+
+    return FrameTransform.for_size(height, width)
+
+
+def _import_pixel_work() -> None:
+    """Import torch and the transform before the pool forks, so no worker pays for it on the clock."""
+    import torch
+
+    import tsp_cli.pipeline.sampling
+    import tsp_cli.pipeline.transform  # noqa: F401
+
+    torch.set_num_threads(1)
+
+
+def measure_floor(paths: Sequence[Path], processes: int, *, with_pixels: bool = False) -> tuple[float, int, float]:
     """Decode all ``paths`` with a pool of ``processes``: wall seconds (pool start excluded), frames, CPU seconds.
 
     CPU seconds are the pool processes' user + system time (they are reaped before it is read).
+    ``with_pixels`` adds the recipe's per-frame work on the frames clips use (:func:`decode_with_pixels`).
     """
     processes = max(1, min(processes, len(paths)))
+    if with_pixels:
+        _import_pixel_work()
     context = multiprocessing.get_context("fork")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     pool = context.Pool(processes)
     try:
         pool.map(int, range(processes))  # the workers are up before the clock starts
         started = time.perf_counter()
-        frames = sum(pool.imap_unordered(decode_all, [os.fspath(p) for p in paths], chunksize=1))
+        work = decode_with_pixels if with_pixels else decode_all
+        frames = sum(pool.imap_unordered(work, [os.fspath(p) for p in paths], chunksize=1))
         seconds = time.perf_counter() - started
         pool.close()
     finally:
