@@ -67,11 +67,6 @@ class Checkpoint:
     recipe: Recipe = TSP_RECIPE
 
     @property
-    def has_full_hash(self) -> bool:
-        """Whether ``sha256`` is the whole digest (pooch can check it) or only a published prefix."""
-        return len(self.sha256) == 64
-
-    @property
     def cache_relpath(self) -> PurePosixPath:
         """The file's place inside the cache folder."""
         if self.released:

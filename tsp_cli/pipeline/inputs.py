@@ -175,11 +175,6 @@ def _jobs_from_paths(inputs: Sequence[Path], shard: Shard) -> list[VideoJob]:
     return [VideoJob(path=Path(_path(found)), name=output_name(_filename(found))) for found in videos[start:stop]]
 
 
-def jobs_from_paths(inputs: Sequence[Path]) -> list[VideoJob]:
-    """Every video in the given folders and files, in order (see :func:`find_videos`)."""
-    return _jobs_from_paths([Path(p) for p in inputs], Shard())
-
-
 # ---- metadata CSVs ----------------------------------------------------------------------------
 
 
@@ -346,11 +341,6 @@ def _jobs_from_metadata(csv_path: Path, inputs: Sequence[Path], shard: Shard) ->
         raise UsageError(f"{listed} not in {folder}: {_list_some(missing)}.")
     refuse_duplicate_names((job.name, str(job.path)) for job in jobs)
     return jobs
-
-
-def jobs_from_metadata(csv_path: Path, inputs: Sequence[Path]) -> list[VideoJob]:
-    """The CSV's videos in its row order, with its fps and frame counts, as the reference reads them."""
-    return _jobs_from_metadata(Path(csv_path), [Path(p) for p in inputs], Shard())
 
 
 # ---- the job list ---------------------------------------------------------------------------------
