@@ -208,3 +208,15 @@ def test_one_open_per_video_decodes_what_a_fresh_open_does(tmp_path: Path, name:
     fresh = [(pts, frame.to_ndarray(format="rgb24")) for pts, frame in decode_frames(info)]
     assert [pts for pts, _ in reused] == [pts for pts, _ in fresh] and len(fresh) == 40
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(reused, fresh, strict=True))
+
+
+def test_ffmpeg_threads_decode_the_same_frames_as_one_thread(tmp_path: Path) -> None:
+    # Four slices per frame, so that FFmpeg's slice threads really split the work.
+    video = make_video(
+        tmp_path / "sliced.mp4", frames=30, size=(160, 128), gop=10, codec_options={"x264-params": "slices=4"}
+    )
+    info = probe(video)
+    one = [(pts, frame.to_ndarray(format="rgb24")) for pts, frame in decode_frames(info, threads=1)]
+    three = [(pts, frame.to_ndarray(format="rgb24")) for pts, frame in decode_frames(info, threads=3)]
+    assert [pts for pts, _ in three] == [pts for pts, _ in one] and len(one) == 30
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(one, three, strict=True))

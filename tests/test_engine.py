@@ -543,3 +543,24 @@ def test_records_and_manifest_name_their_times_alike_and_old_failure_records_sti
     failures = store.read_failures(out)
     assert isinstance(failures["b"]["failed_at"], float) and "time" not in failures["b"]
     assert failures["c"]["failed_at"] == 12.5  # written before the rename: still understood
+
+
+def test_ffmpeg_threads_only_for_large_unsplit_videos_when_a_worker_would_idle() -> None:
+    from fractions import Fraction
+
+    from tsp_cli.pipeline.engine import _WorkerSide
+    from tsp_cli.pipeline.handoff import WorkList
+    from tsp_cli.pipeline.video import VideoInfo
+
+    def info(width: int, height: int) -> VideoInfo:
+        return VideoInfo(Path("v.mp4"), 0, 30.0, 300, Fraction(1, 30), width, height)
+
+    work = WorkList([0, 1], workers=2)
+    side = _WorkerSide(jobs=[], work=work, settings=ClipSettings(), clips_per_chunk=8, slabs=None)
+    assert work.claim() == 0  # the other worker still has video 1 to claim: nobody idles
+    assert side._decoder_threads(info(1280, 720), segments=1) == 1
+    assert work.claim() == 1  # the last video: one worker will find nothing to do
+    assert side._decoder_threads(info(1280, 720), segments=1) == 2
+    assert side._decoder_threads(info(640, 360), segments=1) == 2
+    assert side._decoder_threads(info(480, 360), segments=1) == 1  # measured no faster
+    assert side._decoder_threads(info(1280, 720), segments=3) == 1  # split: the idle worker takes segments

@@ -217,6 +217,10 @@ def _no_split(info: VideoInfo, clips: int) -> int:
     return 1
 
 
+def _one_thread(info: VideoInfo, segments: int) -> int:
+    return 1
+
+
 def video_messages(
     job_index: int,
     job: VideoJob,
@@ -226,19 +230,23 @@ def video_messages(
     sink: FrameSink | None = None,
     split: Callable[[VideoInfo, int], int] = _no_split,
     post: Callable[[list[PostedSegment]], bool] = lambda segments: not segments,
+    decoder_threads: Callable[[VideoInfo, int], int] = _one_thread,
 ) -> Iterator[FrameChunk]:
     """Decode one video (its first segment, if split) and yield its chunks; a failure ends it with ``error``.
 
     ``split(info, clips)`` says into how many segments to cut the video (1: none), ``post``
     (called once, before any chunk, unless the video fails first) hands the segments after the
-    first to other workers (``False``: it could not, so this worker decodes the whole video).
+    first to other workers (``False``: it could not, so this worker decodes the whole video);
+    ``decoder_threads(info, segments)``: FFmpeg threads for this worker's part, once the cut is known.
     A chunk goes out once it holds ``FRAMES_PER_CHUNK`` new frames or ``clips_per_chunk`` complete clips: few enough messages that passing them costs
     little (dense strides make a clip per frame), soon enough that batches fill without
     waiting for whole videos.
     """
     try:
         with open_probed(job.path, num_frames=job.num_frames, fps=job.fps) as (info, opened):
-            yield from _first_segment(job_index, info, opened, settings, clips_per_chunk, sink, split, post)
+            yield from _first_segment(
+                job_index, info, opened, settings, clips_per_chunk, sink, split, post, decoder_threads
+            )
     except VideoError as error:
         yield FrameChunk(job_index, error=str(error), last=True, retryable=False)
     except Exception as error:  # a damaged file must never stop the other videos
@@ -254,6 +262,7 @@ def _first_segment(
     sink: FrameSink | None,
     split: Callable[[VideoInfo, int], int],
     post: Callable[[list[PostedSegment]], bool],
+    decoder_threads: Callable[[VideoInfo, int], int],
 ) -> Iterator[FrameChunk]:
     """The probed video's first (or only) segment, after posting the others for other workers."""
     windows = clip_windows(info.fps, info.num_frames, info.time_base, settings)
@@ -272,7 +281,16 @@ def _first_segment(
         segments = [Segment(0, 0, len(windows), None)]
     header = VideoHeader(info.fps, info.num_frames, len(windows), len(segments), info.pixel_format)
     yield from _segment_chunks(
-        job_index, info, windows, segments[0], settings, clips_per_chunk, sink or LocalFrames(), header, opened
+        job_index,
+        info,
+        windows,
+        segments[0],
+        settings,
+        clips_per_chunk,
+        sink or LocalFrames(),
+        header,
+        opened,
+        threads=decoder_threads(info, len(segments)),
     )
 
 
@@ -303,6 +321,8 @@ def _segment_chunks(
     sink: FrameSink,
     header: VideoHeader | None,
     opened: OpenVideo | None = None,
+    *,
+    threads: int = 1,
 ) -> Iterator[FrameChunk]:
     windows = all_windows[segment.first_clip : segment.stop_clip]
     if not windows:
@@ -321,10 +341,10 @@ def _segment_chunks(
     )
     try:
         try:
-            frames = decode_frames(info, from_keyframe=segment.seek_pts, opened=opened)
+            frames = decode_frames(info, from_keyframe=segment.seek_pts, opened=opened, threads=threads)
             first = next(frames, None)
         except SeekMissed:  # the container cannot enter there: decode from the start, still exact
-            frames = decode_frames(info)
+            frames = decode_frames(info, threads=threads)
             first = next(frames, None)
         for pts, frame in itertools.chain([first] if first else [], frames):
             assembler.add(pts, frame)
