@@ -517,7 +517,7 @@ class Bench:
         if floor_s:
             self.rows.append(
                 Row(
-                    f"floor: decode every frame once, {min(c.workers, count)} process(es)",
+                    f"floor: decode every frame once, {min(c.workers, count)} process(es), 1 thread each",
                     floor_s.text(),
                     cpu=f"{floor_s.cpu:.2f} s",
                 )
@@ -740,7 +740,7 @@ class Bench:
             f"end to end and network alone: {c.e2e_repeat} run(s).",
             "Start-up is the same `python -m tsp_cli extract ...` command on videos shorter than one clip (as many as the run starts "
             "workers for): interpreter, imports, worker start and shutdown; 'less start-up' subtracts its median.",
-            "The floor decodes with PyAV's default decoder settings and no colour conversion; the per-clip baseline re-creates "
+            "The floor decodes with one FFmpeg thread per process (as tsp's workers do while all are busy) and no colour conversion; the per-clip baseline re-creates "
             "torchvision's read_video per clip (seek, decode, to RGB) and the reference's float transform, in a DataLoader with "
             f"{c.workers} workers and batch {c.batch_size}.",
             "CPU: user + system seconds of the whole process tree (from the rusage of reaped children), which other load on the "
