@@ -51,19 +51,23 @@ def reference_clip_frames(path: Path, settings: ClipSettings) -> list[list[int]]
 
 @pytest.fixture
 def labelled_frames(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make the clipper's transform return each frame's index, and log every transform call."""
+    """Make the clipper's gather send each frame's index (two bytes) as its taps, and log every gather."""
     calls: list[int] = []
 
-    def transform_for(height: int, width: int):
-        def label(rgb: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
-            calls.append(frame_index(rgb))
-            value = torch.full((3, 112, 112), float(frame_index(rgb)))
-            return value if out is None else out.copy_(value)
+    class Labeller:
+        def gather(self, rgb: np.ndarray, out: torch.Tensor) -> torch.Tensor:
+            index = frame_index(rgb)
+            calls.append(index)
+            out.zero_()
+            out[0], out[1] = index % 256, index // 256
+            return out
 
-        return label
-
-    monkeypatch.setattr(clipper, "_transform_for", transform_for)
+    monkeypatch.setattr(clipper, "transform_for", lambda height, width: Labeller())
     return calls
+
+
+def frame_label(taps: torch.Tensor) -> int:
+    return int(taps[0]) + 256 * int(taps[1])
 
 
 def clipper_clip_frames(path: Path, settings: ClipSettings) -> tuple[list[list[int]], list]:
@@ -73,7 +77,7 @@ def clipper_clip_frames(path: Path, settings: ClipSettings) -> tuple[list[list[i
     for message in messages:
         if isinstance(message, FrameChunk):
             assert not set(message.frame_ids) & set(frames), "a frame was sent twice"
-            frames.update({i: int(t[0, 0, 0]) for i, t in zip(message.frame_ids, message.frames, strict=True)})
+            frames.update({i: frame_label(t) for i, t in zip(message.frame_ids, message.frames, strict=True)})
             clips.update({k: [frames[i] for i in ids] for k, ids in message.clips})
     return [clips[k] for k in sorted(clips)], messages
 
@@ -155,7 +159,7 @@ class FakeFrame:
 
 
 def test_duplicate_pts_keep_the_last_frame_and_missing_start_takes_the_previous(monkeypatch) -> None:
-    monkeypatch.setattr(clipper, "_transform_for", lambda h, w: FrameTransformStub())
+    monkeypatch.setattr(clipper, "transform_for", lambda h, w: FrameTransformStub())
     info = type("Info", (), {"path": Path("fake.mp4")})()
     windows = [clipper.ClipWindow(0, 0.0, 0, 30), clipper.ClipWindow(1, 0.5, 25, 60)]
     assembler = clipper._ClipAssembler(0, info, windows, [0, 1, 2], 3, frames_per_chunk=48)
@@ -163,7 +167,7 @@ def test_duplicate_pts_keep_the_last_frame_and_missing_start_takes_the_previous(
     for label, pts in enumerate([0, 10, 20, 20, 30, 40, 50, 61]):
         assembler.add(pts, FakeFrame(label))
     chunk = assembler.take_chunk()
-    values = dict(zip(chunk.frame_ids, (int(t[0, 0, 0]) for t in chunk.frames), strict=True))
+    values = dict(zip(chunk.frame_ids, (frame_label(t) for t in chunk.frames), strict=True))
     assert [[values[i] for i in ids] for _, ids in chunk.clips] == [[0, 1, 3], [3, 4, 5]]
 
 
@@ -176,7 +180,7 @@ def test_a_truncated_window_fails_the_video_with_a_clear_message(tmp_path: Path,
 
 
 def test_a_frame_that_completes_more_clips_than_a_chunk_holds_grows_the_chunk(monkeypatch) -> None:
-    monkeypatch.setattr(clipper, "_transform_for", lambda h, w: FrameTransformStub())
+    monkeypatch.setattr(clipper, "transform_for", lambda h, w: FrameTransformStub())
     info = type("Info", (), {"path": Path("gap.mp4")})()
     windows = [clipper.ClipWindow(k, k * 0.1, k * 10, k * 10 + 30) for k in range(6)]
     assembler = clipper._ClipAssembler(0, info, windows, [0, 1, 2], 3, frames_per_chunk=2)
@@ -184,14 +188,15 @@ def test_a_frame_that_completes_more_clips_than_a_chunk_holds_grows_the_chunk(mo
         assembler.add(pts, FakeFrame(label))
     assembler.add(1000, FakeFrame(99))  # completes every clip at once
     chunk = assembler.take_chunk()
-    values = dict(zip(chunk.frame_ids, (int(t[0, 0, 0]) for t in chunk.frames), strict=True))
+    values = dict(zip(chunk.frame_ids, (frame_label(t) for t in chunk.frames), strict=True))
     assert [[values[i] for i in ids] for _, ids in chunk.clips] == [[2 * k, 2 * k + 1, 2 * k + 2] for k in range(6)]
 
 
 class FrameTransformStub:
-    def __call__(self, rgb, out=None):
-        value = torch.full((3, 112, 112), float(rgb[0, 0, 0]))
-        return value if out is None else out.copy_(value)
+    def gather(self, rgb, out):
+        out.zero_()
+        out[0] = int(rgb[0, 0, 0])
+        return out
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ OPEN_GOP = {
 
 
 def clips_from(chunks: list[FrameChunk]) -> dict[int, torch.Tensor]:
-    """Every clip (index -> 3 x T x 112 x 112) that a stream of chunks of possibly several segments carries."""
+    """Every clip (index -> its frames' taps, TAPS x T) that a stream of chunks of possibly several segments carries."""
     frames: dict[tuple[int, int], torch.Tensor] = {}
     clips = {}
     for chunk in chunks:

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from tsp_cli.pipeline.transform import CROP_TOP_LEFT, FrameTransform, reference_transform
+from tsp_cli.pipeline.transform import (
+    CROP_TOP_LEFT,
+    TAPS_PER_FRAME,
+    FrameTransform,
+    blend_frames,
+    reference_transform,
+    transform_for,
+)
 
 
 @pytest.mark.parametrize(
@@ -34,3 +41,19 @@ def test_transform_is_not_antialiased() -> None:
     rgb = np.zeros((256, 342, 3), dtype=np.uint8)
     rgb[::2, ::2] = 255
     assert torch.allclose(FrameTransform.for_size(256, 342)(rgb), reference_transform(rgb), atol=3e-5)
+
+
+def test_taps_gathered_in_workers_blend_in_chunks_of_mixed_sizes_to_the_per_frame_transform() -> None:
+    # A chunk as a worker sends it: 11 frames, the video changing size after the 5th (and back),
+    # more than one CPU blend group; the blend must equal each frame transformed on its own.
+    rng = np.random.default_rng(7)
+    sizes = [(240, 320)] * 5 + [(360, 640)] * 4 + [(240, 320)] * 2
+    frames = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for size in sizes]
+    taps = torch.empty(len(frames), TAPS_PER_FRAME, dtype=torch.uint8)
+    for row, (frame, size) in zip(taps, zip(frames, sizes, strict=True), strict=True):
+        transform_for(*size).gather(frame, out=row)
+    blended = blend_frames(taps, sizes)
+    assert blended.shape == (11, 3, 112, 112) and blended.dtype == torch.float32
+    for frame, size, ours in zip(frames, sizes, blended, strict=True):
+        assert torch.equal(ours, FrameTransform.for_size(*size)(frame))
+        assert torch.allclose(ours, reference_transform(frame), atol=3e-5, rtol=0)

@@ -1,10 +1,12 @@
-"""One video (or one segment of it) in, a stream of chunks out: transformed frames and the clips made of them.
+"""One video (or one segment of it) in, a stream of chunks out: frames' taps and the clips made of them.
 
 This runs in the decoding workers. It decodes the video once, in order, and keeps only the
 frames that a clip still to come can use (a window of about ``clip_len / frame_rate`` seconds),
-so memory does not grow with the video. A frame is converted to RGB and transformed only when
-a clip first selects it, and then never again however many overlapping clips share it; each
-transformed frame is sent to the main process once, and clips are sent as lists of frame ids.
+so memory does not grow with the video. A frame is converted to RGB and its taps gathered
+(:meth:`FrameTransform.gather`: the uint8 source values of the recipe's resize and crop) only
+when a clip first selects it, and then never again however many overlapping clips share it;
+each frame's taps are sent to the main process once, which blends them into the network's
+input on its device, and clips are sent as lists of frame ids.
 
 A long video may be split into segments (``tsp_cli.pipeline.segments``): the worker that
 probes it decodes the first and posts the others for any worker; each is decoded in one pass
@@ -17,7 +19,6 @@ import bisect
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Protocol
 
 import av
@@ -28,7 +29,7 @@ from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment, SlabRef
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, ClipWindow, clip_windows, window_positions
 from tsp_cli.pipeline.segments import Segment, plan_segments
-from tsp_cli.pipeline.transform import FrameTransform
+from tsp_cli.pipeline.transform import transform_for
 from tsp_cli.pipeline.video import OpenVideo, SeekMissed, VideoInfo, decode_frames, open_probed, with_keyframes
 
 
@@ -45,14 +46,16 @@ class VideoHeader:
 
 @dataclass
 class FrameChunk:
-    """New transformed frames (``frame_ids[i]`` is frame ``i`` of ``frames``) and the clips now complete.
+    """New frames (``frame_ids[i]`` is row ``i`` of ``frames``) and the clips now complete.
 
     One message type for everything a worker says, so that a short video is one message:
     ``header`` rides on the first chunk of a video (segment 0), ``last`` marks the end of
     a segment, and ``error`` says why the video failed (its earlier clips are void);
     ``retryable``: whether trying again may help. A :class:`VideoError` is the file itself (not a
     video, no stream, breaks at the same frame every time), so it is not; anything unexpected is.
-    ``frames`` is a tensor, or a :class:`SlabRef` to frames in shared memory.
+    ``frames``: each frame's uint8 taps (:data:`TAPS_PER_FRAME`), in a tensor or, by a
+    :class:`SlabRef`, in shared memory; ``frame_sizes[i]`` is the (height, width) they were
+    gathered from, which says how to blend them (:func:`tsp_cli.pipeline.transform.blend_frames`).
     ``keep_from``: frames of this segment with a smaller id will never be used again.
     """
 
@@ -60,6 +63,7 @@ class FrameChunk:
     segment: int = 0
     frame_ids: list[int] = field(default_factory=list)
     frames: torch.Tensor | SlabRef | None = None
+    frame_sizes: list[tuple[int, int]] = field(default_factory=list)
     clips: list[tuple[int, list[int]]] = field(default_factory=list)
     keep_from: int = 0
     header: VideoHeader | None = None
@@ -78,7 +82,7 @@ Message = FrameChunk
 
 
 class FrameSink(Protocol):
-    """Where transformed frames are written: plain tensors, or slabs shared with the main process."""
+    """Where frames' taps are written: plain tensors, or slabs shared with the main process."""
 
     def buffer(self, capacity: int) -> tuple[torch.Tensor, SlabRef | None]: ...
 
@@ -89,13 +93,8 @@ class FrameSink(Protocol):
 class _Buffered:
     pts: int
     id: int
-    frame: av.VideoFrame | None  # the decoded frame, dropped once transformed
-    transformed: bool = False
-
-
-@lru_cache(maxsize=8)
-def _transform_for(height: int, width: int) -> FrameTransform:
-    return FrameTransform.for_size(height, width)
+    frame: av.VideoFrame | None  # the decoded frame, dropped once its taps are gathered
+    gathered: bool = False
 
 
 @dataclass
@@ -115,6 +114,7 @@ class _ClipAssembler:
     next_clip: int = 0
     next_id: int = 0
     new_ids: list[int] = field(default_factory=list)
+    new_sizes: list[tuple[int, int]] = field(default_factory=list)
     new_frames: torch.Tensor | None = None
     slab: SlabRef | None = None  # the slab ``new_frames`` lives in, if any
     ready_clips: list[tuple[int, list[int]]] = field(default_factory=list)
@@ -160,12 +160,12 @@ class _ClipAssembler:
             )
         chosen = [frames[p] for p in self.positions]
         for entry in chosen:
-            self._transform(entry)
+            self._gather(entry)
         self.ready_clips.append((window.index, [entry.id for entry in chosen]))
 
-    def _transform(self, entry: _Buffered) -> None:
-        """Transform a frame into the next slot of the chunk being filled, once ever."""
-        if entry.transformed:
+    def _gather(self, entry: _Buffered) -> None:
+        """Gather a frame's taps into the next slot of the chunk being filled, once ever."""
+        if entry.gathered:
             return
         if self.new_frames is None:
             self.new_frames, self.slab = self.sink.buffer(self.frames_per_chunk)
@@ -175,12 +175,14 @@ class _ClipAssembler:
             if self.slab is not None:
                 self.sink.release(self.slab)
             self.new_frames, self.slab = grown, slab
-        assert entry.frame is not None  # a frame is dropped only once transformed
+        assert entry.frame is not None  # a frame is dropped only once gathered
         # swscale's own threads (threads=0, PyAV's default) only compete with the other workers.
         rgb = entry.frame.to_ndarray(format="rgb24", threads=1)
-        _transform_for(rgb.shape[0], rgb.shape[1])(rgb, out=self.new_frames[len(self.new_ids)])
-        entry.frame, entry.transformed = None, True
+        size = (rgb.shape[0], rgb.shape[1])
+        transform_for(*size).gather(rgb, out=self.new_frames[len(self.new_ids)])
+        entry.frame, entry.gathered = None, True
         self.new_ids.append(entry.id)
+        self.new_sizes.append(size)
 
     def _drop_unneeded(self) -> None:
         """Keep only frames a later clip can use: from the last one before its window start on."""
@@ -202,12 +204,15 @@ class _ClipAssembler:
             frames = SlabRef(self.slab.worker, self.slab.slab, count)
         elif self.new_frames is not None:  # the filled part of this chunk's own buffer
             frames = self.new_frames[:count]
-        chunk = FrameChunk(self.job, self.segment, self.new_ids, frames, self.ready_clips, keep_from, self.header, last)
-        self.new_ids, self.ready_clips, self.new_frames, self.slab, self.header = [], [], None, None, None
+        chunk = FrameChunk(
+            self.job, self.segment, self.new_ids, frames, self.new_sizes, self.ready_clips, keep_from, self.header, last
+        )
+        self.new_ids, self.new_sizes, self.ready_clips, self.new_frames, self.slab = [], [], [], None, None
+        self.header = None
         return chunk
 
 
-#: A chunk goes out once it holds this many new frames (about 10 MB of float32 pixels).
+#: A chunk goes out once it holds this many new frames (about 10 MB of taps).
 FRAMES_PER_CHUNK = 64
 #: Segments shorter than this (in video time) are not worth a seek and a GOP's lead-in.
 MIN_SEGMENT_SECONDS = 10.0

@@ -46,7 +46,7 @@ from tsp_cli.pipeline.inputs import VideoJob, plan_shard_jobs
 from tsp_cli.pipeline.precision import PRECISIONS, autocast_dtype, float32_math
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
-from tsp_cli.pipeline.transform import CROP_SIZE
+from tsp_cli.pipeline.transform import CROP_SIZE, blend_frames
 from tsp_cli.pipeline.video import VideoInfo
 
 
@@ -392,17 +392,28 @@ class _Engine:
             self._add_chunk(video, early, early_frames)
 
     def _receive_frames(self, chunk: FrameChunk) -> torch.Tensor | None:
-        """The chunk's frames on the device; a slab is copied out and freed for its worker at once."""
+        """The chunk's frames, blended on the device from their taps; a slab is freed for its worker at once."""
         if isinstance(chunk.frames, SlabRef):
             assert self.slabs is not None
-            shared = self.slabs.view(chunk.frames)
-            # On the CPU, numpy's copy: one thread, not torch's pool fighting the workers for the cores.
-            frames = torch.from_numpy(shared.numpy().copy()) if self.device.type == "cpu" else shared.to(self.device)
-            self.slabs.release(chunk.frames)
-            return frames
+            taps = self.slabs.view(chunk.frames)
+            try:
+                return self._blend(taps.to(self.device) if self.device.type != "cpu" else taps, chunk)
+            finally:
+                self.slabs.release(chunk.frames)
         if chunk.frames is None:
             return None
-        return chunk.frames.to(self.device, non_blocking=True)
+        return self._blend(chunk.frames.to(self.device, non_blocking=True), chunk)
+
+    def _blend(self, taps: torch.Tensor, chunk: FrameChunk) -> torch.Tensor:
+        if taps.device.type != "cpu":
+            return blend_frames(taps, chunk.frame_sizes)
+        # One thread: torch's intra-op threads would compete with the decoding workers for the cores.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return blend_frames(taps, chunk.frame_sizes)
+        finally:
+            torch.set_num_threads(threads)
 
     def _add_chunk(self, video: _Video, chunk: FrameChunk, frames: torch.Tensor | None) -> None:
         job = chunk.job

@@ -1,12 +1,12 @@
 """What decoding workers share with the main process: frame buffers and the list of work.
 
-**Frame slabs.** A chunk of transformed frames (up to ~80 x 150 KB) used to be a fresh tensor
+**Frame slabs.** A chunk of frames' taps (up to ~80 x 150 KB) used to be a fresh tensor
 that the DataLoader moved to a new shared-memory file per chunk: the file's creation, its pages
 first touched in the worker (~0.3 s of a 60 s 320x240 video, half the decoding floor) and its
 descriptor passed over a socket. Instead, each worker owns a few slabs of one shared-memory
 block made before the workers start; it transforms frames straight into a free slab and sends
-only ``SlabRef(worker, slab, count)``. The main process copies the frames out and frees the slab
-at once, so a worker needs only as many slabs as messages can be in flight (the DataLoader's
+only ``SlabRef(worker, slab, count)``. The main process blends the frames out of it (on its
+device) and frees the slab at once, so a worker needs only as many slabs as messages can be in flight (the DataLoader's
 prefetch) plus the one it fills. Pages are touched once and then reused.
 
 **Work.** Workers claim videos in order from a shared counter; a worker that splits a long
@@ -23,9 +23,11 @@ from typing import Any
 
 import torch
 
-from tsp_cli.pipeline.transform import CROP_SIZE
+from tsp_cli.pipeline.transform import TAPS_PER_FRAME
 
-FRAME_SHAPE = (3, CROP_SIZE, CROP_SIZE)
+#: A frame in a slab or chunk: its uint8 taps (``FrameTransform.gather``).
+FRAME_SHAPE = (TAPS_PER_FRAME,)
+FRAME_DTYPE = torch.uint8
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class LocalFrames:
     """Frame buffers for decoding in the main process: plain tensors, nothing to hand over."""
 
     def buffer(self, capacity: int) -> tuple[torch.Tensor, SlabRef | None]:
-        return torch.empty(capacity, *FRAME_SHAPE), None
+        return torch.empty(capacity, *FRAME_SHAPE, dtype=FRAME_DTYPE), None
 
     def release(self, ref: SlabRef) -> None:  # pragma: no cover - never handed out
         raise AssertionError("local buffers are not slabs")
@@ -56,8 +58,8 @@ class SlabPool:
 
     def __init__(self, workers: int, slabs: int, frames: int):
         self.shape = (workers, slabs, frames, *FRAME_SHAPE)
-        storage = torch.UntypedStorage._new_shared(workers * slabs * frames * 3 * CROP_SIZE * CROP_SIZE * 4)
-        self.frames = torch.empty(0).set_(storage, 0, self.shape)  # type: ignore[call-overload]
+        storage = torch.UntypedStorage._new_shared(workers * slabs * frames * TAPS_PER_FRAME)
+        self.frames = torch.empty(0, dtype=FRAME_DTYPE).set_(storage, 0, self.shape)  # type: ignore[call-overload]
         self.busy: Any = multiprocessing.RawArray("b", workers * slabs)
         self.worker: int | None = None  # set in each worker process
 
@@ -77,7 +79,7 @@ class SlabPool:
                         self.busy[first + slab] = 1
                         return self.frames[self.worker, slab, :capacity], SlabRef(self.worker, slab, 0)
                 time.sleep(0.001)
-        return torch.empty(capacity, *FRAME_SHAPE), None
+        return torch.empty(capacity, *FRAME_SHAPE, dtype=FRAME_DTYPE), None
 
     def view(self, ref: SlabRef) -> torch.Tensor:
         return self.frames[ref.worker, ref.slab, : ref.count]
