@@ -10,7 +10,6 @@ a pool of the same number of processes as the pipeline's decoding workers.
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import os
 import resource
@@ -35,39 +34,45 @@ def decode_all(path: Path | str) -> int:
 def decode_with_pixels(path: Path | str) -> int:
     """Decode every frame, and do the recipe's per-frame work on the frames the clips use.
 
-    That work (swscale RGB24 without its own threads, then the crop-only float transform) is
-    what exact features cost per used frame, whoever computes them; with it in the floor, what
-    ``tsp`` spends beyond is its fixed cost per video (opening, probing, messages, batching).
-    Decoding all frames first is fine for the tiny one-clip videos this is used on.
+    That work (swscale RGB24 without its own threads, the gather of the crop's taps, and their
+    blend into float frames, in groups as ``tsp`` blends them on the CPU) is what exact features
+    cost per used frame, whoever computes them; with it in the floor, what ``tsp`` spends beyond
+    is its own cost (opening, probing, clip bookkeeping, messages, batching). The frames are
+    counted first (a demux pass, as ``tsp`` probes) so that decoding can stream.
     """
     import torch
 
     from tsp_cli.pipeline.sampling import ClipSettings, clip_start_indices, resampled_indices
-    from tsp_cli.pipeline.transform import CROP_SIZE
+    from tsp_cli.pipeline.transform import CPU_BLEND_GROUP, TAPS_PER_FRAME, blend_frames, transform_for
 
+    with av.open(os.fspath(path), metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        count = sum(1 for packet in container.demux(stream) if packet.size > 0)
+    settings = ClipSettings()
     with av.open(os.fspath(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
         fps = float(stream.average_rate)
-        frames = list(container.decode(stream))
-    settings = ClipSettings()
-    indices = resampled_indices(fps, len(frames), settings.frame_rate)
-    starts = set(clip_start_indices(fps, len(frames), settings).tolist())
-    first_positions = [k for k, index in enumerate(indices) if int(index) in starts]
-    used = sorted({int(indices[k + j]) for k in first_positions for j in range(settings.clip_len)})
-    out = torch.empty(3, CROP_SIZE, CROP_SIZE)
-    for index in used:
-        rgb = frames[index].to_ndarray(format="rgb24", threads=1)
-        _transform_for(rgb.shape[0], rgb.shape[1])(rgb, out=out)
-    return len(frames)
-
-
-@functools.lru_cache(maxsize=8)
-def _transform_for(height: int, width: int):
-    """One transform per frame size, made once per process, as the pipeline's workers do."""
-    from tsp_cli.pipeline.transform import FrameTransform
-
-    return FrameTransform.for_size(height, width)
+        indices = resampled_indices(fps, count, settings.frame_rate)
+        starts = set(clip_start_indices(fps, count, settings).tolist())
+        first_positions = [k for k, index in enumerate(indices) if int(index) in starts]
+        used = {int(indices[k + j]) for k in first_positions for j in range(settings.clip_len)}
+        taps = torch.empty(CPU_BLEND_GROUP, TAPS_PER_FRAME, dtype=torch.uint8)
+        sizes: list[tuple[int, int]] = []
+        decoded = 0
+        for index, frame in enumerate(container.decode(stream)):
+            decoded += 1
+            if index not in used:
+                continue
+            rgb = frame.to_ndarray(format="rgb24", threads=1)
+            sizes.append((rgb.shape[0], rgb.shape[1]))
+            transform_for(*sizes[-1]).gather(rgb, out=taps[len(sizes) - 1])
+            if len(sizes) == CPU_BLEND_GROUP:
+                blend_frames(taps, sizes)
+                sizes = []
+        if sizes:
+            blend_frames(taps[: len(sizes)], sizes)
+    return decoded
 
 
 def _import_pixel_work() -> None:

@@ -78,3 +78,37 @@ def run_extract(videos: Sequence[Path], *, stride: int, workers: int, extra: Seq
     """One ``tsp extract`` run into a fresh temporary output folder (so nothing is skipped as done)."""
     with tempfile.TemporaryDirectory(prefix="tsp-bench-") as out_dir:
         return run_timed(tsp_command(videos, Path(out_dir), stride=stride, workers=workers, extra=extra))
+
+
+def run_in_process(videos: Sequence[Path], *, stride: int, workers: int) -> dict:
+    """``run_jobs`` as a dry run in this process: the decoding workers' CPU apart from the main process's.
+
+    On a GPU node the workers set the pace and the main process's share (blending taps into
+    frames, batch assembly) runs on the GPU, so the workers' CPU is the figure that matters
+    there. Children's CPU counts the workers once they are reaped, which ``run_jobs`` does
+    before it returns.
+    """
+    from tsp_cli.pipeline.engine import run_jobs
+    from tsp_cli.pipeline.inputs import VideoJob
+    from tsp_cli.pipeline.sampling import ClipSettings
+
+    jobs = [VideoJob(Path(p), Path(p).stem) for p in videos]
+    with tempfile.TemporaryDirectory(prefix="tsp-bench-") as out_dir:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        summary = run_jobs(jobs, Path(out_dir), None, ClipSettings(stride=stride), workers=workers)
+        seconds = time.perf_counter() - started
+        own_after, children_after = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+    return {
+        "seconds": seconds,
+        "workers_cpu_seconds": _cpu(children_after) - _cpu(children),
+        "main_cpu_seconds": _cpu(own_after) - _cpu(own),
+        "clips": summary.clips,
+    }
+
+
+def _cpu(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
