@@ -38,19 +38,18 @@ def decode_with_pixels(path: Path | str) -> int:
     blend into float frames, in groups as ``tsp`` blends them on the CPU) is what exact features
     cost per used frame, whoever computes them; with it in the floor, what ``tsp`` spends beyond
     is its own cost (opening, probing, clip bookkeeping, messages, batching). The frames are
-    counted first (a demux pass, as ``tsp`` probes) so that decoding can stream.
+    counted first (a demux pass, then a rewind, as ``tsp`` probes) so that decoding can stream.
     """
     import torch
 
     from tsp_cli.pipeline.sampling import ClipSettings, clip_start_indices, resampled_indices
     from tsp_cli.pipeline.transform import CPU_BLEND_GROUP, TAPS_PER_FRAME, blend_frames, transform_for
 
-    with av.open(os.fspath(path), metadata_errors="ignore") as container:
-        stream = container.streams.video[0]
-        count = sum(1 for packet in container.demux(stream) if packet.size > 0)
     settings = ClipSettings()
     with av.open(os.fspath(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
+        count = sum(1 for packet in container.demux(stream) if packet.size > 0)
+        container.seek(0)
         stream.codec_context.thread_count = 1
         fps = float(stream.average_rate)
         indices = resampled_indices(fps, count, settings.frame_rate)
