@@ -2,8 +2,9 @@
 
 Each video is decoded once, in order, by one worker process (``clipper``), or, when workers
 would otherwise sit idle, in keyframe-aligned segments by several (``segments``); a worker sends
-transformed frames once, through reused shared-memory slabs (``handoff``), and clips as lists
-of frame ids. The main process keeps the frames of
+each used frame once, as the uint8 taps of the recipe's resize and crop, through reused
+shared-memory slabs (``handoff``), and clips as lists of frame ids. The main process blends the
+taps into frames on its device (``transform.blend_frames``), keeps the frames of
 each video that clips still need, fills batches with clips from whichever videos are ready
 (so batches mix videos and the network is never fed half-empty batches mid-run), runs the
 network, and writes each video's features atomically as soon as its last clip is done.
