@@ -1,4 +1,5 @@
-"""Processes for per-video work: how many by default, and a pool that survives a crashing file.
+"""Processes for per-video work: how many by default, a pool that survives a crashing file, and
+torch kept to one thread where its pool would only get in their way.
 
 By default one per CPU core we may use, at most 8: past that, decoding and probing are usually
 bound by the disk rather than the cores.
@@ -11,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -73,3 +75,20 @@ def _run_pool(function: Callable[[T], R], source: deque[T], size: int) -> Genera
                     return [item, *futures.values()]
                 yield item, result
     return []
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch's CPU ops inside on one thread, and restore the previous count afterwards.
+
+    For small tensor work beside processes that already fill the cores: torch's intra-op pool
+    would compete with them, and on a busy machine its threads' wake-ups cost more than the work.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ from tsp_cli import __version__
 from tsp_cli.atomic import folder_problem
 from tsp_cli.errors import OutputError, UsageError
 from tsp_cli.models.registry import FEATURE_DIM
-from tsp_cli.parallel import default_workers
+from tsp_cli.parallel import default_workers, one_torch_thread
 from tsp_cli.pipeline import store
 from tsp_cli.pipeline.clipper import (
     FRAMES_PER_CHUNK,
@@ -396,9 +396,8 @@ class _Engine:
         """The chunk's frames, blended on the device from their taps; a slab is freed for its worker at once."""
         if isinstance(chunk.frames, SlabRef):
             assert self.slabs is not None
-            taps = self.slabs.view(chunk.frames)
             try:
-                return self._blend(taps.to(self.device) if self.device.type != "cpu" else taps, chunk)
+                return self._blend(self.slabs.view(chunk.frames).to(self.device), chunk)
             finally:
                 self.slabs.release(chunk.frames)
         if chunk.frames is None:
@@ -408,13 +407,8 @@ class _Engine:
     def _blend(self, taps: torch.Tensor, chunk: FrameChunk) -> torch.Tensor:
         if taps.device.type != "cpu":
             return blend_frames(taps, chunk.frame_sizes)
-        # One thread: torch's intra-op threads would compete with the decoding workers for the cores.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_torch_thread():  # the decoding workers have the cores
             return blend_frames(taps, chunk.frame_sizes)
-        finally:
-            torch.set_num_threads(threads)
 
     def _add_chunk(self, video: _Video, chunk: FrameChunk, frames: torch.Tensor | None) -> None:
         job = chunk.job
