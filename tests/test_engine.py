@@ -60,10 +60,16 @@ def test_outputs_are_clips_by_512_float32_named_without_the_last_extension(
 
 
 def test_workers_batches_and_in_process_decoding_agree_exactly(videos: Path, tmp_path: Path, tiny_network) -> None:
-    run(jobs_of(videos), tmp_path / "one", tiny_network, workers=0, batch_size=1)
-    run(jobs_of(videos), tmp_path / "two", tiny_network, workers=2, batch_size=7)
-    for path in (tmp_path / "one").glob("*.npy"):
-        np.testing.assert_allclose(np.load(path), np.load(tmp_path / "two" / path.name), rtol=1e-5, atol=1e-6)
+    one = run(jobs_of(videos), tmp_path / "one", tiny_network, workers=0, batch_size=1)
+    two = run(jobs_of(videos), tmp_path / "two", tiny_network, workers=2, batch_size=7)
+    assert (one.done, one.clips) == (two.done, two.clips) == (3, 14)
+    names = sorted(path.name for path in (tmp_path / "one").glob("*.npy"))
+    assert names == sorted(path.name for path in (tmp_path / "two").glob("*.npy"))
+    assert names == ["a.npy", "b.npy", "c.d.npy", "short.npy"]
+    for name in names:
+        np.testing.assert_allclose(
+            np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_batches_mix_clips_of_several_videos(videos: Path, tmp_path: Path) -> None:
@@ -510,13 +516,35 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(vide
 
 def test_a_refused_request_leaves_no_output_folder_behind(videos: Path, tmp_path: Path) -> None:
     from tsp_cli.errors import CheckpointError
-    from tsp_cli.pipeline.extraction import plan_extraction
+    from tsp_cli.pipeline.extraction import ExtractionOptions, plan_extraction
 
     with pytest.raises(CheckpointError):
         extract_features([videos], tmp_path / "a" / "out", checkpoint=tmp_path / "missing.pth", device="cpu")
     with pytest.raises(UsageError):
-        plan_extraction([tmp_path / "no-such-videos"], tmp_path / "b" / "out", device="cpu")
+        plan_extraction([tmp_path / "no-such-videos"], tmp_path / "b" / "out", ExtractionOptions(device="cpu"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("stride", 0, "`stride` must be at least 1, not 0."),
+        ("clip_len", 0, "`clip_len` must be at least 1, not 0."),
+        ("frame_rate", 0.0, "`frame_rate` must be positive, not 0.0."),
+        ("batch_size", 0, "`batch_size` must be at least 1, not 0."),
+        ("workers", -1, "`workers` must be 0 or more, not -1."),
+        ("precision", "fp8", "`precision` 'fp8' is not one of fp32, tf32, fp16, bf16."),
+    ],
+)
+def test_planning_refuses_every_bad_number_naming_its_parameter(
+    videos: Path, tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    from tsp_cli.pipeline.extraction import ExtractionOptions, plan_extraction
+
+    with pytest.raises(UsageError) as refused:
+        plan_extraction([videos], tmp_path / "out", ExtractionOptions(device="cpu", **{field: value}))
+    assert str(refused.value) == message and refused.value.parameter == field
+    assert not (tmp_path / "out").exists()
 
 
 def test_metadata_rows_without_a_usable_fps_or_frame_count_are_named(tmp_path: Path) -> None:
