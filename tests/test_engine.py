@@ -581,17 +581,25 @@ def test_ffmpeg_threads_only_for_large_unsplit_videos_when_a_worker_would_idle()
 
     from tsp_cli.pipeline.handoff import WorkList
     from tsp_cli.pipeline.video import VideoInfo
-    from tsp_cli.pipeline.workers import WorkerSide
+    from tsp_cli.pipeline.workers import SharedScheduler
 
     def info(width: int, height: int) -> VideoInfo:
-        return VideoInfo(Path("v.mp4"), 0, 30.0, 300, Fraction(1, 30), width, height)
+        return VideoInfo(
+            path=Path("v.mp4"),
+            stream_index=0,
+            fps=30.0,
+            num_frames=300,
+            time_base=Fraction(1, 30),
+            width=width,
+            height=height,
+        )
 
-    work = WorkList([0, 1], workers=2)
-    side = WorkerSide(jobs=[], work=work, settings=ClipSettings(), clips_per_chunk=8, slabs=None)
+    work = WorkList([0, 1], workers=2, paths=[Path("a.mp4"), Path("b.mp4")])
+    scheduler = SharedScheduler(work, job=0)
     assert work.claim() == 0  # the other worker still has video 1 to claim: nobody idles
-    assert side._decoder_threads(info(1280, 720), segments=1) == 1
+    assert scheduler.decoder_threads(info(1280, 720), segments=1) == 1
     assert work.claim() == 1  # the last video: one worker will find nothing to do
-    assert side._decoder_threads(info(1280, 720), segments=1) == 2
-    assert side._decoder_threads(info(640, 360), segments=1) == 2
-    assert side._decoder_threads(info(480, 360), segments=1) == 1  # measured no faster
-    assert side._decoder_threads(info(1280, 720), segments=3) == 1  # split: the idle worker takes segments
+    assert scheduler.decoder_threads(info(1280, 720), segments=1) == 2
+    assert scheduler.decoder_threads(info(640, 360), segments=1) == 2
+    assert scheduler.decoder_threads(info(480, 360), segments=1) == 1  # measured no faster
+    assert scheduler.decoder_threads(info(1280, 720), segments=3) == 1  # split: the idle worker takes segments

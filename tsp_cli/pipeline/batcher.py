@@ -337,7 +337,7 @@ def run_jobs(
     groups = deque([(list(range(len(engine.jobs))), workers)] if engine.jobs else [])
     while groups:
         order, group_workers = groups.popleft()
-        work = WorkList(order, max(group_workers, 1))
+        work = WorkList(order, max(group_workers, 1), [job.path for job in engine.jobs])
         slabs = (
             SlabPool(group_workers, SLABS_PER_WORKER, FRAMES_PER_CHUNK + settings.clip_len) if group_workers else None
         )
