@@ -534,6 +534,7 @@ def test_a_refused_request_leaves_no_output_folder_behind(videos: Path, tmp_path
         ("batch_size", 0, "`batch_size` must be at least 1, not 0."),
         ("workers", -1, "`workers` must be 0 or more, not -1."),
         ("precision", "fp8", "`precision` 'fp8' is not one of fp32, tf32, fp16, bf16."),
+        ("dry_run", False, "Give a `checkpoint` file, or set `dry_run`."),
     ],
 )
 def test_planning_refuses_every_bad_number_naming_its_parameter(
@@ -542,8 +543,9 @@ def test_planning_refuses_every_bad_number_naming_its_parameter(
     from tsp_cli.pipeline.extraction import ExtractionOptions, plan_extraction
 
     with pytest.raises(UsageError) as refused:
-        plan_extraction([videos], tmp_path / "out", ExtractionOptions(device="cpu", **{field: value}))
-    assert str(refused.value) == message and refused.value.parameter == field
+        plan_extraction([videos], tmp_path / "out", ExtractionOptions(device="cpu", **{"dry_run": True, field: value}))
+    assert str(refused.value) == message
+    assert refused.value.parameter == ("checkpoint" if field == "dry_run" else field)
     assert not (tmp_path / "out").exists()
 
 
@@ -603,3 +605,25 @@ def test_ffmpeg_threads_only_for_large_unsplit_videos_when_a_worker_would_idle()
     assert scheduler.decoder_threads(info(640, 360), segments=1) == 2
     assert scheduler.decoder_threads(info(480, 360), segments=1) == 1  # measured no faster
     assert scheduler.decoder_threads(info(1280, 720), segments=3) == 1  # split: the idle worker takes segments
+
+
+def test_a_device_error_carries_the_device_and_its_reason_apart_from_the_sentence() -> None:
+    from tsp_cli.errors import DeviceError
+    from tsp_cli.pipeline.devices import resolve_device
+
+    with pytest.raises(DeviceError) as refused:
+        resolve_device("tpu")
+    error = refused.value
+    assert str(error) == "`device` 'tpu' is not a device; use cpu, cuda, cuda:N or mps."
+    assert (error.device, error.reason, error.parameter) == ("tpu", "is not a device", "device")
+
+
+def test_a_video_error_names_its_file(tmp_path: Path) -> None:
+    from tsp_cli.errors import VideoError
+    from tsp_cli.pipeline.video import probe
+
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    with pytest.raises(VideoError) as refused:
+        probe(garbage)
+    assert refused.value.path == garbage and str(refused.value).startswith(f"{garbage} cannot be opened as a video")

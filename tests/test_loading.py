@@ -53,10 +53,14 @@ def test_a_wrong_backbone_names_the_one_the_file_holds(r3d_checkpoint: Path) -> 
 def test_truncated_and_missing_files_are_one_sentence_errors(r3d_checkpoint: Path, tmp_path: Path) -> None:
     truncated = tmp_path / "cut.pth"
     truncated.write_bytes(r3d_checkpoint.read_bytes()[:100_000])
-    with pytest.raises(CheckpointError, match=r"is cut short \(100000 bytes, its zip archive has no end\); download"):
+    with pytest.raises(
+        CheckpointError, match=r"is cut short \(100000 bytes, its zip archive has no end\); download"
+    ) as cut:
         read_backbone_state(truncated)
-    with pytest.raises(CheckpointError, match="does not exist"):
+    assert cut.value.path == truncated  # the file at fault, for callers that handle it
+    with pytest.raises(CheckpointError, match="does not exist") as missing:
         read_backbone_state(tmp_path / "nope.pth")
+    assert missing.value.path == tmp_path / "nope.pth"
 
 
 def test_a_plain_state_dict_without_prefix_loads(tmp_path: Path) -> None:

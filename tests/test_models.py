@@ -617,3 +617,12 @@ def test_extract_with_an_entry_of_clip_len_8_makes_8_frame_clips_and_records_the
     assert np.load(tmp_path / "sixteen" / "v.npy").shape == (4, 512)  # starts 0, 4, 8, 12
     manifest = store.read_manifest(tmp_path / "sixteen")
     assert manifest is not None and manifest["settings"]["clip_len"] == 16
+
+
+def test_a_download_error_names_the_model_and_its_url(cache: Path, models_file) -> None:
+    from tsp_cli.errors import OfflineError
+
+    models_file({"mine": custom_entry("https://example.org/w/mine.pth", "0" * 8)})
+    with pytest.raises(OfflineError) as refused:
+        model_cache.fetch("mine", offline=True)
+    assert (refused.value.name, refused.value.url) == ("mine", "https://example.org/w/mine.pth")

@@ -45,11 +45,19 @@ class UsageError(TspError, ValueError):
 
 
 class DeviceError(UsageError):
-    """A device that does not exist on this machine."""
+    """A device that does not exist on this machine.
 
-    def __init__(self, message: str, *, device: str | None = None) -> None:
-        super().__init__(message, parameter="device")
+    ``device`` is the device as given; ``reason`` what is wrong with it, without the device's
+    name (``"asks for CUDA, but no CUDA GPU is available here"``), for a caller that words the
+    sentence its own way.
+    """
+
+    def __init__(
+        self, message: str, *, device: str | None = None, reason: str | None = None, parameter: str = "device"
+    ) -> None:
+        super().__init__(message, parameter=parameter)
         self.device = device
+        self.reason = reason
 
 
 class ModelsFileError(_AboutAFile, UsageError):

@@ -391,11 +391,12 @@ def _checked_devices(spec: str) -> list[str]:
             resolve_device(device)
         except DeviceError as error:
             meaning = f" (that is {', '.join(device_list)})" if spec.strip().isdigit() else ""
-            reason = str(error).split(";")[0].replace(f"`device` {device!r} ", "").replace(f"`device` {device} ", "")
             raise DeviceError(
-                f"`devices` {spec}{meaning} cannot run here: {device} {reason}; "
+                f"`devices` {spec}{meaning} cannot run here: {device} {error.reason}; "
                 "give devices that exist, such as cpu,cpu.",
                 device=device,
+                reason=error.reason,
+                parameter="devices",
             ) from None
     return device_list
 

@@ -95,7 +95,9 @@ def fetch(name: str, *, offline: bool = False, force: bool = False, progress: Pr
         _check_cached(checkpoint, path)
         return path
     if offline or settings.offline():
-        raise OfflineError(_offline_message(checkpoint, path, already_cached=path.exists()))
+        raise OfflineError(
+            _offline_message(checkpoint, path, already_cached=path.exists()), name=checkpoint.name, url=checkpoint.url
+        )
     _download(checkpoint, path, progress)
     return path
 
@@ -155,11 +157,15 @@ def _describe_expected(expected_hash: str) -> str:
     return expected_hash if len(expected_hash) == 64 else f"{expected_hash}… (published prefix)"
 
 
-def _require_match(source: str, expected_hash: str, digest: str, *, outcome: str = "") -> None:
+def _require_match(
+    source: str, expected_hash: str, digest: str, *, outcome: str = "", checkpoint: Checkpoint | None = None
+) -> None:
     """Raise :class:`HashMismatchError` naming ``source``, both hashes, and ``outcome`` if given."""
     if not digest.startswith(expected_hash):
         raise HashMismatchError(
-            f"{source} has SHA-256 {digest}, not the expected {_describe_expected(expected_hash)}{outcome}."
+            f"{source} has SHA-256 {digest}, not the expected {_describe_expected(expected_hash)}{outcome}.",
+            name=checkpoint.name if checkpoint else None,
+            url=checkpoint.url if checkpoint else None,
         )
 
 
@@ -173,12 +179,16 @@ def _check_cached(checkpoint: Checkpoint, path: Path) -> None:
             digest = _sha256_of(path)
             _remember_digest(path, digest, status, hashing_started_ns)
     except OSError as error:
-        raise DownloadError(f"Cannot read the cached file {path}: {error.strerror or error}.") from None
+        raise DownloadError(
+            f"Cannot read the cached file {path}: {error.strerror or error}.", name=checkpoint.name, url=checkpoint.url
+        ) from None
     if not digest.startswith(checkpoint.sha256):
         raise CachedFileCorruptError(
             f"The cached file {path} has SHA-256 {digest}, not the expected"
             f" {_describe_expected(checkpoint.sha256)}; run `tsp models download {checkpoint.name} --force`"
-            " to download it again."
+            " to download it again.",
+            name=checkpoint.name,
+            url=checkpoint.url,
         )
 
 
@@ -242,7 +252,11 @@ def _download_over_http(checkpoint: Checkpoint, staging: Path, progress: Progres
     )
     downloader(checkpoint.url, str(staging), None)
     _require_match(
-        f"{checkpoint.filename} from {checkpoint.url}", checkpoint.sha256, _sha256_of(staging), outcome=_NOT_KEPT
+        f"{checkpoint.filename} from {checkpoint.url}",
+        checkpoint.sha256,
+        _sha256_of(staging),
+        outcome=_NOT_KEPT,
+        checkpoint=checkpoint,
     )
 
 
@@ -250,7 +264,9 @@ def _copy_local_file(checkpoint: Checkpoint, staging: Path, progress: ProgressBa
     """``file://`` and plain-path entries, which pooch has no downloader for: copy and hash at once."""
     source = registry.local_source_path(checkpoint.url)
     if not source.is_file():
-        raise DownloadError(f"Cannot copy {checkpoint.name}: {source} is not a file.")
+        raise DownloadError(
+            f"Cannot copy {checkpoint.name}: {source} is not a file.", name=checkpoint.name, url=checkpoint.url
+        )
     hasher = hashlib.sha256()
     if progress is not None:
         progress.total = source.stat().st_size
@@ -262,7 +278,7 @@ def _copy_local_file(checkpoint: Checkpoint, staging: Path, progress: ProgressBa
                 progress.update(len(chunk))
     if progress is not None:
         progress.close()
-    _require_match(str(source), checkpoint.sha256, hasher.hexdigest(), outcome=_NOT_KEPT)
+    _require_match(str(source), checkpoint.sha256, hasher.hexdigest(), outcome=_NOT_KEPT, checkpoint=checkpoint)
 
 
 @contextlib.contextmanager
@@ -271,6 +287,7 @@ def _as_download_error(checkpoint: Checkpoint, folder: Path) -> Iterator[None]:
     import requests.exceptions
 
     host = urlsplit(checkpoint.url).netloc or checkpoint.url
+    about = {"name": checkpoint.name, "url": checkpoint.url}
     try:
         yield
     except TspError:
@@ -279,16 +296,20 @@ def _as_download_error(checkpoint: Checkpoint, folder: Path) -> Iterator[None]:
         status = error.response.status_code if error.response is not None else "an error"
         reason = f" ({error.response.reason})" if error.response is not None and error.response.reason else ""
         raise DownloadError(
-            f"Downloading {checkpoint.name} failed: {checkpoint.url} answered HTTP {status}{reason}{_mirror_hint(checkpoint)}."
+            f"Downloading {checkpoint.name} failed: {checkpoint.url} answered HTTP {status}{reason}{_mirror_hint(checkpoint)}.",
+            **about,
         ) from None
     except requests.exceptions.RequestException as error:  # before OSError: it subclasses IOError
-        raise DownloadError(_connection_message(checkpoint, host, error)) from None
+        raise DownloadError(_connection_message(checkpoint, host, error), **about) from None
     except OSError as error:
         if error.errno == errno.ENOSPC:
             raise DownloadError(
-                f"The disk is full: no room in {folder} for {checkpoint.name}; free some space or set TSP_CACHE_DIR to another folder."
+                f"The disk is full: no room in {folder} for {checkpoint.name}; free some space or set TSP_CACHE_DIR to another folder.",
+                **about,
             ) from None
-        raise DownloadError(f"Cannot write {checkpoint.name} into {folder}: {error.strerror or error}.") from None
+        raise DownloadError(
+            f"Cannot write {checkpoint.name} into {folder}: {error.strerror or error}.", **about
+        ) from None
 
 
 def _connection_message(checkpoint: Checkpoint, host: str, error: requests.exceptions.RequestException) -> str:

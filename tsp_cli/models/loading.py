@@ -42,30 +42,35 @@ def _refuse_non_checkpoint(path: Path) -> None:
     archive cut short, a plain pickle (not written by ``torch.save``), or neither zip nor pickle.
     """
     if path.is_dir():
-        raise CheckpointError(f"Checkpoint {path} is a folder; give the checkpoint file itself as `checkpoint`.")
+        raise CheckpointError(
+            f"Checkpoint {path} is a folder; give the checkpoint file itself as `checkpoint`.", path=path
+        )
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} does not exist; check the path given as `checkpoint`.")
+        raise CheckpointError(f"Checkpoint {path} does not exist; check the path given as `checkpoint`.", path=path)
     with open(path, "rb") as handle:
         head = handle.read(64)
     if not head:
-        raise CheckpointError(f"Checkpoint {path} is empty; download or copy it again.")
+        raise CheckpointError(f"Checkpoint {path} is empty; download or copy it again.", path=path)
     if head.startswith(_ZIP_HEADER):
         if not zipfile.is_zipfile(path):
             raise CheckpointError(
                 f"Checkpoint {path} is cut short ({path.stat().st_size} bytes, its zip archive has no end); "
-                "download or copy it again."
+                "download or copy it again.",
+                path=path,
             )
         return
     if head[:1] == b"\x80":  # a pickle stream's PROTO opcode
         if _first_pickled_value(path) != _LEGACY_MAGIC_NUMBER:
             raise CheckpointError(
                 f"Checkpoint {path} is a plain Python pickle, not a checkpoint written by torch.save; "
-                "save the network's weights with torch.save(model.state_dict(), path)."
+                "save the network's weights with torch.save(model.state_dict(), path).",
+                path=path,
             )
         return
     raise CheckpointError(
         f"Checkpoint {path} is not a PyTorch checkpoint (neither the zip archive nor the pickle torch.save writes); "
-        "check the path given as `checkpoint`."
+        "check the path given as `checkpoint`.",
+        path=path,
     )
 
 
@@ -120,12 +125,14 @@ def _load(path: Path) -> Any:
         raise CheckpointError(
             f"Checkpoint {path} holds Python objects other than tensors{named}, which are never loaded because "
             "unpickling them could run code; if you trust its source, save just its tensors to a new file "
-            "(torch.save(state_dict, path)) and give that one."
+            "(torch.save(state_dict, path)) and give that one.",
+            path=path,
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError):
         raise CheckpointError(
             f"Checkpoint {path} is damaged or cut short ({path.stat().st_size} bytes) and cannot be read; "
-            "download or copy it again."
+            "download or copy it again.",
+            path=path,
         ) from None
 
 
@@ -142,7 +149,8 @@ def read_backbone_state(path: Path) -> dict[str, torch.Tensor]:
         what = f"a {type(content).__name__}" if not isinstance(content, dict) else _describe_keys(content)
         raise CheckpointError(
             f"Checkpoint {path} holds no state dict of tensors ({what}); give a file saved from a TSP/TAC network, "
-            "such as torch.save(model.state_dict(), path)."
+            "such as torch.save(model.state_dict(), path).",
+            path=path,
         )
     if any(key.startswith(_BACKBONE_PREFIX) for key in state):
         return {key[len(_BACKBONE_PREFIX) :]: value for key, value in state.items() if key.startswith(_BACKBONE_PREFIX)}
@@ -206,18 +214,20 @@ def load_backbone(path: Path, backbone: str | None = None) -> tuple[nn.Module, s
     detected = detect_backbone(state)
     if backbone is None:
         if detected is None:
-            raise CheckpointError(_undetected(path, state))
+            raise CheckpointError(_undetected(path, state), path=path)
         backbone = detected
     elif detected is not None and detected != backbone:
         raise CheckpointError(
             f"Checkpoint {path} holds a {detected} backbone, not {backbone}; "
-            f"pass `backbone` {detected} or leave it out."
+            f"pass `backbone` {detected} or leave it out.",
+            path=path,
         )
     model = build_backbone(backbone)
     mismatch = state_mismatch(state, model.state_dict())
     if mismatch is not None:
         raise CheckpointError(
-            f"Checkpoint {path} does not fit the {backbone} backbone: {mismatch}; check `backbone`, or the file."
+            f"Checkpoint {path} does not fit the {backbone} backbone: {mismatch}; check `backbone`, or the file.",
+            path=path,
         )
     model.load_state_dict(state, strict=True)
     return model.eval(), backbone

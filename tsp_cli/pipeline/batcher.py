@@ -63,7 +63,8 @@ def _writing(out_dir: Path, name: str) -> Iterator[None]:
     except OSError as error:
         raise OutputError(
             f"Cannot write the output of {name} in {out_dir} ({error.strerror or error}); "
-            "make room or fix the folder, then run the same command again to resume."
+            "make room or fix the folder, then run the same command again to resume.",
+            path=out_dir,
         ) from None
 
 

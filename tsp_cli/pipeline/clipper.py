@@ -158,7 +158,8 @@ class _ClipAssembler:
                 f"{self.info.path}: clip {window.index} at {window.start_time:.2f} s has {len(frames)} frames in its "
                 f"window, fewer than the {self.positions[-1] + 1} its {self.clip_len} frames need at {self.info.fps:g} fps; "
                 "the video is truncated or damaged, has a variable frame rate, or does not start at time 0 "
-                "(`tsp standardize` re-times it to a constant rate from 0)."
+                "(`tsp standardize` re-times it to a constant rate from 0).",
+                path=self.info.path,
             )
         chosen = [frames[p] for p in self.positions]
         for entry in chosen:

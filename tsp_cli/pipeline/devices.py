@@ -23,23 +23,23 @@ def resolve_device(spec: str | None) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise DeviceError(f"`device` {spec!r} is not a device; use cpu, cuda, cuda:N or mps.", device=spec) from None
+        raise _refused(repr(spec), spec, "is not a device", "use cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(
-                f"`device` {spec} asks for CUDA, but no CUDA GPU is available here; use `device` cpu.", device=spec
-            )
+            raise _refused(spec, spec, "asks for CUDA, but no CUDA GPU is available here", "use `device` cpu")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise DeviceError(
-                f"`device` {spec} does not exist: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}.",
-                device=spec,
-            )
+            reason = f"does not exist: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            raise _refused(spec, spec, reason)
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise DeviceError(
-                f"`device` {spec} asks for Apple MPS, which is not available here; use `device` cpu.", device=spec
-            )
+            raise _refused(spec, spec, "asks for Apple MPS, which is not available here", "use `device` cpu")
     elif device.type != "cpu":
-        raise DeviceError(f"`device` {spec!r} is not supported; use cpu, cuda, cuda:N or mps.", device=spec)
+        raise _refused(repr(spec), spec, "is not supported", "use cpu, cuda, cuda:N or mps")
     return device
+
+
+def _refused(shown: str, spec: str, reason: str, advice: str | None = None) -> DeviceError:
+    """One sentence naming the device as ``shown`` (quoted when it is not a device at all), its ``reason`` and ``advice``."""
+    message = f"`device` {shown} {reason}" + (f"; {advice}." if advice else ".")
+    return DeviceError(message, device=spec, reason=reason)

@@ -126,6 +126,8 @@ def _check_options(options: ExtractionOptions) -> None:
         raise UsageError(f"`batch_size` must be at least 1, not {options.batch_size}.", parameter="batch_size")
     if options.workers is not None and options.workers < 0:
         raise UsageError(f"`workers` must be 0 or more, not {options.workers}.", parameter="workers")
+    if not options.dry_run and options.checkpoint is None and options.checkpoint_name is None:
+        raise UsageError("Give a `checkpoint` file, or set `dry_run`.", parameter="checkpoint")
     if options.precision not in PRECISIONS:
         raise UsageError(
             f"`precision` {options.precision!r} is not one of {', '.join(PRECISIONS)}.", parameter="precision"

@@ -68,10 +68,10 @@ def open_video_stream(path: Path | str) -> Iterator[tuple[av.container.InputCont
     try:
         container = av.open(os.fspath(path), metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise VideoError(f"{path} cannot be opened as a video ({describe_av_error(error)}).") from None
+        raise VideoError(f"{path} cannot be opened as a video ({describe_av_error(error)}).", path=path) from None
     try:
         if not container.streams.video:
-            raise VideoError(f"{path} has no video stream.")
+            raise VideoError(f"{path} has no video stream.", path=path)
         yield container, container.streams.video[0]
     finally:
         container.close()
@@ -88,7 +88,7 @@ def stream_fps(stream: av.video.stream.VideoStream, path: Path) -> float:
             return float(rate)
     if stream.time_base and 1 <= 1 / stream.time_base <= _MAX_TIME_BASE_FPS:
         return float(1 / stream.time_base)
-    raise VideoError(f"{path} declares no frame rate; re-encode it with `tsp standardize` first.")
+    raise VideoError(f"{path} declares no frame rate; re-encode it with `tsp standardize` first.", path=path)
 
 
 def scan_packets(
@@ -157,7 +157,9 @@ def with_keyframes(info: VideoInfo) -> VideoInfo:
         try:
             _, keyframes = scan_packets(container, stream)
         except av.FFmpegError as error:
-            raise VideoError(f"{info.path} cannot be read to the end ({describe_av_error(error)}).") from None
+            raise VideoError(
+                f"{info.path} cannot be read to the end ({describe_av_error(error)}).", path=info.path
+            ) from None
     return replace(info, keyframes=keyframes)
 
 
@@ -185,14 +187,16 @@ def open_probed(
     with open_video_stream(path) as (container, stream):
         fps = float(fps) if fps else stream_fps(stream, path)
         if stream.time_base is None:
-            raise VideoError(f"{path} has no time base on its video stream; re-encode it with `tsp standardize`.")
+            raise VideoError(
+                f"{path} has no time base on its video stream; re-encode it with `tsp standardize`.", path=path
+            )
         keyframes = None
         packets: Iterator[av.Packet] | None = None
         if num_frames is None:
             try:
                 num_frames, keyframes, first = _scan(container, stream)
             except av.FFmpegError as error:
-                raise VideoError(f"{path} cannot be read to the end ({describe_av_error(error)}).") from None
+                raise VideoError(f"{path} cannot be read to the end ({describe_av_error(error)}).", path=path) from None
             packets = _rewound(container, stream, first)
         else:
             packets = container.demux(stream)
@@ -286,5 +290,6 @@ def decode_frames(
                     yield pts, frame
         except av.FFmpegError as error:
             raise VideoError(
-                f"{info.path} breaks after {decoded} decoded frames ({describe_av_error(error)})."
+                f"{info.path} breaks after {decoded} decoded frames ({describe_av_error(error)}).",
+                path=info.path,
             ) from None
