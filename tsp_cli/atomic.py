@@ -8,6 +8,7 @@ a half-written file that a later run would take for a finished one.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 
 #: Part of every temporary name, so that readers of an output folder can skip them.
 TEMP_MARKER = ".tsp-tmp-"
+_TEMP_NAME = re.compile(re.escape(TEMP_MARKER) + r"(?P<host>.+)-(?P<pid>\d+)$")
 
 
 def temp_path_for(final: Path) -> Path:
@@ -55,3 +57,38 @@ def folder_problem(folder: Path) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable"
     return None
+
+
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temp_files(folder: Path, final_name: str | None = None) -> list[Path]:
+    """Remove the temporary files that dead processes of this host left in ``folder``.
+
+    ``final_name`` limits it to the temporary files of that one output (a merged file in a
+    folder of other things). A live process's file is never touched, nor one of another host:
+    from here we cannot tell whether its writer still runs.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host = socket.gethostname()
+    removed = []
+    prefix = f"{final_name}{TEMP_MARKER}" if final_name is not None else ""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            match = _TEMP_NAME.search(entry.name)
+            if not match or not entry.name.startswith(prefix) or match["host"] != host:
+                continue
+            if not _process_is_alive(int(match["pid"])):
+                path = folder / entry.name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return sorted(removed)
