@@ -414,7 +414,9 @@ def test_inspect_shows_the_ends_of_a_large_file_and_all_of_it_with_all(many):
 def test_inspect_memory_does_not_grow_with_the_videos(tmp_path, monkeypatch):
     import tracemalloc
 
-    monkeypatch.setattr(inspection, "NAMES_PER_READ", 100)  # names are read 4,096 at a time; fewer here, to see the bound
+    monkeypatch.setattr(
+        inspection, "NAMES_PER_READ", 100
+    )  # names are read 4,096 at a time; fewer here, to see the bound
     peaks = {}
     for count in (200, 2000):
         path = tmp_path / f"f{count}.h5"

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tsp_cli.atomic import atomic_path, remove_dead_temp_files, temp_path_for
+from tsp_cli.atomic import atomic_path, link_new_name, remove_dead_temp_files, temp_path_for
 from tsp_cli.errors import UsageError
 from tsp_cli.pipeline import records, resume
 from tsp_cli.pipeline.resume import FEATURE_SUFFIX, feature_path
@@ -45,8 +45,6 @@ FAILURES_NAME = records.LEGACY_FAILURES_NAME
 FEATURE_SETTINGS = ("checkpoint_sha256", "backbone", "clip_len", "frame_rate", "stride", "precision")
 #: A run first writes this much (then removes it), so that a full disk fails at once, not after minutes.
 PROBE_BYTES = 1 << 20
-#: ``os.link`` errors meaning "this file system cannot link", not "the name exists".
-_NO_LINKS = {errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK}
 #: How long a shard waits for the manifest another shard is still writing (only without ``os.link``).
 _MANIFEST_WAIT_S = 5.0
 
@@ -212,8 +210,7 @@ def _publish_manifest(out_dir: Path, settings: dict[str, Any], versions: dict[st
     """Put a complete manifest in place unless one exists; ``True`` when this process's is the one.
 
     A whole temporary file is linked to the final name: ``link`` fails if the name exists (a
-    rename would silently replace another process's manifest). Over NFS a retried link can
-    answer "exists" for a link it made itself, so a link count of 2 on our file also means we won.
+    rename would silently replace another process's manifest).
     """
     created_at = time.time()
     manifest = {
@@ -230,15 +227,8 @@ def _publish_manifest(out_dir: Path, settings: dict[str, Any], versions: dict[st
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        try:
-            os.link(temp, final)
-        except FileExistsError:
-            return os.stat(temp).st_nlink == 2
-        except OSError as error:
-            if error.errno not in _NO_LINKS:
-                raise
-            return _create_exclusively(final, text)
-        return True
+        linked = link_new_name(temp, final)
+        return _create_exclusively(final, text) if linked is None else linked
     finally:
         temp.unlink(missing_ok=True)
 
