@@ -100,7 +100,7 @@ def test_broken_empty_and_streamless_files_fail_alone_and_are_logged(
     summary = run(jobs_of(bad), out, tiny_network, workers=2, batch_size=2, on_event=events.append)
     assert summary.done == 1 and summary.failed == 3 and summary.exit_code == 1
     assert sorted(p.name for p in out.glob("*.npy")) == ["good.npy"]
-    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    failures = list(store.read_failures(out).values())
     assert sorted(f["video"] for f in failures) == ["empty", "garbage", "truncated"]
     assert all(f["error"] and "Traceback" not in f["error"] for f in failures)
     assert {e.name for e in events if isinstance(e, VideoEnded) and e.outcome == "failed"} == {

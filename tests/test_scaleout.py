@@ -18,15 +18,15 @@ from tests.videos import make_video
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
 from tsp_cli.errors import UsageError
-from tsp_cli.pipeline import fanout, store
+from tsp_cli.pipeline import fanout, records, store
 from tsp_cli.pipeline.extraction import extract_features
 from tsp_cli.pipeline.fanout import FanoutResult, ShardRun
 from tsp_cli.pipeline.sharding import Shard
 
 runner = CliRunner()
 BIN = Path(sys.executable).parent
-#: What an output folder may hold: features, the manifest, the records, lock files.
-OUTPUT_SUFFIXES = {".npy", ".json", ".jsonl", ".lock"}
+#: What an output folder may hold: features, the manifest, and the records' folder.
+OUTPUT_SUFFIXES = {".npy", ".json", ""}
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -55,7 +55,7 @@ def short_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def records_by_video(out: Path) -> dict[str, list[dict]]:
     by_video: dict[str, list[dict]] = {}
-    for record in store.read_jsonl(out / store.RECORDS_NAME):
+    for record in records.read_kind(out, records.VIDEOS):
         by_video.setdefault(record["video"], []).append(record)
     return by_video
 
@@ -65,8 +65,10 @@ def assert_folder_is_clean(out: Path) -> None:
     names = [path.name for path in out.iterdir()]
     assert not [name for name in names if TEMP_MARKER in name], names
     assert {Path(name).suffix for name in names} <= OUTPUT_SUFFIXES, names
+    assert [name for name in names if not Path(name).suffix] in ([], [records.RECORDS_DIR]), names
     json.loads((out / store.MANIFEST_NAME).read_text())
-    for path in out.glob("*.jsonl"):
+    for path in (out / records.RECORDS_DIR).glob("*"):
+        assert path.suffix == ".jsonl", path
         for line in path.read_text().splitlines():
             json.loads(line)
 
@@ -293,6 +295,7 @@ def test_a_crashing_shard_is_reported_with_its_log_and_sets_the_exit_code(tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     store.save_features(out, "c", np.zeros((0, 512), np.float32))
+    store.record_video(out, {"video": "c", "clips": 0})
     result = fanout.run_shards(
         ["--no-such-option"], ["cpu", "cpu"], ["a", "b", "c", "d"], out, tmp_path, poll_seconds=0.05
     )
@@ -324,15 +327,20 @@ def test_the_exit_code_is_the_worst_childs_and_at_least_1_on_a_crash(codes, repo
 
 
 def test_progress_is_read_from_whole_record_lines_only(tmp_path: Path) -> None:
-    path = tmp_path / "videos.jsonl"
-    path.write_text('{"video": "old"}\n')
-    follower = fanout._JsonlFollower(path)
-    with path.open("a") as handle:
+    legacy, mine = tmp_path / "videos.jsonl", tmp_path / records.RECORDS_DIR / "videos-host-1-abc.jsonl"
+    mine.parent.mkdir()
+    legacy.write_text('{"video": "old"}\n')
+    mine.write_text('{"video": "older"}\n')
+    follower = records.RecordsFollower(tmp_path, records.VIDEOS)
+    with mine.open("a") as handle:
         handle.write('{"video": "a", "shard": "0/2"}\n{"video": "b", "sh')
     assert [r["video"] for r in follower.new_records()] == ["a"]
-    with path.open("a") as handle:
+    with mine.open("a") as handle:
         handle.write('ard": "1/2"}\n')
-    assert [r["video"] for r in follower.new_records()] == ["b"]
+    # a process that starts later writes its own file: read from its start
+    (tmp_path / records.RECORDS_DIR / "videos-host-2-def.jsonl").write_text('{"video": "c"}\n')
+    assert sorted(r["video"] for r in follower.new_records()) == ["b", "c"]
+    assert list(follower.new_records()) == []
 
 
 # ---- several writers in one folder ------------------------------------------------------------
@@ -393,4 +401,4 @@ def test_two_processes_creating_the_manifest_at_the_same_moment_both_go_on(tmp_p
             racer.join(timeout=30)
         assert [results.get(timeout=5), results.get(timeout=5)] == ["ok", "ok"]
         assert json.loads((folder / store.MANIFEST_NAME).read_text())["settings"]["stride"] == 16
-        assert sorted(p.name for p in folder.iterdir()) == sorted([store.MANIFEST_NAME, store.LOCK_NAME])
+        assert [p.name for p in folder.iterdir()] == [store.MANIFEST_NAME]

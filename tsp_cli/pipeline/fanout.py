@@ -14,14 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tsp_cli.errors import UsageError
 from tsp_cli.parallel import MAX_DEFAULT_WORKERS, available_cores
-from tsp_cli.pipeline import store
+from tsp_cli.pipeline import records, store
 from tsp_cli.pipeline.sharding import Shard, all_shards
 
 #: Lines of a crashed child's log shown to the user.
@@ -172,8 +172,8 @@ def run_shards(
     started = time.perf_counter()
     runs = _plan(devices, job_names, Path(out_dir), Path(log_dir))
     followers = [
-        _JsonlFollower(Path(out_dir) / store.RECORDS_NAME),
-        _JsonlFollower(Path(out_dir) / store.FAILURES_NAME),
+        records.RecordsFollower(Path(out_dir), records.VIDEOS),
+        records.RecordsFollower(Path(out_dir), records.FAILURES),
     ]
     report = on_progress or (lambda runs: None)
     try:
@@ -223,10 +223,12 @@ def _still_running(runs: Sequence[ShardRun]) -> bool:
     return any(run.exit_code is None for run in runs)
 
 
-def _take_records(runs: Sequence[ShardRun], records: _JsonlFollower, failures: _JsonlFollower) -> None:
+def _take_records(
+    runs: Sequence[ShardRun], finished: records.RecordsFollower, failures: records.RecordsFollower
+) -> None:
     """Count the new finished and failed videos of each shard (records name their shard)."""
     by_shard = {str(run.shard): run for run in runs}
-    for record in records.new_records():
+    for record in finished.new_records():
         run = by_shard.get(str(record.get("shard")))
         if run is not None and record.get("video") in run.names and record["video"] not in run.done:
             run.done.add(record["video"])
@@ -253,32 +255,3 @@ def _stop(runs: Sequence[ShardRun]) -> None:
 def _shell_code(code: int) -> int:
     """A child's return code as a shell reports it: killed by signal N is 128 + N."""
     return 128 - code if code < 0 else code
-
-
-class _JsonlFollower:
-    """Reads the records appended to a JSON-lines file since it was created here.
-
-    Only whole lines are taken; a line still being written is read on the next call. Records
-    that were there before the run are not new progress, so reading starts at the current end.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = path.stat().st_size if path.is_file() else 0
-        self.partial = b""
-
-    def new_records(self) -> Iterator[dict[str, Any]]:
-        if not self.path.is_file():
-            return
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            data = self.partial + handle.read()
-            self.offset = handle.tell()
-        *lines, self.partial = data.split(b"\n")
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                yield record
