@@ -109,9 +109,15 @@ def test_offline_default_checkpoint_missing_says_which_file(video_folder, tmp_pa
 
 
 def test_version_and_help() -> None:
+    import av
+    import torch
+
     from tsp_cli import __version__
 
-    assert invoke("--version").output.strip() == f"tsp {__version__}"
+    lines = invoke("--version").output.splitlines()
+    assert lines[0] == f"tsp {__version__}"
+    assert lines[1].startswith(f"torch {torch.__version__} (CUDA ")
+    assert f"av {av.__version__}" in lines and any(line.startswith("ffmpeg ") for line in lines)
     for command in (
         ["--help"],
         ["extract", "--help"],

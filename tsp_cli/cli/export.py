@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, count, err, handles_errors, out
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, count, err, handles_errors, out, whole_number
 from tsp_cli.cli.progress import StepProgress
 from tsp_cli.errors import UsageError
 
@@ -33,7 +33,7 @@ def export(
         int | None,
         typer.Option(
             "--resize",
-            min=0,
+            parser=whole_number(0),
             help="Rows per video, by linear interpolation along time; 0 keeps every clip. "
             "Default: 100 for gtad and bmn, 0 otherwise.",
         ),

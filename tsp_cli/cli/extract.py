@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict, dataclass
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,10 +22,14 @@ from tsp_cli.cli.common import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
     WorkersOption,
+    choices_metavar,
     count,
     err,
     handles_errors,
+    one_of,
     out,
+    positive_number,
+    whole_number,
 )
 from tsp_cli.errors import DeviceError, DownloadError, TspError, UsageError
 from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
@@ -37,15 +40,9 @@ if TYPE_CHECKING:
     from tsp_cli.pipeline.sharding import Shard
 
 
-#: The --backbone choices, from the one list of backbones.
-Backbone = Enum("Backbone", {name: name for name in BACKBONES}, type=str)  # type: ignore[misc]
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    tf32 = "tf32"
-    fp16 = "fp16"
-    bf16 = "bf16"
+#: The --precision choices: ``tsp_cli.pipeline.precision.PRECISIONS`` (a test keeps them equal), written out
+#: here because that module imports torch, which a refused command must not wait for.
+PRECISION_NAMES = ("fp32", "tf32", "fp16", "bf16")
 
 
 def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
@@ -151,15 +148,26 @@ def extract(
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", help="Folder for <name>.npy files (created if needed).", show_default=False),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="<folder>",
+            help="Folder for <name>.npy files (created if needed).",
+            show_default=False,
+        ),
     ],
     local: Annotated[
-        Path | None, typer.Option("--local", help="A checkpoint file of your own.", show_default=False)
+        Path | None,
+        typer.Option("--local", metavar="<file>", help="A checkpoint file of your own.", show_default=False),
     ] = None,
     backbone: Annotated[
-        Backbone | None,
+        str | None,
         typer.Option(
-            "--backbone", help="Backbone of --local (detected from the file when left out).", show_default=False
+            "--backbone",
+            parser=one_of(BACKBONES),
+            metavar=choices_metavar(BACKBONES),
+            help="Backbone of --local (detected from the file when left out).",
+            show_default=False,
         ),
     ] = None,
     checkpoint: Annotated[
@@ -167,6 +175,7 @@ def extract(
         typer.Option(
             "--checkpoint",
             "-c",
+            metavar="<name>",
             help=f"A released checkpoint name (default {DEFAULT_CHECKPOINT}; see `tsp models list`).",
             show_default=False,
         ),
@@ -175,7 +184,7 @@ def extract(
         int,
         typer.Option(
             "--stride",
-            min=1,
+            parser=whole_number(1),
             help="Frames (at --frame-rate) between clip starts: 16 for ActivityNet features, 1 for THUMOS14.",
         ),
     ] = 16,
@@ -191,6 +200,7 @@ def extract(
         str | None,
         typer.Option(
             "--shard",
+            metavar="<i/n|auto>",
             help="Process shard i of n (0-based) of the ordered video list, e.g. 0/4; auto takes it from a Slurm job array, torchrun or Slurm tasks.",
             show_default=False,
         ),
@@ -198,18 +208,24 @@ def extract(
     device: Annotated[
         str | None,
         typer.Option(
-            "--device", help="cpu, cuda, cuda:N or mps (default: cuda when available, else cpu).", show_default=False
+            "--device",
+            metavar="<device>",
+            help="cpu, cuda, cuda:N or mps (default: cuda when available, else cpu).",
+            show_default=False,
         ),
     ] = None,
     devices: Annotated[
         str | None,
         typer.Option(
             "--devices",
+            metavar="<list|n>",
             help="Run one shard per device, all at once: cuda:0,cuda:1,... or a count N for cuda:0 to cuda:N-1 (cpu entries work too).",
             show_default=False,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Clips per forward pass.")] = 32,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", parser=whole_number(1), help="Clips per forward pass.")
+    ] = 32,
     workers: WorkersOption = None,
     dry_run: Annotated[
         bool,
@@ -218,19 +234,23 @@ def extract(
         ),
     ] = False,
     clip_len: Annotated[
-        int, typer.Option("--clip-len", min=1, help="Frames per clip (the released models use 16).")
+        int, typer.Option("--clip-len", parser=whole_number(1), help="Frames per clip (the released models use 16).")
     ] = 16,
     frame_rate: Annotated[
         float,
-        typer.Option("--frame-rate", min=0.001, help="Frame rate clips are sampled at (the released models use 15)."),
+        typer.Option(
+            "--frame-rate", parser=positive_number, help="Frame rate clips are sampled at (the released models use 15)."
+        ),
     ] = 15.0,
     precision: Annotated[
-        Precision,
+        str,
         typer.Option(
             "--precision",
+            parser=one_of(PRECISION_NAMES),
+            metavar=choices_metavar(PRECISION_NAMES),
             help="fp32 (TF32 off) reproduces the reference; tf32, fp16 and bf16 are faster on GPUs, with small deviations.",
         ),
-    ] = Precision.fp32,
+    ] = "fp32",
     offline: Annotated[
         bool,
         typer.Option("--offline", help="Never download a checkpoint; fail if it is not cached (also TSP_OFFLINE=1)."),
@@ -250,7 +270,7 @@ def extract(
         videos=videos,
         output=output,
         local=local,
-        backbone=backbone.value if backbone else None,
+        backbone=backbone,
         checkpoint=checkpoint,
         stride=stride,
         metadata=metadata,
@@ -259,7 +279,7 @@ def extract(
         dry_run=dry_run,
         clip_len=clip_len,
         frame_rate=frame_rate,
-        precision=precision.value,
+        precision=precision,
         offline=offline,
         report=report,
     )
