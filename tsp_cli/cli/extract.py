@@ -144,7 +144,9 @@ _EXTRACT_EXIT_CODES: dict[type[TspError], int] = {DownloadError: EXIT_CANNOT_STA
 def extract(
     videos: Annotated[
         list[Path],
-        typer.Argument(metavar="VIDEOS", help="Video files and/or folders (searched recursively).", show_default=False),
+        typer.Argument(
+            metavar="VIDEOS", exists=True, help="Video files and/or folders (searched recursively).", show_default=False
+        ),
     ],
     output: Annotated[
         Path,
@@ -158,7 +160,14 @@ def extract(
     ],
     local: Annotated[
         Path | None,
-        typer.Option("--local", metavar="<file>", help="A checkpoint file of your own.", show_default=False),
+        typer.Option(
+            "--local",
+            metavar="<file>",
+            exists=True,
+            dir_okay=False,
+            help="A checkpoint file of your own.",
+            show_default=False,
+        ),
     ] = None,
     backbone: Annotated[
         str | None,
@@ -192,6 +201,8 @@ def extract(
         Path | None,
         typer.Option(
             "--metadata",
+            exists=True,
+            dir_okay=False,
             help="CSV filename,video-duration,fps,video-frames: process only these videos, with these fps and frame counts.",
             show_default=False,
         ),
@@ -291,10 +302,15 @@ def extract(
 
 def _extract_on_one_device(request: _Request, shard: str | None, device: str | None) -> int:
     """Run one shard (all videos without ``--shard``) in this process; returns the exit code."""
+    from tsp_cli.pipeline.devices import refuse_absent_device
+
+    # Mistakes answered at once: the paths were checked while parsing, the shard and the
+    # device are checked here, all before torch (two seconds) is imported with the engine.
+    shard_spec, device, launcher = _choose_shard(shard, device)
+    refuse_absent_device(device)
     from tsp_cli.cli.progress import ExtractProgress
     from tsp_cli.pipeline.engine import run_extraction
 
-    shard_spec, device, launcher = _choose_shard(shard, device)
     plan = request.plan(shard_spec, device)
     checkpoint_path, checkpoint_name, backbone_name = None, None, request.backbone
     if not request.dry_run:
@@ -385,11 +401,12 @@ def _refuse_with_devices(shard: str | None, device: str | None) -> None:
 def _checked_devices(spec: str) -> list[str]:
     """The devices of ``--devices``, each checked to exist here before any child starts; errors name ``--devices``."""
     from tsp_cli.pipeline import fanout
-    from tsp_cli.pipeline.devices import resolve_device
+    from tsp_cli.pipeline.devices import refuse_absent_device, resolve_device
 
     device_list = fanout.parse_devices(spec)
     for device in device_list:
         try:
+            refuse_absent_device(device)
             resolve_device(device)
         except DeviceError as error:
             meaning = f" (that is {', '.join(device_list)})" if spec.strip().isdigit() else ""
