@@ -115,13 +115,6 @@ def test_help_and_models_list_import_neither_torch_nor_the_data_libraries() -> N
     assert result.stdout.strip() == "[]"
 
 
-def test_the_export_targets_the_cli_offers_are_the_ones_the_core_knows() -> None:
-    from tsp_cli.cli.export import TARGET_NAMES
-    from tsp_cli.data.export import TARGETS
-
-    assert TARGET_NAMES == TARGETS
-
-
 COMMANDS = [
     [],
     ["extract"],

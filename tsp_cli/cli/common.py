@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from tsp_cli.cli.errors import EXIT_CANNOT_START, EXIT_ITEMS_FAILED, EXIT_OK, exit_code_for, message_for
 from tsp_cli.errors import TspError
+from tsp_cli.wording import count
 
 #: Results and tables go to stdout so that scripts can capture them.
 out = Console(highlight=False, soft_wrap=True)
@@ -59,11 +60,6 @@ def handles_errors(command: F | None = None, *, exit_codes: Mapping[type[TspErro
         return wrapper  # type: ignore[return-value]
 
     return decorate if command is None else decorate(command)
-
-
-def count(number: int, noun: str, plural: str | None = None) -> str:
-    """``1 video``, ``2 videos``: a number with its noun in the right number."""
-    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def is_interactive() -> bool:
