@@ -17,8 +17,8 @@ from tsp_cli.data.progress import Progress as StepEvent
 from tsp_cli.pipeline.events import ClipProgress, RunStarted, VideoEnded
 
 
-def invoke(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
+def invoke(*args: object, env: dict[str, str] | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
 
 
 @pytest.fixture
@@ -115,13 +115,6 @@ def test_help_and_models_list_import_neither_torch_nor_the_data_libraries() -> N
     assert result.stdout.strip() == "[]"
 
 
-def test_the_export_targets_the_cli_offers_are_the_ones_the_core_knows() -> None:
-    from tsp_cli.cli.export import TARGET_NAMES
-    from tsp_cli.data.export import TARGETS
-
-    assert TARGET_NAMES == TARGETS
-
-
 COMMANDS = [
     [],
     ["extract"],
@@ -139,14 +132,38 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "tsp")
-def test_every_command_takes_h_and_its_help_shows_no_bool_or_lowercase_placeholders(command) -> None:
+def test_every_command_takes_h_and_its_help_at_80_columns_cuts_nothing(command) -> None:
+    """Click's plain help: flags without ``<bool>``, every paragraph re-wrapped, no value cut with ``…``."""
     import re
 
-    short, long = invoke(*command, "-h"), invoke(*command, "--help")
+    short, long = invoke(*command, "-h", env={"COLUMNS": "80"}), invoke(*command, "--help", env={"COLUMNS": "80"})
     assert short.exit_code == 0 and short.output == long.output
-    assert "<bool>" not in short.output and "<list[" not in short.output
+    assert "<bool>" not in short.output
+    assert "…" not in short.output.replace(", …", "")  # an ellipsis of ours ("30, 25, 30000/1001, …") is kept
+    assert max(len(line) for line in short.output.splitlines()) <= 80
     usage = next(line for line in short.output.splitlines() if "Usage:" in line)
     assert not re.search(r"\{[a-z]", usage) and "...}" not in usage, usage
+
+
+def test_extract_help_names_the_default_checkpoint_whole_and_wraps_its_paragraphs() -> None:
+    from tsp_cli.models.registry import DEFAULT_CHECKPOINT
+
+    text = invoke("extract", "-h", env={"COLUMNS": "80"}).output
+    assert DEFAULT_CHECKPOINT in text
+    paragraph = text.split("Resumes:")[1].split("Arguments:")[0]
+    assert all(len(line) > 60 for line in paragraph.strip().splitlines()[:-1])  # full lines, not ragged
+
+
+def test_the_precisions_the_cli_offers_are_the_ones_the_core_knows() -> None:
+    from tsp_cli.cli.extract import PRECISION_NAMES
+    from tsp_cli.pipeline.precision import PRECISIONS
+
+    assert tuple(PRECISIONS) == PRECISION_NAMES
+
+
+def test_no_typer_internals_are_used() -> None:
+    source = "".join(p.read_text() for p in (Path(progress_module.__file__).parents[1]).rglob("*.py"))
+    assert "typer._" not in source and "TyperOption" not in source
 
 
 def test_extract_help_says_how_resume_and_failures_work() -> None:

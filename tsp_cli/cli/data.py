@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, WorkersOption, count, err, handles_errors, out
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, WorkersOption, count, err, handles_errors, out, whole_number
 from tsp_cli.cli.progress import StepProgress
 from tsp_cli.errors import MissingVideosError, UsageError
 
@@ -22,14 +22,6 @@ if TYPE_CHECKING:  # the data steps import h5py and PyAV: only when a command ru
     from tsp_cli.data.progress import Failure
 #: ``tsp inspect`` names at most this many videos with NaN (or foreign root items) in its summary table.
 INSPECT_TABLE_ROWS = 20
-
-
-def register(app: typer.Typer) -> None:
-    """Add the data-step commands to the root app."""
-    app.command("merge")(merge)
-    app.command("inspect")(inspect)
-    app.command("metadata")(metadata)
-    app.command("standardize")(standardize)
 
 
 def _report_failures(heading: str, failures: list[Failure]) -> None:
@@ -71,8 +63,7 @@ def merge(
         int | None,
         typer.Option(
             "--compression-level",
-            min=0,
-            max=9,
+            parser=whole_number(0, 9),
             help="gzip level: 1 (the default) is fastest, 9 smallest.",
             show_default=False,
         ),

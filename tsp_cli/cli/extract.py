@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,10 +22,14 @@ from tsp_cli.cli.common import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
     WorkersOption,
+    choices_metavar,
     count,
     err,
     handles_errors,
+    one_of,
     out,
+    positive_number,
+    whole_number,
 )
 from tsp_cli.errors import DeviceError, DownloadError, TspError, UsageError
 from tsp_cli.models.recipe import TSP_RECIPE, Recipe
@@ -39,15 +42,9 @@ if TYPE_CHECKING:
     from tsp_cli.pipeline.sharding import Shard
 
 
-#: The --backbone choices, from the one list of backbones.
-Backbone = Enum("Backbone", {name: name for name in BACKBONES}, type=str)  # type: ignore[misc]
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    tf32 = "tf32"
-    fp16 = "fp16"
-    bf16 = "bf16"
+#: The --precision choices: ``tsp_cli.pipeline.precision.PRECISIONS`` (a test keeps them equal), written out
+#: here because that module imports torch, which a refused command must not wait for.
+PRECISION_NAMES = ("fp32", "tf32", "fp16", "bf16")
 
 
 def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
@@ -165,19 +162,39 @@ _EXTRACT_EXIT_CODES: dict[type[TspError], int] = {DownloadError: EXIT_CANNOT_STA
 def extract(
     videos: Annotated[
         list[Path],
-        typer.Argument(metavar="VIDEOS", help="Video files and/or folders (searched recursively).", show_default=False),
+        typer.Argument(
+            metavar="VIDEOS", exists=True, help="Video files and/or folders (searched recursively).", show_default=False
+        ),
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", help="Folder for <name>.npy files (created if needed).", show_default=False),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="<folder>",
+            help="Folder for <name>.npy files (created if needed).",
+            show_default=False,
+        ),
     ],
     local: Annotated[
-        Path | None, typer.Option("--local", help="A checkpoint file of your own.", show_default=False)
+        Path | None,
+        typer.Option(
+            "--local",
+            metavar="<file>",
+            exists=True,
+            dir_okay=False,
+            help="A checkpoint file of your own.",
+            show_default=False,
+        ),
     ] = None,
     backbone: Annotated[
-        Backbone | None,
+        str | None,
         typer.Option(
-            "--backbone", help="Backbone of --local (detected from the file when left out).", show_default=False
+            "--backbone",
+            parser=one_of(BACKBONES),
+            metavar=choices_metavar(BACKBONES),
+            help="Backbone of --local (detected from the file when left out).",
+            show_default=False,
         ),
     ] = None,
     checkpoint: Annotated[
@@ -185,6 +202,7 @@ def extract(
         typer.Option(
             "--checkpoint",
             "-c",
+            metavar="<name>",
             help=f"A released checkpoint name (default {DEFAULT_CHECKPOINT}; see `tsp models list`).",
             show_default=False,
         ),
@@ -193,7 +211,7 @@ def extract(
         int,
         typer.Option(
             "--stride",
-            min=1,
+            parser=whole_number(1),
             help="Frames (at --frame-rate) between clip starts: 16 for ActivityNet features, 1 for THUMOS14.",
         ),
     ] = 16,
@@ -201,6 +219,8 @@ def extract(
         Path | None,
         typer.Option(
             "--metadata",
+            exists=True,
+            dir_okay=False,
             help="CSV filename,video-duration,fps,video-frames: process only these videos, with these fps and frame counts.",
             show_default=False,
         ),
@@ -209,6 +229,7 @@ def extract(
         str | None,
         typer.Option(
             "--shard",
+            metavar="<i/n|auto>",
             help="Process shard i of n (0-based) of the ordered video list, e.g. 0/4; auto takes it from a Slurm job array, torchrun or Slurm tasks.",
             show_default=False,
         ),
@@ -216,18 +237,24 @@ def extract(
     device: Annotated[
         str | None,
         typer.Option(
-            "--device", help="cpu, cuda, cuda:N or mps (default: cuda when available, else cpu).", show_default=False
+            "--device",
+            metavar="<device>",
+            help="cpu, cuda, cuda:N or mps (default: cuda when available, else cpu).",
+            show_default=False,
         ),
     ] = None,
     devices: Annotated[
         str | None,
         typer.Option(
             "--devices",
+            metavar="<list|n>",
             help="Run one shard per device, all at once: cuda:0,cuda:1,... or a count N for cuda:0 to cuda:N-1 (cpu entries work too).",
             show_default=False,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Clips per forward pass.")] = 32,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", parser=whole_number(1), help="Clips per forward pass.")
+    ] = 32,
     workers: WorkersOption = None,
     dry_run: Annotated[
         bool,
@@ -239,7 +266,7 @@ def extract(
         int | None,
         typer.Option(
             "--clip-len",
-            min=1,
+            parser=whole_number(1),
             help="Frames per clip (default: the checkpoint's recipe; 16 for the released models).",
             show_default=False,
         ),
@@ -248,18 +275,20 @@ def extract(
         float | None,
         typer.Option(
             "--frame-rate",
-            min=0.001,
+            parser=positive_number,
             help="Frame rate clips are sampled at (default: the checkpoint's recipe; 15 for the released models).",
             show_default=False,
         ),
     ] = None,
     precision: Annotated[
-        Precision,
+        str,
         typer.Option(
             "--precision",
+            parser=one_of(PRECISION_NAMES),
+            metavar=choices_metavar(PRECISION_NAMES),
             help="fp32 (TF32 off) reproduces the reference; tf32, fp16 and bf16 are faster on GPUs, with small deviations.",
         ),
-    ] = Precision.fp32,
+    ] = "fp32",
     offline: Annotated[
         bool,
         typer.Option("--offline", help="Never download a checkpoint; fail if it is not cached (also TSP_OFFLINE=1)."),
@@ -279,7 +308,7 @@ def extract(
         videos=videos,
         output=output,
         local=local,
-        backbone=backbone.value if backbone else None,
+        backbone=backbone,
         checkpoint=checkpoint,
         stride=stride,
         metadata=metadata,
@@ -288,7 +317,7 @@ def extract(
         dry_run=dry_run,
         clip_len=clip_len,
         frame_rate=frame_rate,
-        precision=precision.value,
+        precision=precision,
         offline=offline,
         report=report,
     )
@@ -300,10 +329,15 @@ def extract(
 
 def _extract_on_one_device(request: _Request, shard: str | None, device: str | None) -> int:
     """Run one shard (all videos without ``--shard``) in this process; returns the exit code."""
+    from tsp_cli.pipeline.devices import refuse_absent_device
+
+    # Mistakes answered at once: the paths were checked while parsing, the shard and the
+    # device are checked here, all before torch (two seconds) is imported with the engine.
+    shard_spec, device, launcher = _choose_shard(shard, device)
+    refuse_absent_device(device)
     from tsp_cli.cli.progress import ExtractProgress
     from tsp_cli.pipeline.extraction import run_extraction
 
-    shard_spec, device, launcher = _choose_shard(shard, device)
     plan = request.plan(shard_spec, device)
     checkpoint_path = None
     if not request.dry_run and request.local is None:
@@ -383,11 +417,12 @@ def _refuse_with_devices(shard: str | None, device: str | None) -> None:
 def _checked_devices(spec: str) -> list[str]:
     """The devices of ``--devices``, each checked to exist here before any child starts; errors name ``--devices``."""
     from tsp_cli.pipeline import fanout
-    from tsp_cli.pipeline.devices import resolve_device
+    from tsp_cli.pipeline.devices import refuse_absent_device, resolve_device
 
     device_list = fanout.parse_devices(spec)
     for device in device_list:
         try:
+            refuse_absent_device(device)
             resolve_device(device)
         except DeviceError as error:
             meaning = f" (that is {', '.join(device_list)})" if spec.strip().isdigit() else ""

@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, TypeVar
 
 from tsp_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 T = TypeVar("T")
 
@@ -54,6 +55,8 @@ class Shard:
 def shard_edges(total: int, count: int) -> np.ndarray:
     """The reference's shard boundaries, ``linspace(0, total, count+1).astype(int)``: shard i is
     ``[edges[i], edges[i+1])``. One array for all shards, so that counting every shard is linear."""
+    import numpy as np  # here, so that a mistyped --shard is answered without waiting for NumPy
+
     return np.linspace(0, total, count + 1).astype(int)
 
 
