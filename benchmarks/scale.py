@@ -154,7 +154,7 @@ def finished_folder(work: Path, count: int) -> tuple[Path, Path]:
 
 PLAN_SNIPPET = r"""
 import json, os, resource, sys, time
-from tsp_cli.pipeline.engine import plan_extraction
+from tsp_cli.pipeline.extraction import plan_extraction
 from tsp_cli.pipeline.sharding import Shard
 videos, out, metadata, index, count, plan = sys.argv[1:7]
 def rss_mb():

@@ -18,7 +18,9 @@ import pytest
 from tests.videos import make_video
 from tsp_cli.errors import UsageError
 from tsp_cli.pipeline import store
-from tsp_cli.pipeline.engine import VideoEnded, extract_features, run_jobs
+from tsp_cli.pipeline.batcher import run_jobs
+from tsp_cli.pipeline.events import VideoEnded
+from tsp_cli.pipeline.extraction import extract_features
 from tsp_cli.pipeline.inputs import VideoJob, collect_jobs, output_name
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard, parse_shard
@@ -186,7 +188,7 @@ def test_stale_temp_files_of_dead_processes_are_removed_but_not_live_ones(tmp_pa
 KILLABLE_RUN = textwrap.dedent(
     """
     import sys, time, torch
-    from tsp_cli.pipeline.engine import run_jobs
+    from tsp_cli.pipeline.batcher import run_jobs
     from tsp_cli.pipeline.inputs import collect_jobs
     from tsp_cli.pipeline.sampling import ClipSettings
     from tests.conftest import TinyNetwork
@@ -312,16 +314,16 @@ def test_dry_run_assembles_every_batch_but_writes_nothing_not_even_the_folder_or
 def test_a_decoder_that_crashes_its_process_fails_only_that_video(
     videos: Path, tmp_path: Path, tiny_network, monkeypatch
 ) -> None:
-    import tsp_cli.pipeline.engine as engine_module
+    import tsp_cli.pipeline.workers as workers_module
 
-    real_messages = engine_module.video_messages
+    real_messages = workers_module.video_messages
 
     def crashing_messages(index, job, settings, **kwargs):
         if job.name == "b":
             os.kill(os.getpid(), signal.SIGSEGV)  # what FFmpeg does on some damaged files
         yield from real_messages(index, job, settings, **kwargs)
 
-    monkeypatch.setattr(engine_module, "video_messages", crashing_messages)  # inherited by forked workers
+    monkeypatch.setattr(workers_module, "video_messages", crashing_messages)  # inherited by forked workers
     summary = run(jobs_of(videos), tmp_path, tiny_network, workers=2, batch_size=3)
     assert (summary.done, summary.no_clips, summary.failed) == (2, 1, 1)
     assert summary.failures[0][0] == "b" and "decoder crashed" in summary.failures[0][1]
@@ -335,9 +337,10 @@ def test_a_decoder_that_crashes_its_process_fails_only_that_video(
 def test_a_video_retried_alone_whose_worker_dies_after_sending_all_of_it_is_done_not_failed(
     videos: Path, tmp_path: Path, tiny_network, monkeypatch, batch_size: int
 ) -> None:
-    import tsp_cli.pipeline.engine as engine_module
+    import tsp_cli.pipeline.batcher as batcher_module
+    import tsp_cli.pipeline.workers as workers_module
 
-    real_messages, real_handle = engine_module.video_messages, engine_module._Engine.handle
+    real_messages, real_handle = workers_module.video_messages, batcher_module._Engine.handle
     attempts, received = tmp_path / "attempts", tmp_path / "b-received"
     attempts.mkdir()
 
@@ -360,8 +363,8 @@ def test_a_video_retried_alone_whose_worker_dies_after_sending_all_of_it_is_done
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGSEGV)  # all of b was sent: the crash is not b's
 
-    monkeypatch.setattr(engine_module, "video_messages", crashing_messages)
-    monkeypatch.setattr(engine_module._Engine, "handle", handle)
+    monkeypatch.setattr(workers_module, "video_messages", crashing_messages)
+    monkeypatch.setattr(batcher_module._Engine, "handle", handle)
     summary = run(jobs_of(videos), tmp_path / "out", tiny_network, workers=2, batch_size=batch_size)
     assert len(list(attempts.iterdir())) == 2
     assert summary.failures == [] and (summary.done, summary.no_clips, summary.failed) == (3, 1, 0)
@@ -377,9 +380,9 @@ def test_a_worker_dying_during_a_forward_pass_fails_its_video_instead_of_interru
 ) -> None:
     import torch
 
-    import tsp_cli.pipeline.engine as engine_module
+    import tsp_cli.pipeline.workers as workers_module
 
-    real_messages = engine_module.video_messages
+    real_messages = workers_module.video_messages
     in_forward = tmp_path / "in-forward"
 
     class SlowNetwork(torch.nn.Module):
@@ -397,7 +400,7 @@ def test_a_worker_dying_during_a_forward_pass_fails_its_video_instead_of_interru
             os.kill(os.getpid(), signal.SIGSEGV)
         yield from real_messages(index, job, settings, **kwargs)
 
-    monkeypatch.setattr(engine_module, "video_messages", crashing_messages)
+    monkeypatch.setattr(workers_module, "video_messages", crashing_messages)
     summary = run(jobs_of(videos), tmp_path / "out", SlowNetwork(), workers=2, batch_size=1)
     assert (summary.done, summary.no_clips, summary.failed) == (2, 1, 1)
     assert summary.failures[0][0] == "b"
@@ -406,7 +409,7 @@ def test_a_worker_dying_during_a_forward_pass_fails_its_video_instead_of_interru
 def test_progress_counts_clips_known_once_probed_and_takes_off_those_a_failed_video_never_gets(
     videos: Path, tmp_path: Path, tiny_network
 ) -> None:
-    from tsp_cli.pipeline.engine import ClipProgress
+    from tsp_cli.pipeline.events import ClipProgress
 
     broken = tmp_path / "in" / "z.mp4"
     make_video(broken, frames=90, fps=30)
@@ -507,7 +510,7 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(vide
 
 def test_a_refused_request_leaves_no_output_folder_behind(videos: Path, tmp_path: Path) -> None:
     from tsp_cli.errors import CheckpointError
-    from tsp_cli.pipeline.engine import plan_extraction
+    from tsp_cli.pipeline.extraction import plan_extraction
 
     with pytest.raises(CheckpointError):
         extract_features([videos], tmp_path / "a" / "out", checkpoint=tmp_path / "missing.pth", device="cpu")
@@ -548,15 +551,15 @@ def test_records_and_manifest_name_their_times_alike_and_old_failure_records_sti
 def test_ffmpeg_threads_only_for_large_unsplit_videos_when_a_worker_would_idle() -> None:
     from fractions import Fraction
 
-    from tsp_cli.pipeline.engine import _WorkerSide
     from tsp_cli.pipeline.handoff import WorkList
     from tsp_cli.pipeline.video import VideoInfo
+    from tsp_cli.pipeline.workers import WorkerSide
 
     def info(width: int, height: int) -> VideoInfo:
         return VideoInfo(Path("v.mp4"), 0, 30.0, 300, Fraction(1, 30), width, height)
 
     work = WorkList([0, 1], workers=2)
-    side = _WorkerSide(jobs=[], work=work, settings=ClipSettings(), clips_per_chunk=8, slabs=None)
+    side = WorkerSide(jobs=[], work=work, settings=ClipSettings(), clips_per_chunk=8, slabs=None)
     assert work.claim() == 0  # the other worker still has video 1 to claim: nobody idles
     assert side._decoder_threads(info(1280, 720), segments=1) == 1
     assert work.claim() == 1  # the last video: one worker will find nothing to do

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-import tsp_cli.pipeline.engine as engine_module
+import tsp_cli.pipeline.workers as workers_module
 from tests.videos import make_video
+from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.clipper import FrameChunk, segment_messages, video_messages
 from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment
 from tsp_cli.pipeline.inputs import VideoJob
@@ -125,7 +126,7 @@ def test_boundaries_sit_just_after_keyframes(tmp_path: Path) -> None:
 @pytest.fixture
 def split_small_videos(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let the engine split videos of a few seconds (forked workers inherit it)."""
-    monkeypatch.setattr(engine_module, "MIN_SEGMENT_SECONDS", 0.5)
+    monkeypatch.setattr(workers_module, "MIN_SEGMENT_SECONDS", 0.5)
 
 
 def test_engine_splits_one_video_over_workers_with_equal_features(
@@ -133,18 +134,18 @@ def test_engine_splits_one_video_over_workers_with_equal_features(
 ) -> None:
     video = make_video(tmp_path / "long.mp4", frames=180, fps=30, gop=15)
     log = tmp_path / "segments.log"
-    real = engine_module.segment_messages
+    real = workers_module.segment_messages
 
     def logged(job, posted, settings, **kwargs):
         with open(log, "a") as file:
             file.write(f"{posted.index}\n")
         yield from real(job, posted, settings, **kwargs)
 
-    monkeypatch.setattr(engine_module, "segment_messages", logged)
+    monkeypatch.setattr(workers_module, "segment_messages", logged)
     settings = ClipSettings(stride=2)
     job = [VideoJob(video, "long")]
-    engine_module.run_jobs(job, tmp_path / "whole", tiny_network, settings, workers=0, batch_size=5)
-    summary = engine_module.run_jobs(job, tmp_path / "split", tiny_network, settings, workers=2, batch_size=5)
+    run_jobs(job, tmp_path / "whole", tiny_network, settings, workers=0, batch_size=5)
+    summary = run_jobs(job, tmp_path / "split", tiny_network, settings, workers=2, batch_size=5)
     assert summary.done == 1 and summary.failed == 0
     assert len(log.read_text().split()) >= 2, "the video was not split"
     whole, split = np.load(tmp_path / "whole" / "long.npy"), np.load(tmp_path / "split" / "long.npy")
@@ -157,7 +158,7 @@ def test_a_video_failing_in_a_later_segment_fails_alone(tmp_path: Path, tiny_net
     fine = make_video(tmp_path / "fine.mp4", frames=60, fps=30)
     # The metadata claims twice the frames: the clips past the real end fail in the last segment.
     jobs = [VideoJob(broken, "broken", fps=30.0, num_frames=300), VideoJob(fine, "fine")]
-    summary = engine_module.run_jobs(jobs, tmp_path / "out", tiny_network, ClipSettings(stride=2), workers=2)
+    summary = run_jobs(jobs, tmp_path / "out", tiny_network, ClipSettings(stride=2), workers=2)
     assert (summary.done, summary.failed) == (1, 1)
     assert summary.failures[0][0] == "broken" and "truncated" in summary.failures[0][1]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.npy")) == ["fine.npy"]
@@ -166,7 +167,8 @@ def test_a_video_failing_in_a_later_segment_fails_alone(tmp_path: Path, tiny_net
 KILLABLE_SPLIT_RUN = textwrap.dedent(
     """
     import sys, time
-    import tsp_cli.pipeline.engine as engine
+    import tsp_cli.pipeline.workers as workers
+    from tsp_cli.pipeline.batcher import run_jobs
     from tsp_cli.pipeline.inputs import collect_jobs
     from tsp_cli.pipeline.sampling import ClipSettings
     from tests.conftest import TinyNetwork
@@ -176,8 +178,8 @@ KILLABLE_SPLIT_RUN = textwrap.dedent(
             time.sleep(0.1)
             return super().forward(clips)
 
-    engine.MIN_SEGMENT_SECONDS = 0.5
-    sys.exit(engine.run_jobs(collect_jobs([sys.argv[1]]), sys.argv[2], Slow().eval(), ClipSettings(stride=2),
+    workers.MIN_SEGMENT_SECONDS = 0.5
+    sys.exit(run_jobs(collect_jobs([sys.argv[1]]), sys.argv[2], Slow().eval(), ClipSettings(stride=2),
                              workers=2, batch_size=4).exit_code)
     """
 )

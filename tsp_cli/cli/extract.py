@@ -33,7 +33,8 @@ from tsp_cli.errors import DeviceError, DownloadError, TspError, UsageError
 from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
-    from tsp_cli.pipeline.engine import ExtractionPlan, RunSummary
+    from tsp_cli.pipeline.events import RunSummary
+    from tsp_cli.pipeline.extraction import ExtractionPlan
     from tsp_cli.pipeline.fanout import FanoutResult
     from tsp_cli.pipeline.sharding import Shard
 
@@ -126,7 +127,7 @@ class _Request:
 
     def plan(self, shard: Shard, device: str | None) -> ExtractionPlan:
         """Validate the request and list ``shard``'s videos, before anything slow."""
-        from tsp_cli.pipeline.engine import plan_extraction
+        from tsp_cli.pipeline.extraction import plan_extraction
 
         return plan_extraction(
             self.videos,
@@ -274,7 +275,7 @@ def extract(
 def _extract_on_one_device(request: _Request, shard: str | None, device: str | None) -> int:
     """Run one shard (all videos without ``--shard``) in this process; returns the exit code."""
     from tsp_cli.cli.progress import ExtractProgress
-    from tsp_cli.pipeline.engine import run_extraction
+    from tsp_cli.pipeline.extraction import run_extraction
 
     shard_spec, device, launcher = _choose_shard(shard, device)
     plan = request.plan(shard_spec, device)
