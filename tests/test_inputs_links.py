@@ -125,3 +125,16 @@ def test_the_scan_finds_the_real_files_find_dash_L_finds(tmp_path: Path) -> None
     found = [os.path.realpath(video.path) for video in find_videos([data])]
     assert len(found) == len(set(found)) == 5
     assert set(found) == expected
+
+
+def test_extract_names_the_skipped_links_before_it_starts_and_searches_linked_folders(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "store"
+    make_video(data / "a.mp4", frames=40)
+    make_video(store / "b.mp4", frames=40)
+    (data / "linked").symlink_to(store)
+    (data / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    result = CliRunner().invoke(app, ["extract", str(data), "-o", str(tmp_path / "out"), "--dry-run", "-j", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"Note: Skipped 1 symbolic link whose target does not exist: {data}/gone.mp4." in result.output
+    assert "extract: 2 videos, 0 already done, 2 to do" in result.output
+    assert "2 checked (dry run)" in result.output

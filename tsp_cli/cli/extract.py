@@ -393,6 +393,8 @@ def _extract_on_devices(request: _Request, devices: str) -> int:
 
     device_list = _checked_devices(devices)
     plan = request.plan(Shard(), device_list[0])  # every video: the children split them
+    for note in plan.notes:  # each child says them in its log; the user reads them here
+        err.print(f"[yellow]Note:[/] {escape(note)}")
     arguments = (
         []
         if request.dry_run

@@ -23,7 +23,7 @@ from tsp_cli.pipeline import store
 from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.devices import resolve_device
 from tsp_cli.pipeline.events import Event, RunStarted, RunSummary
-from tsp_cli.pipeline.inputs import VideoJob, plan_shard_jobs
+from tsp_cli.pipeline.inputs import VideoJob, plan_shard
 from tsp_cli.pipeline.precision import PRECISIONS
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
@@ -56,6 +56,8 @@ class ExtractionPlan:
     device: torch.device
     settings: ClipSettings
     shard: Shard
+    #: Sentences for the run's start: what the folder scan skipped (dangling links, loops).
+    notes: tuple[str, ...] = ()
 
 
 def _check_output_folder(out_dir: Path) -> None:
@@ -93,9 +95,9 @@ def plan_extraction(
         raise UsageError("--stride and --clip-len must be at least 1, and --frame-rate positive.")
     out_dir = Path(out_dir)
     _check_output_folder(out_dir)
-    jobs = plan_shard_jobs(videos, metadata, shard)  # only the shard's rows are read, checked and built
+    planned = plan_shard(videos, metadata, shard)  # only the shard's rows are read, checked and built
     settings = ClipSettings(clip_len=clip_len, frame_rate=frame_rate, stride=stride)
-    return ExtractionPlan(jobs, out_dir, resolve_device(device), settings, shard)
+    return ExtractionPlan(planned.jobs, out_dir, resolve_device(device), settings, shard, tuple(planned.notes))
 
 
 def run_extraction(
@@ -119,7 +121,7 @@ def run_extraction(
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
     workers = default_workers() if workers is None else workers
-    model, notes = None, []
+    model, notes = None, list(plan.notes)
     if plan.device.type == "cuda" and plan.device.index is not None:
         torch.cuda.set_device(plan.device)  # pinned memory and cuDNN state then live on this GPU, not cuda:0
     if not dry_run:
