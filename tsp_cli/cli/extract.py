@@ -31,6 +31,7 @@ from tsp_cli.cli.common import (
     positive_number,
     whole_number,
 )
+from tsp_cli.cli.interrupts import sigterm_stops_like_ctrl_c
 from tsp_cli.errors import DeviceError, DownloadError, TspError, UsageError
 from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
@@ -301,7 +302,7 @@ def extract(
     """Extract one feature file per video: clips x 512 float32, exactly as the reference recipe.
 
     Resumes: finished videos (their <name>.npy exists) are skipped, so the same command run again
-    after a crash or Ctrl-C finishes the rest. A video that cannot be decoded never stops the run:
+    after a crash, Ctrl-C or SIGTERM finishes the rest. A video that cannot be decoded never stops the run:
     it is listed in OUTPUT/failures.jsonl with the reason, the run exits 1, and a rerun tries it again.
     """
     request = _Request(
@@ -321,10 +322,11 @@ def extract(
         offline=offline,
         report=report,
     )
-    if devices is not None:
-        _refuse_with_devices(shard, device)
-        raise typer.Exit(_extract_on_devices(request, devices))
-    raise typer.Exit(_extract_on_one_device(request, shard, device))
+    with sigterm_stops_like_ctrl_c():  # Slurm's SIGTERM: cleaned up, workers ended, exit 143
+        if devices is not None:
+            _refuse_with_devices(shard, device)
+            raise typer.Exit(_extract_on_devices(request, devices))
+        raise typer.Exit(_extract_on_one_device(request, shard, device))
 
 
 def _extract_on_one_device(request: _Request, shard: str | None, device: str | None) -> int:
@@ -443,6 +445,8 @@ def _extract_on_devices(request: _Request, devices: str) -> int:
 
     device_list = _checked_devices(devices)
     plan = request.plan(Shard(), device_list[0])  # every video: the children split them
+    for note in plan.notes:  # each child says them in its log; the user reads them here
+        err.print(f"[yellow]Note:[/] {escape(note)}")
     arguments = (
         []
         if request.dry_run
