@@ -39,7 +39,7 @@ from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.precision import autocast_dtype, float32_math
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
-from tsp_cli.pipeline.transform import CROP_SIZE, blend_frames
+from tsp_cli.pipeline.transform import blend_frames, taps_per_frame
 from tsp_cli.pipeline.workers import SLABS_PER_WORKER, WorkerSide, decoded_messages, worker_died
 
 
@@ -131,7 +131,9 @@ class _Engine:
         # One batch tensor reused for every batch: allocating ~77 MB per batch costs more in
         # page faults than filling it does.
         self.batch_buffer = torch.empty(
-            (batch_size, 3, settings.clip_len, CROP_SIZE, CROP_SIZE), dtype=torch.float32, device=device
+            (batch_size, 3, settings.clip_len, settings.recipe.crop, settings.recipe.crop),
+            dtype=torch.float32,
+            device=device,
         )
         self.summary = RunSummary()
 
@@ -179,9 +181,9 @@ class _Engine:
 
     def _blend(self, taps: torch.Tensor, chunk: FrameChunk) -> torch.Tensor:
         if taps.device.type != "cpu":
-            return blend_frames(taps, chunk.frame_sizes)
+            return blend_frames(taps, chunk.frame_sizes, self.settings.recipe)
         with one_torch_thread():  # the decoding workers have the cores
-            return blend_frames(taps, chunk.frame_sizes)
+            return blend_frames(taps, chunk.frame_sizes, self.settings.recipe)
 
     def _add_chunk(self, video: _Video, chunk: FrameChunk, frames: torch.Tensor | None) -> None:
         job = chunk.job
@@ -339,7 +341,14 @@ def run_jobs(
         order, group_workers = groups.popleft()
         work = WorkList(order, max(group_workers, 1), [job.path for job in engine.jobs])
         slabs = (
-            SlabPool(group_workers, SLABS_PER_WORKER, FRAMES_PER_CHUNK + settings.clip_len) if group_workers else None
+            SlabPool(
+                workers=group_workers,
+                slabs=SLABS_PER_WORKER,
+                frames=FRAMES_PER_CHUNK + settings.clip_len,
+                taps=taps_per_frame(settings.recipe),
+            )
+            if group_workers
+            else None
         )
         dataset = WorkerSide(
             jobs=engine.jobs, work=work, settings=settings, clips_per_chunk=clips_per_chunk, slabs=slabs

@@ -135,12 +135,25 @@ def _check_options(options: ExtractionOptions) -> None:
 
 
 def clip_settings(options: ExtractionOptions) -> ClipSettings:
-    """The clip plan of ``options``: its recipe, with ``clip_len`` and ``frame_rate`` overriding the recipe's."""
-    return ClipSettings(
-        clip_len=options.clip_len if options.clip_len is not None else options.recipe.clip_len,
-        frame_rate=options.frame_rate if options.frame_rate is not None else options.recipe.frame_rate,
-        stride=options.stride,
-    )
+    """The clips and pixels of ``options``: its recipe, with ``clip_len`` and ``frame_rate`` overriding the recipe's."""
+    recipe = options.recipe
+    if options.clip_len is not None:
+        recipe = replace(recipe, clip_len=options.clip_len)
+    if options.frame_rate is not None:
+        recipe = replace(recipe, frame_rate=options.frame_rate)
+    return ClipSettings(stride=options.stride, recipe=recipe)
+
+
+def recipe_settings(recipe: Recipe) -> dict[str, object]:
+    """The recipe as the manifest records it: clip length, frame rate, resize, crop, mean and std."""
+    return {
+        "clip_len": recipe.clip_len,
+        "frame_rate": recipe.frame_rate,
+        "resize": list(recipe.resize),
+        "crop": recipe.crop,
+        "mean": list(recipe.mean),
+        "std": list(recipe.std),
+    }
 
 
 def plan_extraction(
@@ -197,8 +210,7 @@ def run_extraction(
                 "checkpoint": options.checkpoint_name or Path(checkpoint).name,
                 "checkpoint_sha256": file_sha256(Path(checkpoint)),
                 "backbone": backbone,
-                "clip_len": settings.clip_len,
-                "frame_rate": settings.frame_rate,
+                **recipe_settings(settings.recipe),
                 "stride": settings.stride,
                 "precision": options.precision,
             },
