@@ -20,7 +20,7 @@ from benchmarks import baseline, floor, memory, pipeline
 from benchmarks.report import Row, as_markdown, as_text, at_least, at_most
 from benchmarks.videos import VideoSpec, generate
 from tsp_cli.cli.app import app
-from tsp_cli.pipeline.engine import run_jobs
+from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings
 

@@ -14,7 +14,7 @@ from tsp_cli.cli import progress as progress_module
 from tsp_cli.cli.app import app
 from tsp_cli.cli.progress import ExtractProgress, StepProgress
 from tsp_cli.data.progress import Progress as StepEvent
-from tsp_cli.pipeline.engine import ClipProgress, RunStarted, VideoEnded
+from tsp_cli.pipeline.events import ClipProgress, RunStarted, VideoEnded
 
 
 def invoke(*args: object):

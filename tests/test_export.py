@@ -23,6 +23,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.helpers import said
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
 from tsp_cli.data import export as exporting
@@ -37,10 +38,6 @@ runner = CliRunner()
 SETTINGS = MANIFEST["settings"]
 #: ActivityNet-style names (``v_`` + id), one with dots and a space, one 0-clip and one 1-clip video.
 CLIPS = {"v_abcdefghijk": 7, "v_a.b c": 5, "v_lmnopqrstuv": 130, "v_short": 0, "v_one": 1}
-
-
-def said(result) -> str:
-    return " ".join(result.output.split())
 
 
 def features(rows: int, seed: int) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import said
 from tsp_cli.atomic import TEMP_MARKER, atomic_path
 from tsp_cli.cli.app import app
 from tsp_cli.data import inspection, merge
@@ -19,11 +20,6 @@ from tsp_cli.data.legacy import UnsafePickleError, load_legacy_features
 from tsp_cli.pipeline.sampling import clip_start_times
 
 runner = CliRunner()
-
-
-def said(result) -> str:
-    """Everything the command printed, with Rich's line wrapping undone."""
-    return " ".join(result.output.split())
 
 
 MANIFEST = {

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import said
 from tests.videos import make_video
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
@@ -16,11 +17,6 @@ from tsp_cli.data.metadata import VideoTiming, read_metadata_csv
 
 runner = CliRunner()
 PARITY = Path(__file__).parents[1] / ".." / "shared" / "parity"
-
-
-def said(result) -> str:
-    """Everything the command printed, with Rich's line wrapping undone."""
-    return " ".join(result.output.split())
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

@@ -20,6 +20,7 @@ import pooch.downloaders
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import squeezed
 from tests.helpers_http import FileServer, unused_port
 from tsp_cli.cli.app import app
 from tsp_cli.errors import DownloadError
@@ -35,11 +36,6 @@ WEIGHTS = b"not really a checkpoint, but bytes with a known hash\n" * 100
 
 def sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
-
-
-def squeezed(text: str) -> str:
-    """``text`` without whitespace: Rich wraps long messages at 80 columns in tests."""
-    return "".join(text.split())
 
 
 def assert_says(result, *fragments: str) -> None:

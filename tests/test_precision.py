@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from tests.videos import make_video
-from tsp_cli.pipeline.engine import run_jobs
+from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.precision import PRECISIONS, float32_math
 from tsp_cli.pipeline.sampling import ClipSettings

@@ -19,7 +19,7 @@ from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
 from tsp_cli.errors import UsageError
 from tsp_cli.pipeline import fanout, records, store
-from tsp_cli.pipeline.engine import extract_features
+from tsp_cli.pipeline.extraction import extract_features
 from tsp_cli.pipeline.fanout import FanoutResult, ShardRun
 from tsp_cli.pipeline.sharding import Shard
 

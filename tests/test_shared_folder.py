@@ -24,7 +24,7 @@ import pytest
 from tests.videos import make_video
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.pipeline import records, store
-from tsp_cli.pipeline.engine import extract_features
+from tsp_cli.pipeline.extraction import extract_features
 
 pytestmark = pytest.mark.slow
 

@@ -11,6 +11,7 @@ import av
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import said
 from tests.videos import frame_index, make_video
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
@@ -18,11 +19,6 @@ from tsp_cli.data.standardize import standardize_video
 
 runner = CliRunner()
 HEVC = "libx265" if "libx265" in av.codecs_available else "libx264"
-
-
-def said(result) -> str:
-    """Everything the command printed, with Rich's line wrapping undone."""
-    return " ".join(result.output.split())
 
 
 def decoded(path: Path) -> tuple[av.video.stream.VideoStream, list[int], list[int]]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import said
 from tsp_cli.cli.app import app
 from tsp_cli.data.status import RECENT_WINDOW_SECONDS, folder_status, recent_speed, slurm_array_spec
 from tsp_cli.pipeline import records, store
@@ -17,11 +18,6 @@ from tsp_cli.pipeline.sharding import Shard
 
 runner = CliRunner()
 NAMES = [f"v{i}" for i in range(9)]
-
-
-def said(result) -> str:
-    """Everything the command printed, with Rich's line wrapping undone."""
-    return " ".join(result.output.split())
 
 
 @pytest.fixture

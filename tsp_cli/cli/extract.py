@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -29,10 +29,12 @@ from tsp_cli.cli.common import (
     out,
 )
 from tsp_cli.errors import DeviceError, DownloadError, TspError, UsageError
+from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
-    from tsp_cli.pipeline.engine import ExtractionPlan, RunSummary
+    from tsp_cli.pipeline.events import RunSummary
+    from tsp_cli.pipeline.extraction import ExtractionPlan
     from tsp_cli.pipeline.fanout import FanoutResult
     from tsp_cli.pipeline.sharding import Shard
 
@@ -81,16 +83,15 @@ def _print_failed(failed: int, retryable: int, *, where: str) -> None:
     err.print(f"[red]{count(failed, 'video')} failed, {where}.{advice}[/]")
 
 
-def _resolve_checkpoint(
-    local: Path | None, name: str | None, backbone: str | None, offline: bool
-) -> tuple[Path, str | None, str | None]:
-    """The checkpoint file to load, its released name if any, and the backbone to expect."""
+def _checkpoint_entry(
+    local: Path | None, name: str | None, backbone: str | None
+) -> tuple[str | None, str | None, Recipe]:
+    """The checkpoint's registry name (``None`` for ``--local``), the backbone to expect and its recipe; nothing downloaded."""
     if local is not None and name is not None:
         raise UsageError("Give either --local PATH or --checkpoint NAME, not both.")
     if local is not None:
-        return local, None, backbone
-    from tsp_cli.cli.progress import DownloadBar, download_progress
-    from tsp_cli.models import cache, registry
+        return None, backbone, TSP_RECIPE
+    from tsp_cli.models import registry
 
     name = name or DEFAULT_CHECKPOINT
     entry = registry.get(name)
@@ -98,9 +99,16 @@ def _resolve_checkpoint(
         raise UsageError(
             f"Checkpoint {name} is a {entry.backbone} model, not {backbone}; drop --backbone or change it."
         )
+    return name, entry.backbone, entry.recipe
+
+
+def _fetch_checkpoint(name: str, offline: bool) -> Path:
+    """The cached file of a registry checkpoint, downloaded (with a progress bar) the first time."""
+    from tsp_cli.cli.progress import DownloadBar, download_progress
+    from tsp_cli.models import cache
+
     with download_progress(transient=True) as progress:
-        path = cache.fetch(name, offline=offline, progress=DownloadBar(progress, name))
-    return path, name, entry.backbone
+        return cache.fetch(name, offline=offline, progress=DownloadBar(progress, name))
 
 
 @dataclass(frozen=True)
@@ -117,26 +125,36 @@ class _Request:
     batch_size: int
     workers: int | None
     dry_run: bool
-    clip_len: int
-    frame_rate: float
+    clip_len: int | None
+    frame_rate: float | None
     precision: str
     offline: bool
     report: Path | None
 
     def plan(self, shard: Shard, device: str | None) -> ExtractionPlan:
-        """Validate the request and list ``shard``'s videos, before anything slow."""
-        from tsp_cli.pipeline.engine import plan_extraction
+        """Validate the request and list ``shard``'s videos, before anything slow (the checkpoint is looked up, not fetched)."""
+        from tsp_cli.pipeline.extraction import ExtractionOptions, plan_extraction
 
-        return plan_extraction(
-            self.videos,
-            self.output,
+        name, backbone, recipe = None, self.backbone, TSP_RECIPE
+        if not self.dry_run or self.checkpoint is not None:  # a dry run needs a checkpoint only for its recipe
+            name, backbone, recipe = _checkpoint_entry(self.local, self.checkpoint, self.backbone)
+        options = ExtractionOptions(
+            checkpoint=self.local,
+            checkpoint_name=name,
+            backbone=backbone,
             stride=self.stride,
             clip_len=self.clip_len,
             frame_rate=self.frame_rate,
             metadata=self.metadata,
             shard=shard,
             device=device,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            precision=self.precision,
+            dry_run=self.dry_run,
+            recipe=recipe,
         )
+        return plan_extraction(self.videos, self.output, options)
 
 
 #: A checkpoint that cannot be downloaded stops ``extract`` before any video: nothing started (2).
@@ -218,12 +236,23 @@ def extract(
         ),
     ] = False,
     clip_len: Annotated[
-        int, typer.Option("--clip-len", min=1, help="Frames per clip (the released models use 16).")
-    ] = 16,
+        int | None,
+        typer.Option(
+            "--clip-len",
+            min=1,
+            help="Frames per clip (default: the checkpoint's recipe; 16 for the released models).",
+            show_default=False,
+        ),
+    ] = None,
     frame_rate: Annotated[
-        float,
-        typer.Option("--frame-rate", min=0.001, help="Frame rate clips are sampled at (the released models use 15)."),
-    ] = 15.0,
+        float | None,
+        typer.Option(
+            "--frame-rate",
+            min=0.001,
+            help="Frame rate clips are sampled at (default: the checkpoint's recipe; 15 for the released models).",
+            show_default=False,
+        ),
+    ] = None,
     precision: Annotated[
         Precision,
         typer.Option(
@@ -272,28 +301,17 @@ def extract(
 def _extract_on_one_device(request: _Request, shard: str | None, device: str | None) -> int:
     """Run one shard (all videos without ``--shard``) in this process; returns the exit code."""
     from tsp_cli.cli.progress import ExtractProgress
-    from tsp_cli.pipeline.engine import run_extraction
+    from tsp_cli.pipeline.extraction import run_extraction
 
     shard_spec, device, launcher = _choose_shard(shard, device)
     plan = request.plan(shard_spec, device)
-    checkpoint_path, checkpoint_name, backbone_name = None, None, request.backbone
-    if not request.dry_run:
-        checkpoint_path, checkpoint_name, backbone_name = _resolve_checkpoint(
-            request.local, request.checkpoint, backbone_name, request.offline
-        )
+    checkpoint_path = None
+    if not request.dry_run and request.local is None:
+        assert plan.options.checkpoint_name is not None
+        checkpoint_path = _fetch_checkpoint(plan.options.checkpoint_name, request.offline)
     label = f"shard {shard_spec}" if shard_spec.count > 1 else "extract"
     with ExtractProgress(label) as progress:
-        summary = run_extraction(
-            plan,
-            checkpoint=checkpoint_path,
-            backbone=backbone_name,
-            checkpoint_name=checkpoint_name,
-            batch_size=request.batch_size,
-            workers=request.workers,
-            precision=request.precision,
-            dry_run=request.dry_run,
-            on_event=progress,
-        )
+        summary = run_extraction(plan, checkpoint=checkpoint_path, on_event=progress)
     _print_summary(summary, dry_run=request.dry_run)
     if request.report is not None:
         _write_report(request.report, summary)
@@ -305,7 +323,7 @@ def _write_report(path: Path, summary: RunSummary) -> None:
     from tsp_cli.atomic import atomic_path
 
     with atomic_path(path) as temp:
-        temp.write_text(json.dumps({**asdict(summary), "exit_code": 1 if summary.failed else 0}))
+        temp.write_text(json.dumps(summary.counts()))
 
 
 # ---- --shard auto ------------------------------------------------------------------------
@@ -418,8 +436,10 @@ def _checkpoint_arguments(local: Path | None, name: str | None, backbone: str | 
     """The children's checkpoint options; a released checkpoint is fetched here once, so children only read the cache."""
     if local is not None and name is None:
         return ["--local", str(local), *(["--backbone", backbone] if backbone else [])]
-    _, released_name, _ = _resolve_checkpoint(local, name, backbone, offline)
-    return ["--checkpoint", str(released_name), "--offline"]
+    released_name, _, _ = _checkpoint_entry(local, name, backbone)
+    assert released_name is not None
+    _fetch_checkpoint(released_name, offline)
+    return ["--checkpoint", released_name, "--offline"]
 
 
 def _shared_extract_arguments(request: _Request, shards: int) -> list[str]:
@@ -436,13 +456,13 @@ def _shared_extract_arguments(request: _Request, shards: int) -> list[str]:
         str(request.batch_size),
         "--workers",
         str(workers),
-        "--clip-len",
-        str(request.clip_len),
-        "--frame-rate",
-        repr(request.frame_rate),
         "--precision",
         request.precision,
     ]
+    if request.clip_len is not None:
+        arguments += ["--clip-len", str(request.clip_len)]
+    if request.frame_rate is not None:
+        arguments += ["--frame-rate", repr(request.frame_rate)]
     if request.metadata is not None:
         arguments += ["--metadata", str(request.metadata)]
     if request.dry_run:
