@@ -186,6 +186,10 @@ def test_an_old_layout_folder_with_a_half_line_resumes_reports_it_once_and_keeps
     (out / "c.npy").unlink()
     legacy = out / records.LEGACY_RECORDS_NAME
     legacy.write_bytes(legacy.read_bytes() + b'{"video": "zz", "fp')  # cut short by a crash
+    (out / records.LEGACY_FAILURES_NAME).write_text('{"video": "c", "error": "old failure", "time": 5.0}\n')
+    code, report = status_json(out, videos)
+    assert (code, report["done"], report["failed"], report["missing"]) == (1, 2, 1, 0)
+    assert report["failures"][0] == {"video": "c", "error": "old failure", "shard": None, "failed_at": 5.0}
     result = extract(videos, out, r3d_checkpoint)
     assert result.exit_code == 0, result.output
     text = said(result)

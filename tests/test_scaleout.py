@@ -402,3 +402,20 @@ def test_two_processes_creating_the_manifest_at_the_same_moment_both_go_on(tmp_p
         assert [results.get(timeout=5), results.get(timeout=5)] == ["ok", "ok"]
         assert json.loads((folder / store.MANIFEST_NAME).read_text())["settings"]["stride"] == 16
         assert [p.name for p in folder.iterdir()] == [store.MANIFEST_NAME]
+
+
+def test_without_hard_links_the_manifest_is_created_exclusively_and_compared(tmp_path: Path, monkeypatch) -> None:
+    """A file system that refuses ``link`` (EPERM): an exclusive create decides, the loser compares."""
+    import errno
+
+    def no_links(source, target):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert store.claim_output_folder(tmp_path, {"stride": 16}, {"tsp": "1"}) == []
+    assert store.claim_output_folder(tmp_path, {"stride": 16}, {"tsp": "2"}) == [
+        "tsp is 2 now, 1 when this folder was started."
+    ]
+    with pytest.raises(UsageError, match="stride 16 there vs 4 now"):
+        store.claim_output_folder(tmp_path, {"stride": 4}, {"tsp": "1"})
+    assert [p.name for p in tmp_path.iterdir()] == [store.MANIFEST_NAME]
