@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tsp_cli import __version__
-from tsp_cli.cli import data, export, extract, models, status
+from tsp_cli.cli import data, doctor, export, extract, models, status
 
 
 def _tidy_help_types() -> None:
@@ -80,6 +80,7 @@ app.command("extract")(extract.extract)
 app.command("status")(status.status)
 data.register(app)
 app.command("export")(export.export)
+app.command("doctor")(doctor.doctor)
 
 
 def _print_version(value: bool) -> None:
