@@ -155,7 +155,7 @@ def test_extract_help_names_the_default_checkpoint_whole_and_wraps_its_paragraph
 
 
 def test_the_precisions_the_cli_offers_are_the_ones_the_core_knows() -> None:
-    from tsp_cli.cli.extract import PRECISION_NAMES
+    from tsp_cli.cli.common import PRECISION_NAMES
     from tsp_cli.pipeline.precision import PRECISIONS
 
     assert tuple(PRECISIONS) == PRECISION_NAMES

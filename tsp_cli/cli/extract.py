@@ -29,6 +29,7 @@ from tsp_cli.cli.common import (
     one_of,
     out,
     positive_number,
+    precision_option,
     whole_number,
 )
 from tsp_cli.cli.interrupts import sigterm_stops_like_ctrl_c
@@ -41,11 +42,6 @@ if TYPE_CHECKING:
     from tsp_cli.pipeline.extraction import ExtractionPlan
     from tsp_cli.pipeline.fanout import FanoutResult
     from tsp_cli.pipeline.sharding import Shard
-
-
-#: The --precision choices: ``tsp_cli.pipeline.precision.PRECISIONS`` (a test keeps them equal), written out
-#: here because that module imports torch, which a refused command must not wait for.
-PRECISION_NAMES = ("fp32", "tf32", "fp16", "bf16")
 
 
 def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
@@ -283,11 +279,8 @@ def extract(
     ] = None,
     precision: Annotated[
         str,
-        typer.Option(
-            "--precision",
-            parser=one_of(PRECISION_NAMES),
-            metavar=choices_metavar(PRECISION_NAMES),
-            help="fp32 (TF32 off) reproduces the reference; tf32, fp16 and bf16 are faster on GPUs, with small deviations.",
+        precision_option(
+            "fp32 (TF32 off) reproduces the reference; tf32, fp16 and bf16 are faster on GPUs, with small deviations."
         ),
     ] = "fp32",
     offline: Annotated[
