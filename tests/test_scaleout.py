@@ -280,7 +280,7 @@ def test_a_dry_run_on_devices_totals_what_its_shards_checked_and_calls_a_failed_
     assert result.exit_code == 1, result.output
     assert "2 shards: 1 checked (dry run), 0 skipped, 7 with no clips, 1 failed · 2 clips" in text
     assert "stopped" not in text and "could not start" not in text
-    assert "1 video failed, listed in the shards' logs. They cannot be decoded as they are" in text
+    assert "1 video failed, listed in the shards' logs. It cannot be decoded as it is" in text
     assert not out.exists()
 
 

@@ -56,7 +56,8 @@ def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
         line += f" · the model waited for decoded frames {summary.data_wait_share:.0%} of the time"
     out.print(line)
     if summary.no_clips_names:
-        out.print(f"Shorter than one clip (saved as 0 clips): {escape(', '.join(summary.no_clips_names))}")
+        saved = "would be saved as 0 clips" if dry_run else "saved as 0 clips"
+        out.print(f"Shorter than one clip ({saved}): {escape(', '.join(sorted(summary.no_clips_names)))}")
     if summary.high_bit_depth:
         listed = ", ".join(f"{name} ({pixel_format})" for name, pixel_format in summary.high_bit_depth)
         err.print(
@@ -74,7 +75,7 @@ def _print_failed(failed: int, retryable: int, *, where: str) -> None:
     elif retryable:
         advice = f" Rerun to retry the {retryable} that may succeed; the others cannot be decoded as they are."
     else:
-        advice = " They cannot be decoded as they are (see each reason)."
+        advice = f" {'It' if failed == 1 else 'They'} cannot be decoded as {'it is' if failed == 1 else 'they are'} (see {'the' if failed == 1 else 'each'} reason)."
     err.print(f"[red]{count(failed, 'video')} failed, {where}.{advice}[/]")
 
 
@@ -318,7 +319,7 @@ def _extract_on_one_device(request: _Request, shard: str | None, device: str | N
             request.local, request.checkpoint, backbone_name, request.offline
         )
     label = f"shard {shard_spec}" if shard_spec.count > 1 else "extract"
-    with ExtractProgress(label) as progress:
+    with ExtractProgress(label, dry_run=request.dry_run) as progress:
         summary = run_extraction(
             plan,
             checkpoint=checkpoint_path,
