@@ -2,7 +2,7 @@
 
 One device runs in this process (:func:`_extract_on_one_device`); ``--devices`` runs one shard
 per device as child processes (``tsp_cli.pipeline.fanout``, :func:`_extract_on_devices`) and
-shows their progress side by side. ``--shard auto`` takes the shard from Slurm or torchrun.
+shows their progress side by side. ``--shard auto`` takes the shard from Slurm, torchrun or Google Batch.
 Progress displays live in ``tsp_cli.cli.progress``.
 """
 
@@ -213,7 +213,7 @@ def extract(
         typer.Option(
             "--shard",
             metavar="<i/n|auto>",
-            help="Process shard i of n (0-based) of the ordered video list, e.g. 0/4; auto takes it from a Slurm job array, torchrun or Slurm tasks.",
+            help="Process shard i of n (0-based) of the ordered video list, e.g. 0/4; auto takes it from a Slurm job array, torchrun, a Google Batch job or Slurm tasks.",
             show_default=False,
         ),
     ] = None,
