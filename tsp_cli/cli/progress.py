@@ -4,8 +4,8 @@ On a terminal a Rich live display on stderr; without one (cluster logs, pipes) a
 most every :data:`LOG_INTERVAL_SECONDS`, plus the last one. Displays:
 
 - :class:`StepProgress`: the data steps (merge, inspect, metadata, standardize), items done of a total;
-- :class:`ExtractProgress`: ``tsp extract``'s engine events, in clips (known once a video is probed);
-- :class:`ShardsProgress`: ``tsp extract --devices``, one bar per shard and a total;
+- :class:`ExtractProgress`: ``tsp extract``'s engine events, in clips (known once a video is probed),
+  on one device or, summed by ``tsp_cli.cli.fanout.ShardEvents``, on several (``--devices``);
 - :class:`DownloadBar` and :func:`download_progress`: checkpoint downloads, in bytes.
 
 Rich is imported here and only when a display is made, so that ``tsp --help`` does not pay for it.
@@ -14,7 +14,7 @@ Rich is imported here and only when a display is made, so that ``tsp --help`` do
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tsp_cli.cli.common import count, err, is_interactive
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from tsp_cli.data.progress import Progress as StepEvent
     from tsp_cli.pipeline.engine import ClipProgress, Event, RunStarted, VideoEnded
-    from tsp_cli.pipeline.fanout import ShardRun
 
 #: Without a terminal, one progress line at most this often (plus the last one), for every command.
 LOG_INTERVAL_SECONDS = 30.0
@@ -230,55 +229,6 @@ class ExtractProgress(_Display):
                 f"{self.label}: {self.clips}/{total} clips, {count(self.videos_left, 'video')} to go, "
                 f"{rate:.1f} clips/s, ETA {_eta(remaining, rate)}",
                 highlight=False,
-            )
-
-
-# ---- tsp extract --devices ---------------------------------------------------------------------
-
-
-class ShardsProgress(_Display):
-    """One bar per shard plus a total on a terminal; a plain line now and then in logs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tasks: dict[str, TaskID] = {}
-
-    def columns(self) -> tuple[Any, ...]:
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-
-        return (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("videos · {task.fields[failed]} failed · {task.fields[clips]} clips"),
-            TimeElapsedColumn(),
-        )
-
-    def __call__(self, runs: Sequence[ShardRun]) -> None:
-        from rich.markup import escape
-
-        rows = [
-            (f"shard {run.shard} on {run.device}", run.videos, run.settled, len(run.failed), run.clips) for run in runs
-        ]
-        rows.append(
-            (
-                "total",
-                sum(row[1] for row in rows),
-                sum(row[2] for row in rows),
-                sum(row[3] for row in rows),
-                sum(row[4] for row in rows),
-            )
-        )
-        if self.progress is not None:
-            for label, videos, settled, failed, clips in rows:
-                if label not in self.tasks:
-                    self.tasks[label] = self.progress.add_task(escape(label), total=max(videos, 1), failed=0, clips=0)
-                self.progress.update(self.tasks[label], completed=settled, failed=failed, clips=clips)
-        elif self.line_due():
-            err.print(
-                " · ".join(
-                    f"{label} {settled}/{videos} ({failed} failed)" for label, videos, settled, failed, _ in rows[::-1]
-                )
             )
 
 

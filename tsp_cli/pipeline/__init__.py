@@ -5,7 +5,7 @@ decoding), ``sampling`` (the clip plan as pure functions), ``transform`` (per-fr
 normalise, crop), ``clipper`` (a worker's decode loop: frames to clip-ready chunks), ``segments`` (a long
 video cut into keyframe-aligned runs of clips for several workers), ``handoff`` (shared-memory
 frame slabs and the shared work list), ``engine`` (workers, batches, the model, writes), ``store`` (atomic per-video outputs, manifest, records),
-``sharding`` / ``fanout`` / ``devices`` (splitting work over tasks and GPUs).
+``sharding`` / ``devices`` (splitting work over tasks, choosing the GPU; ``tsp extract --devices`` runs its children from ``tsp_cli.cli.fanout``).
 
 Imports ``tsp_cli.models`` and the foundation; never ``tsp_cli.data`` or the CLI, and never
 typer or rich.
