@@ -120,12 +120,33 @@ def choices_metavar(names: Sequence[str]) -> str:
     return f"<{'|'.join(names)}>"
 
 
+def _workers(text: str) -> int:
+    """``--workers``: a whole number, capped at the cores this process may use, with one plain note.
+
+    More decoding processes than cores only compete for them (and torch's DataLoader would warn
+    about it in its own words); workers beyond the number of videos are not capped, as a long
+    video is decoded in segments by several.
+    """
+    from tsp_cli.parallel import available_cores
+
+    requested = whole_number(0)(text)
+    cores = available_cores()
+    if requested > cores:
+        err.print(
+            f"[yellow]Note:[/] --workers {requested} is more than the {count(cores, 'core')} this process may use; "
+            f"using {cores}."
+        )
+        return cores
+    return requested
+
+
 WorkersOption = Annotated[
     int | None,
     typer.Option(
         "--workers",
         "-j",
-        parser=whole_number(0),
+        parser=_workers,
+        metavar="<int>",
         help="Decoding processes (default: CPU count, at most 8; 0 decodes in the main process).",
     ),
 ]

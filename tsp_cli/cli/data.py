@@ -97,6 +97,24 @@ def merge(
         f"Merged {count(result.videos, 'video')} ({count(result.rows, 'row')} × {result.width}) "
         f"into {escape(str(result.output))}."
     )
+    _say_failed_videos_left_out(out_dir, allowed=allow_missing)
+
+
+def _say_failed_videos_left_out(out_dir: Path, *, allowed: bool) -> None:
+    """A folder whose failures.jsonl names videos with no features: they are not in the file, so say so
+    and exit 1 (0 with ``--allow-missing``), as extract does for the same videos."""
+    from tsp_cli.pipeline import store
+
+    failed = sorted(store.read_failures(out_dir))
+    if not failed:
+        return
+    shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+    err.print(
+        f"[{'yellow' if allowed else 'red'}]{count(len(failed), 'video')} failed in extraction and {'is' if len(failed) == 1 else 'are'} not in "
+        f"the file: {escape(shown)} (see {store.FAILURES_NAME}; `tsp status {escape(str(out_dir))}` lists why).[/]"
+    )
+    if not allowed:
+        raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
 def _warn(notes: list[str]) -> None:

@@ -1,15 +1,15 @@
 """``tsp extract``: options, checkpoint resolution and the closing summary.
 
 One device runs in this process (:func:`_extract_on_one_device`); ``--devices`` runs one shard
-per device as child processes (``tsp_cli.pipeline.fanout``, :func:`_extract_on_devices`) and
-shows their progress side by side. ``--shard auto`` takes the shard from Slurm or torchrun.
+per device as child processes (``tsp_cli.cli.fanout``, :func:`_extract_on_devices`) and
+shows them as one run. ``--shard auto`` takes the shard from Slurm, torchrun or Google Batch.
 Progress displays live in ``tsp_cli.cli.progress``.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -38,9 +38,9 @@ from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
-    from tsp_cli.pipeline.events import RunSummary
+    from tsp_cli.cli.fanout import FanoutResult
+    from tsp_cli.pipeline.events import Event, RunSummary
     from tsp_cli.pipeline.extraction import ExtractionPlan
-    from tsp_cli.pipeline.fanout import FanoutResult
     from tsp_cli.pipeline.sharding import Shard
 
 
@@ -55,7 +55,8 @@ def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
         line += f" · the model waited for decoded frames {summary.data_wait_share:.0%} of the time"
     out.print(line)
     if summary.no_clips_names:
-        out.print(f"Shorter than one clip (saved as 0 clips): {escape(', '.join(summary.no_clips_names))}")
+        saved = "would be saved as 0 clips" if dry_run else "saved as 0 clips"
+        out.print(f"Shorter than one clip ({saved}): {escape(', '.join(sorted(summary.no_clips_names)))}")
     if summary.high_bit_depth:
         listed = ", ".join(f"{name} ({pixel_format})" for name, pixel_format in summary.high_bit_depth)
         err.print(
@@ -73,7 +74,7 @@ def _print_failed(failed: int, retryable: int, *, where: str) -> None:
     elif retryable:
         advice = f" Rerun to retry the {retryable} that may succeed; the others cannot be decoded as they are."
     else:
-        advice = " They cannot be decoded as they are (see each reason)."
+        advice = f" {'It' if failed == 1 else 'They'} cannot be decoded as {'it is' if failed == 1 else 'they are'} (see {'the' if failed == 1 else 'each'} reason)."
     err.print(f"[red]{count(failed, 'video')} failed, {where}.{advice}[/]")
 
 
@@ -227,7 +228,7 @@ def extract(
         typer.Option(
             "--shard",
             metavar="<i/n|auto>",
-            help="Process shard i of n (0-based) of the ordered video list, e.g. 0/4; auto takes it from a Slurm job array, torchrun or Slurm tasks.",
+            help="Process shard i of n (0-based) of the ordered video list, e.g. 0/4; auto takes it from a Slurm job array, torchrun, a Google Batch job or Slurm tasks.",
             show_default=False,
         ),
     ] = None,
@@ -289,7 +290,9 @@ def extract(
     ] = False,
     report: Annotated[
         Path | None,
-        typer.Option("--report", hidden=True, help="Write the run's counts as JSON here (used by --devices)."),
+        typer.Option(
+            "--report", hidden=True, help="Append the run's events and summary here as JSON lines (used by --devices)."
+        ),
     ] = None,
 ) -> None:
     """Extract one feature file per video: clips x 512 float32, exactly as the reference recipe.
@@ -339,20 +342,26 @@ def _extract_on_one_device(request: _Request, shard: str | None, device: str | N
         assert plan.options.checkpoint_name is not None
         checkpoint_path = _fetch_checkpoint(plan.options.checkpoint_name, request.offline)
     label = f"shard {shard_spec}" if shard_spec.count > 1 else "extract"
-    with ExtractProgress(label) as progress:
-        summary = run_extraction(plan, checkpoint=checkpoint_path, on_event=progress)
+    report = None
+    if request.report is not None:  # a child of --devices: its parent follows these events
+        from tsp_cli.cli.fanout import ChildReport
+
+        report = ChildReport(request.report)
+    with ExtractProgress(label, dry_run=request.dry_run) as progress:
+        on_event = progress if report is None else _both(progress, report)
+        summary = run_extraction(plan, checkpoint=checkpoint_path, on_event=on_event)
     _print_summary(summary, dry_run=request.dry_run)
-    if request.report is not None:
-        _write_report(request.report, summary)
+    if report is not None:
+        report.finish(summary)
     return _exit_code_for(EXIT_ITEMS_FAILED if summary.failed else EXIT_OK, launcher)
 
 
-def _write_report(path: Path, summary: RunSummary) -> None:
-    """The run's counts as JSON, for the ``--devices`` parent: a dry run writes no records it could read."""
-    from tsp_cli.atomic import atomic_path
+def _both(first: Callable[[Event], None], second: Callable[[Event], None]) -> Callable[[Event], None]:
+    def both(event: Event) -> None:
+        first(event)
+        second(event)
 
-    with atomic_path(path) as temp:
-        temp.write_text(json.dumps(summary.counts()))
+    return both
 
 
 # ---- --shard auto ------------------------------------------------------------------------
@@ -411,7 +420,7 @@ def _refuse_with_devices(shard: str | None, device: str | None) -> None:
 
 def _checked_devices(spec: str) -> list[str]:
     """The devices of ``--devices``, each checked to exist here before any child starts; errors name ``--devices``."""
-    from tsp_cli.pipeline import fanout
+    from tsp_cli.cli import fanout
     from tsp_cli.pipeline.devices import refuse_absent_device, resolve_device
 
     device_list = fanout.parse_devices(spec)
@@ -431,9 +440,9 @@ def _checked_devices(spec: str) -> list[str]:
 
 
 def _extract_on_devices(request: _Request, devices: str) -> int:
-    """Run one shard per device in child processes, show their progress, and return their worst exit code."""
-    from tsp_cli.cli.progress import ShardsProgress
-    from tsp_cli.pipeline import fanout
+    """Run one shard per device in child processes, shown and summed up as one device's run; the worst exit code."""
+    from tsp_cli.cli import fanout
+    from tsp_cli.cli.progress import ExtractProgress
     from tsp_cli.pipeline.sharding import Shard
 
     device_list = _checked_devices(devices)
@@ -445,18 +454,17 @@ def _extract_on_devices(request: _Request, devices: str) -> int:
         if request.dry_run
         else _checkpoint_arguments(request.local, request.checkpoint, request.backbone, request.offline)
     )
-    arguments += _shared_extract_arguments(request, len(device_list))
-    arguments += ["--", *map(str, request.videos)]
+    arguments += fanout.shared_arguments(request, len(device_list))
     log_dir = fanout.make_log_dir()
     err.print(
         f"Running {count(len(device_list), 'shard')} on {escape(', '.join(device_list))}; "
         f"their logs are in {escape(str(log_dir))}."
     )
-    with ShardsProgress() as progress:
-        result = fanout.run_shards(
-            arguments, device_list, [job.name for job in plan.jobs], request.output, log_dir, on_progress=progress
-        )
-    _print_shards_summary(result, dry_run=request.dry_run)
+    with ExtractProgress("all devices", dry_run=request.dry_run) as progress:
+        result = fanout.run_shards(arguments, device_list, log_dir, on_event=progress)
+    _report_crashes(result)
+    if result.summaries:
+        _print_summary(fanout.combine_summaries(result.summaries, result.wall_seconds), dry_run=request.dry_run)
     if result.exit_code == 0:
         shutil.rmtree(log_dir, ignore_errors=True)
     else:
@@ -474,35 +482,7 @@ def _checkpoint_arguments(local: Path | None, name: str | None, backbone: str | 
     return ["--checkpoint", released_name, "--offline"]
 
 
-def _shared_extract_arguments(request: _Request, shards: int) -> list[str]:
-    """Every child's options other than the checkpoint, --shard, --device and --report; decoders are shared out."""
-    from tsp_cli.pipeline.fanout import default_workers_per_shard
-
-    workers = default_workers_per_shard(shards) if request.workers is None else request.workers
-    arguments = [
-        "--output",
-        str(request.output),
-        "--stride",
-        str(request.stride),
-        "--batch-size",
-        str(request.batch_size),
-        "--workers",
-        str(workers),
-        "--precision",
-        request.precision,
-    ]
-    if request.clip_len is not None:
-        arguments += ["--clip-len", str(request.clip_len)]
-    if request.frame_rate is not None:
-        arguments += ["--frame-rate", repr(request.frame_rate)]
-    if request.metadata is not None:
-        arguments += ["--metadata", str(request.metadata)]
-    if request.dry_run:
-        arguments.append("--dry-run")
-    return arguments
-
-
-def _print_shards_summary(result: FanoutResult, *, dry_run: bool) -> None:
+def _report_crashes(result: FanoutResult) -> None:
     for run in result.crashed:
         how = "could not start" if run.exit_code == EXIT_CANNOT_START else "stopped before its end"
         err.print(
@@ -510,22 +490,6 @@ def _print_shards_summary(result: FanoutResult, *, dry_run: bool) -> None:
         )
         for line in run.log_tail():
             err.print(f"  {escape(line)}", highlight=False)
-    reports = [run.report for run in result.runs if run.report is not None]
-    done = sum(report["done"] for report in reports)
-    skipped = sum(report["skipped"] for report in reports)
-    no_clips = sum(report["no_clips"] for report in reports)
-    failed = sum(report["failed"] for report in reports)
-    retryable = sum(report["retryable_failures"] for report in reports)
-    clips = sum(report["clips"] for report in reports)
-    rate = clips / result.wall_seconds if result.wall_seconds > 0 else 0.0
-    verb = "checked (dry run)" if dry_run else "done"
-    out.print(
-        f"{count(len(result.runs), 'shard')}: {done} {verb}, {skipped} skipped, {no_clips} with no clips, "
-        f"{failed} failed · {count(clips, 'clip')} in {result.wall_seconds:.1f} s ({rate:.1f} clips/s)"
-    )
-    unfinished = len(result.runs) - len(reports)
+    unfinished = len(result.runs) - len(result.summaries)
     if unfinished:
-        err.print(f"[red]{count(unfinished, 'shard')} did not finish, so these totals leave out its videos.[/]")
-    if failed:
-        where = "listed in the shards' logs" if dry_run else "listed in failures.jsonl in the output folder"
-        _print_failed(failed, retryable, where=where)
+        err.print(f"[red]{count(unfinished, 'shard')} did not finish, so the totals below leave out its videos.[/]")
