@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 def is_high_bit_depth(pixel_format: str) -> bool:
@@ -103,10 +103,6 @@ class RunSummary:
     @property
     def no_clips(self) -> int:
         return len(self.no_clips_names)
-
-    def counts(self) -> dict[str, object]:
-        """Every field and count as plain JSON-ready values (``dataclasses.asdict`` leaves out the derived counts)."""
-        return {**asdict(self), "failed": self.failed, "no_clips": self.no_clips, "exit_code": self.exit_code}
 
     @property
     def clips_per_second(self) -> float:

@@ -25,7 +25,7 @@ from tsp_cli.pipeline import store
 from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.devices import resolve_device
 from tsp_cli.pipeline.events import Event, RunStarted, RunSummary
-from tsp_cli.pipeline.inputs import VideoJob, plan_shard_jobs
+from tsp_cli.pipeline.inputs import VideoJob, plan_shard
 from tsp_cli.pipeline.precision import PRECISIONS
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
@@ -108,6 +108,8 @@ class ExtractionPlan:
     device: torch.device
     settings: ClipSettings
     options: ExtractionOptions
+    #: Sentences for the run's start: what the folder scan skipped (dangling links, loops).
+    notes: tuple[str, ...] = ()
 
     @property
     def shard(self) -> Shard:
@@ -163,13 +165,14 @@ def plan_extraction(
     _check_options(options)
     out_dir = Path(out_dir)
     _check_output_folder(out_dir)
-    jobs = plan_shard_jobs(videos, options.metadata, options.shard)  # only the shard's rows are read, checked and built
+    planned = plan_shard(videos, options.metadata, options.shard)  # only the shard's rows are read, checked and built
     return ExtractionPlan(
-        jobs=jobs,
+        jobs=planned.jobs,
         out_dir=out_dir,
         device=resolve_device(options.device),
         settings=clip_settings(options),
         options=options,
+        notes=tuple(planned.notes),
     )
 
 
@@ -188,7 +191,7 @@ def run_extraction(
     options = plan.options
     checkpoint = checkpoint if checkpoint is not None else options.checkpoint
     workers = default_workers() if options.workers is None else options.workers
-    model, notes = None, []
+    model, notes = None, list(plan.notes)
     if plan.device.type == "cuda" and plan.device.index is not None:
         torch.cuda.set_device(plan.device)  # pinned memory and cuDNN state then live on this GPU, not cuda:0
     if not options.dry_run:
