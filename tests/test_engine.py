@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import crash_this_process
 from tests.videos import make_video
 from tsp_cli.errors import UsageError
 from tsp_cli.pipeline import store
@@ -326,7 +327,7 @@ def test_a_decoder_that_crashes_its_process_fails_only_that_video(
 
     def crashing_messages(index, job, settings, **kwargs):
         if job.name == "b":
-            os.kill(os.getpid(), signal.SIGSEGV)  # what FFmpeg does on some damaged files
+            crash_this_process()  # what FFmpeg does on some damaged files
         yield from real_messages(index, job, settings, **kwargs)
 
     monkeypatch.setattr(workers_module, "video_messages", crashing_messages)  # inherited by forked workers
@@ -362,12 +363,12 @@ def test_a_video_retried_alone_whose_worker_dies_after_sending_all_of_it_is_done
         first = not any(attempts.iterdir())
         (attempts / str(os.getpid())).touch()
         if first:  # crash mid-group: b is then decoded again alone, in a group of its own
-            os.kill(os.getpid(), signal.SIGSEGV)
+            crash_this_process()
         yield from real_messages(index, job, settings, **kwargs)
         deadline = time.monotonic() + 60
         while not received.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGSEGV)  # all of b was sent: the crash is not b's
+        crash_this_process()  # all of b was sent: the crash is not b's
 
     monkeypatch.setattr(workers_module, "video_messages", crashing_messages)
     monkeypatch.setattr(batcher_module._Engine, "handle", handle)
@@ -403,7 +404,7 @@ def test_a_worker_dying_during_a_forward_pass_fails_its_video_instead_of_interru
             deadline = time.monotonic() + 60
             while not in_forward.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            os.kill(os.getpid(), signal.SIGSEGV)
+            crash_this_process()
         yield from real_messages(index, job, settings, **kwargs)
 
     monkeypatch.setattr(workers_module, "video_messages", crashing_messages)

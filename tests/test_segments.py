@@ -16,12 +16,14 @@ import torch
 
 import tsp_cli.pipeline.workers as workers_module
 from tests.videos import make_video
+from tsp_cli.models.recipe import TSP_RECIPE
 from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.clipper import Decoding, FrameChunk, segment_messages, video_messages
 from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, clip_windows
 from tsp_cli.pipeline.segments import Segment, plan_segments, seek_point, split_video
+from tsp_cli.pipeline.transform import taps_per_frame
 from tsp_cli.pipeline.video import Keyframe, probe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +72,7 @@ def whole_and_split(path: Path, settings: ClipSettings, parts: int) -> tuple[dic
     scheduler = SplitInto(parts)
     chunks = list(video_messages(0, job, settings, scheduler=scheduler))
     for posted in reversed(scheduler.posted):  # any order: each segment stands alone
-        chunks += segment_messages(job, posted, settings, sink=LocalFrames())
+        chunks += segment_messages(job, posted, settings, sink=LocalFrames(taps_per_frame(TSP_RECIPE)))
     return whole, clips_from(chunks), [posted.segment for posted in scheduler.posted]
 
 
@@ -96,7 +98,9 @@ def test_a_posted_segment_opens_its_file_once_and_never_probes_it(tmp_path: Path
     monkeypatch.setattr(video_module, "open_video_stream", counting_open)
     monkeypatch.setattr(clipper_module, "open_probed", no_probe)
     for posted in scheduler.posted:
-        chunks = list(segment_messages(job, posted, ClipSettings(stride=2), sink=LocalFrames()))
+        chunks = list(
+            segment_messages(job, posted, ClipSettings(stride=2), sink=LocalFrames(taps_per_frame(TSP_RECIPE)))
+        )
         assert chunks[-1].last and chunks[-1].error is None and chunks[-1].segment == posted.segment.index
     assert opens == [video, video]  # one open per segment, to decode
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, WorkersOption, count, err, handles_errors, out
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, WorkersOption, count, err, handles_errors, out, whole_number
 from tsp_cli.cli.progress import StepProgress
 from tsp_cli.errors import MissingVideosError, UsageError
 
@@ -22,14 +22,6 @@ if TYPE_CHECKING:  # the data steps import h5py and PyAV: only when a command ru
     from tsp_cli.data.progress import Failure
 #: ``tsp inspect`` names at most this many videos with NaN (or foreign root items) in its summary table.
 INSPECT_TABLE_ROWS = 20
-
-
-def register(app: typer.Typer) -> None:
-    """Add the data-step commands to the root app."""
-    app.command("merge")(merge)
-    app.command("inspect")(inspect)
-    app.command("metadata")(metadata)
-    app.command("standardize")(standardize)
 
 
 def _report_failures(heading: str, failures: list[Failure]) -> None:
@@ -71,8 +63,7 @@ def merge(
         int | None,
         typer.Option(
             "--compression-level",
-            min=0,
-            max=9,
+            parser=whole_number(0, 9),
             help="gzip level: 1 (the default) is fastest, 9 smallest.",
             show_default=False,
         ),
@@ -106,6 +97,24 @@ def merge(
         f"Merged {count(result.videos, 'video')} ({count(result.rows, 'row')} × {result.width}) "
         f"into {escape(str(result.output))}."
     )
+    _say_failed_videos_left_out(out_dir, allowed=allow_missing)
+
+
+def _say_failed_videos_left_out(out_dir: Path, *, allowed: bool) -> None:
+    """A folder whose failures.jsonl names videos with no features: they are not in the file, so say so
+    and exit 1 (0 with ``--allow-missing``), as extract does for the same videos."""
+    from tsp_cli.pipeline import store
+
+    failed = sorted(store.read_failures(out_dir))
+    if not failed:
+        return
+    shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+    err.print(
+        f"[{'yellow' if allowed else 'red'}]{count(len(failed), 'video')} failed in extraction and {'is' if len(failed) == 1 else 'are'} not in "
+        f"the file: {escape(shown)} (see {store.FAILURES_NAME}; `tsp status {escape(str(out_dir))}` lists why).[/]"
+    )
+    if not allowed:
+        raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
 def _warn(notes: list[str]) -> None:

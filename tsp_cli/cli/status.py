@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tsp_cli.cli.common import JsonOption, err, handles_errors, out
+from tsp_cli.cli.common import JsonOption, err, handles_errors, out, whole_number
 
 if TYPE_CHECKING:
     from tsp_cli.data.status import FolderStatus
@@ -43,7 +43,7 @@ def status(
         int | None,
         typer.Option(
             "--shards",
-            min=1,
+            parser=whole_number(1),
             help="The n of --shard i/n, to count every video under its shard (default: the n the records agree on).",
             show_default=False,
         ),

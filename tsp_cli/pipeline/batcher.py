@@ -36,10 +36,10 @@ from tsp_cli.pipeline.events import (
 )
 from tsp_cli.pipeline.handoff import SlabPool, SlabRef, WorkList
 from tsp_cli.pipeline.inputs import VideoJob
-from tsp_cli.pipeline.precision import autocast_dtype, float32_math
+from tsp_cli.pipeline.network import Network
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
-from tsp_cli.pipeline.transform import CROP_SIZE, blend_frames
+from tsp_cli.pipeline.transform import blend_frames, taps_per_frame
 from tsp_cli.pipeline.workers import SLABS_PER_WORKER, WorkerSide, decoded_messages, worker_died
 
 
@@ -115,12 +115,9 @@ class _Engine:
         self.jobs = jobs
         self.shard = shard
         self.out_dir = out_dir
-        self.model = model
         self.settings = settings
         self.device = device
         self.batch_size = batch_size
-        self.precision = precision
-        self.autocast_dtype = autocast_dtype(precision)
         self.dry_run = model is None
         self.emit = emit
         self.slabs: SlabPool | None = None  # the current decoding group's shared frame slabs
@@ -128,10 +125,14 @@ class _Engine:
         self.early: dict[int, list[tuple[FrameChunk, torch.Tensor | None]]] = {}
         self.tally = _Tally(len(jobs))
         self.pending: list[tuple[int, int, list[torch.Tensor]]] = []
-        # One batch tensor reused for every batch: allocating ~77 MB per batch costs more in
-        # page faults than filling it does.
-        self.batch_buffer = torch.empty(
-            (batch_size, 3, settings.clip_len, CROP_SIZE, CROP_SIZE), dtype=torch.float32, device=device
+        # The model in the memory format its device runs fastest, and the batch buffer in the same layout.
+        self.network = Network(
+            model,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            clip_len=settings.clip_len,
+            crop=settings.recipe.crop,
         )
         self.summary = RunSummary()
 
@@ -179,9 +180,9 @@ class _Engine:
 
     def _blend(self, taps: torch.Tensor, chunk: FrameChunk) -> torch.Tensor:
         if taps.device.type != "cpu":
-            return blend_frames(taps, chunk.frame_sizes)
+            return blend_frames(taps, chunk.frame_sizes, self.settings.recipe)
         with one_torch_thread():  # the decoding workers have the cores
-            return blend_frames(taps, chunk.frame_sizes)
+            return blend_frames(taps, chunk.frame_sizes, self.settings.recipe)
 
     def _add_chunk(self, video: _Video, chunk: FrameChunk, frames: torch.Tensor | None) -> None:
         job = chunk.job
@@ -205,7 +206,7 @@ class _Engine:
         clips, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
         if not clips:
             return
-        batch = self.batch_buffer[: len(clips)]
+        batch = self.network.batch_buffer(len(clips))
         if batch.device.type == "cpu":
             # numpy copies on this thread alone: torch's intra-op threads would compete with the
             # decoding workers for the same cores and wait on each other (measured 40 ms a clip).
@@ -215,15 +216,7 @@ class _Engine:
         else:
             for row, (_, _, frames) in zip(batch, clips, strict=True):
                 torch.stack(frames, dim=1, out=row)
-        if self.model is None:
-            rows = np.zeros((len(clips), FEATURE_DIM), np.float32)
-        else:
-            with (
-                torch.inference_mode(),
-                torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None),
-                float32_math(self.precision),
-            ):
-                rows = self.model(batch).float().cpu().numpy()
+        rows = self.network.features(batch)
         touched = set()
         for (job, clip_index, _), row in zip(clips, rows, strict=True):
             video = self.videos[job]
@@ -339,7 +332,14 @@ def run_jobs(
         order, group_workers = groups.popleft()
         work = WorkList(order, max(group_workers, 1), [job.path for job in engine.jobs])
         slabs = (
-            SlabPool(group_workers, SLABS_PER_WORKER, FRAMES_PER_CHUNK + settings.clip_len) if group_workers else None
+            SlabPool(
+                workers=group_workers,
+                slabs=SLABS_PER_WORKER,
+                frames=FRAMES_PER_CHUNK + settings.clip_len,
+                taps=taps_per_frame(settings.recipe),
+            )
+            if group_workers
+            else None
         )
         dataset = WorkerSide(
             jobs=engine.jobs, work=work, settings=settings, clips_per_chunk=clips_per_chunk, slabs=slabs

@@ -25,11 +25,12 @@ import av
 import torch
 
 from tsp_cli.errors import VideoError
+from tsp_cli.models.recipe import Recipe
 from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment, SlabRef
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, ClipWindow, clip_windows, window_positions
 from tsp_cli.pipeline.segments import Segment, whole_video
-from tsp_cli.pipeline.transform import transform_for
+from tsp_cli.pipeline.transform import taps_per_frame, transform_for
 from tsp_cli.pipeline.video import OpenVideo, SeekMissed, VideoInfo, decode_frames, open_probed
 
 
@@ -53,7 +54,7 @@ class FrameChunk:
     a segment, and ``error`` says why the video failed (its earlier clips are void);
     ``retryable``: whether trying again may help. A :class:`VideoError` is the file itself (not a
     video, no stream, breaks at the same frame every time), so it is not; anything unexpected is.
-    ``frames``: each frame's uint8 taps (:data:`TAPS_PER_FRAME`), in a tensor or, by a
+    ``frames``: each frame's uint8 taps (:func:`~tsp_cli.pipeline.transform.taps_per_frame`), in a tensor or, by a
     :class:`SlabRef`, in shared memory; ``frame_sizes[i]`` is the (height, width) they were
     gathered from, which says how to blend them (:func:`tsp_cli.pipeline.transform.blend_frames`).
     ``keep_from``: frames of this segment with a smaller id will never be used again.
@@ -107,8 +108,9 @@ class _ClipAssembler:
     positions: list[int]
     clip_len: int
     frames_per_chunk: int
+    recipe: Recipe
+    sink: FrameSink
     segment: int = 0
-    sink: FrameSink = field(default_factory=LocalFrames)
     header: VideoHeader | None = None  # sent with the first chunk
     buffer: list[_Buffered] = field(default_factory=list)
     next_clip: int = 0
@@ -179,7 +181,7 @@ class _ClipAssembler:
         # swscale's own threads (threads=0, PyAV's default) only compete with the other workers.
         rgb = entry.frame.to_ndarray(format="rgb24", threads=1)
         size = (rgb.shape[0], rgb.shape[1])
-        transform_for(*size).gather(rgb, out=self.new_frames[len(self.new_ids)])
+        transform_for(*size, self.recipe).gather(rgb, out=self.new_frames[len(self.new_ids)])
         entry.frame, entry.gathered = None, True
         self.new_ids.append(entry.id)
         self.new_sizes.append(size)
@@ -288,7 +290,7 @@ def video_messages(
                 decoding.segment,
                 settings,
                 clips_per_chunk,
-                sink or LocalFrames(),
+                sink or LocalFrames(taps_per_frame(settings.recipe)),
                 header,
                 opened,
                 threads=decoding.threads,
@@ -344,6 +346,7 @@ def _segment_chunks(
         clip_len=settings.clip_len,
         frames_per_chunk=min(FRAMES_PER_CHUNK + settings.clip_len, len(windows) * settings.clip_len),
         segment=segment.index,
+        recipe=settings.recipe,
         sink=sink,
         header=header,
     )

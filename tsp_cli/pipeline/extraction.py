@@ -25,7 +25,7 @@ from tsp_cli.pipeline import store
 from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.devices import resolve_device
 from tsp_cli.pipeline.events import Event, RunStarted, RunSummary
-from tsp_cli.pipeline.inputs import VideoJob, plan_shard_jobs
+from tsp_cli.pipeline.inputs import VideoJob, plan_shard
 from tsp_cli.pipeline.precision import PRECISIONS
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
@@ -108,6 +108,8 @@ class ExtractionPlan:
     device: torch.device
     settings: ClipSettings
     options: ExtractionOptions
+    #: Sentences for the run's start: what the folder scan skipped (dangling links, loops).
+    notes: tuple[str, ...] = ()
 
     @property
     def shard(self) -> Shard:
@@ -133,12 +135,25 @@ def _check_options(options: ExtractionOptions) -> None:
 
 
 def clip_settings(options: ExtractionOptions) -> ClipSettings:
-    """The clip plan of ``options``: its recipe, with ``clip_len`` and ``frame_rate`` overriding the recipe's."""
-    return ClipSettings(
-        clip_len=options.clip_len if options.clip_len is not None else options.recipe.clip_len,
-        frame_rate=options.frame_rate if options.frame_rate is not None else options.recipe.frame_rate,
-        stride=options.stride,
-    )
+    """The clips and pixels of ``options``: its recipe, with ``clip_len`` and ``frame_rate`` overriding the recipe's."""
+    recipe = options.recipe
+    if options.clip_len is not None:
+        recipe = replace(recipe, clip_len=options.clip_len)
+    if options.frame_rate is not None:
+        recipe = replace(recipe, frame_rate=options.frame_rate)
+    return ClipSettings(stride=options.stride, recipe=recipe)
+
+
+def recipe_settings(recipe: Recipe) -> dict[str, object]:
+    """The recipe as the manifest records it: clip length, frame rate, resize, crop, mean and std."""
+    return {
+        "clip_len": recipe.clip_len,
+        "frame_rate": recipe.frame_rate,
+        "resize": list(recipe.resize),
+        "crop": recipe.crop,
+        "mean": list(recipe.mean),
+        "std": list(recipe.std),
+    }
 
 
 def plan_extraction(
@@ -148,13 +163,14 @@ def plan_extraction(
     _check_options(options)
     out_dir = Path(out_dir)
     _check_output_folder(out_dir)
-    jobs = plan_shard_jobs(videos, options.metadata, options.shard)  # only the shard's rows are read, checked and built
+    planned = plan_shard(videos, options.metadata, options.shard)  # only the shard's rows are read, checked and built
     return ExtractionPlan(
-        jobs=jobs,
+        jobs=planned.jobs,
         out_dir=out_dir,
         device=resolve_device(options.device),
         settings=clip_settings(options),
         options=options,
+        notes=tuple(planned.notes),
     )
 
 
@@ -173,7 +189,7 @@ def run_extraction(
     options = plan.options
     checkpoint = checkpoint if checkpoint is not None else options.checkpoint
     workers = default_workers() if options.workers is None else options.workers
-    model, notes = None, []
+    model, notes = None, list(plan.notes)
     if plan.device.type == "cuda" and plan.device.index is not None:
         torch.cuda.set_device(plan.device)  # pinned memory and cuDNN state then live on this GPU, not cuda:0
     if not options.dry_run:
@@ -194,8 +210,7 @@ def run_extraction(
                 "checkpoint": options.checkpoint_name or Path(checkpoint).name,
                 "checkpoint_sha256": file_sha256(Path(checkpoint)),
                 "backbone": backbone,
-                "clip_len": settings.clip_len,
-                "frame_rate": settings.frame_rate,
+                **recipe_settings(settings.recipe),
                 "stride": settings.stride,
                 "precision": options.precision,
             },

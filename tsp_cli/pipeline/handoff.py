@@ -27,11 +27,9 @@ from typing import Any
 import torch
 
 from tsp_cli.pipeline.segments import Segment
-from tsp_cli.pipeline.transform import TAPS_PER_FRAME
 from tsp_cli.pipeline.video import VideoInfo
 
-#: A frame in a slab or chunk: its uint8 taps (``FrameTransform.gather``).
-FRAME_SHAPE = (TAPS_PER_FRAME,)
+#: A frame in a slab or chunk is its uint8 taps (``FrameTransform.gather``), ``taps_per_frame(recipe)`` of them.
 FRAME_DTYPE = torch.uint8
 
 
@@ -45,25 +43,28 @@ class SlabRef:
 
 
 class LocalFrames:
-    """Frame buffers for decoding in the main process: plain tensors, nothing to hand over."""
+    """Frame buffers of ``taps`` values a frame for decoding in the main process: plain tensors, nothing to hand over."""
+
+    def __init__(self, taps: int):
+        self.taps = taps
 
     def buffer(self, capacity: int) -> tuple[torch.Tensor, SlabRef | None]:
-        return torch.empty(capacity, *FRAME_SHAPE, dtype=FRAME_DTYPE), None
+        return torch.empty(capacity, self.taps, dtype=FRAME_DTYPE), None
 
     def release(self, ref: SlabRef) -> None:  # pragma: no cover - never handed out
         raise AssertionError("local buffers are not slabs")
 
 
 class SlabPool:
-    """``slabs`` reusable shared-memory buffers of ``frames`` frames for each of ``workers`` workers.
+    """``slabs`` reusable shared-memory buffers of ``frames`` frames (``taps`` values each) for each of ``workers`` workers.
 
     Made in the main process before the workers start, inherited by them (fork); the memory is
     reserved, not touched, until a worker writes a slab.
     """
 
-    def __init__(self, workers: int, slabs: int, frames: int):
-        self.shape = (workers, slabs, frames, *FRAME_SHAPE)
-        storage = torch.UntypedStorage._new_shared(workers * slabs * frames * TAPS_PER_FRAME)
+    def __init__(self, workers: int, slabs: int, frames: int, taps: int):
+        self.shape = (workers, slabs, frames, taps)
+        storage = torch.UntypedStorage._new_shared(workers * slabs * frames * taps)
         self.frames = torch.empty(0, dtype=FRAME_DTYPE).set_(storage, 0, self.shape)  # type: ignore[call-overload]
         self.busy: Any = multiprocessing.RawArray("b", workers * slabs)
         self.worker: int | None = None  # set in each worker process
@@ -86,7 +87,7 @@ class SlabPool:
                             worker=self.worker, slab=slab, count=0
                         )
                 time.sleep(0.001)
-        return torch.empty(capacity, *FRAME_SHAPE, dtype=FRAME_DTYPE), None
+        return torch.empty(capacity, self.shape[3], dtype=FRAME_DTYPE), None
 
     def view(self, ref: SlabRef) -> torch.Tensor:
         return self.frames[ref.worker, ref.slab, : ref.count]

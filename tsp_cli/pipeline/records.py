@@ -243,22 +243,3 @@ class FileFollower:
             self.offset = handle.tell()
         whole, _, self.partial = data.rpartition(b"\n")
         yield from parse_lines(whole)[0]
-
-
-class RecordsFollower:
-    """The records of ``kind`` that processes add to a folder while it is followed (``--devices`` progress).
-
-    Records already there when following starts are not new progress; files that appear later
-    (a process's first record) are read from their start.
-    """
-
-    def __init__(self, out_dir: Path, kind: str) -> None:
-        self.out_dir, self.kind = Path(out_dir), kind
-        self.files = {path: FileFollower(path, from_end=True) for path in record_files(self.out_dir, kind)}
-
-    def new_records(self) -> Iterator[dict[str, Any]]:
-        for path in record_files(self.out_dir, self.kind):
-            if path not in self.files:
-                self.files[path] = FileFollower(path, from_end=False)
-        for follower in self.files.values():
-            yield from follower.new_records()

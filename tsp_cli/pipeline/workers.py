@@ -25,6 +25,7 @@ from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment, SlabPool, WorkL
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, ClipWindow
 from tsp_cli.pipeline.segments import split_video, whole_video
+from tsp_cli.pipeline.transform import taps_per_frame
 from tsp_cli.pipeline.video import VideoInfo
 
 #: Slabs per worker: the DataLoader's prefetch (messages in flight) plus the one being filled.
@@ -56,7 +57,7 @@ class WorkerSide(IterableDataset):
         self.slabs = slabs
 
     def __iter__(self) -> Iterator[Message]:
-        sink: FrameSink = LocalFrames()
+        sink: FrameSink = LocalFrames(taps_per_frame(self.settings.recipe))
         worker = get_worker_info()
         if worker is not None:
             torch.set_num_threads(1)
