@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -185,7 +186,8 @@ def test_an_old_layout_folder_with_a_half_line_resumes_reports_it_once_and_keeps
     to_legacy_layout(out)
     (out / "c.npy").unlink()
     legacy = out / records.LEGACY_RECORDS_NAME
-    legacy.write_bytes(legacy.read_bytes() + b'{"video": "zz", "fp')  # cut short by a crash
+    legacy.write_bytes(legacy.read_bytes() + b'{"video": "zz", "fp')  # cut short by a crash, an hour ago
+    os.utime(legacy, (time.time() - 3600, time.time() - 3600))
     (out / records.LEGACY_FAILURES_NAME).write_text('{"video": "c", "error": "old failure", "time": 5.0}\n')
     code, report = status_json(out, videos)
     assert (code, report["done"], report["failed"], report["missing"]) == (1, 2, 1, 0)
@@ -206,6 +208,17 @@ def test_an_old_layout_folder_with_a_half_line_resumes_reports_it_once_and_keeps
     assert merge.exit_code == 0 and "Skipped 1 unreadable record line" in said(merge)
     with h5py.File(merged) as h5:
         assert sorted(h5) == NAMES and h5["a"].attrs["fps"] == 30.0
+
+
+def test_a_line_a_live_writer_has_not_finished_is_not_reported_as_damage(tmp_path: Path) -> None:
+    path = tmp_path / records.RECORDS_DIR / "videos-elsewhere-1-abcd.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b'{"video": "a"}\n{"video": "b", "cl')
+    damaged: dict[str, int] = {}
+    assert [r["video"] for r in records.read_kind(tmp_path, records.VIDEOS, damaged)] == ["a"] and damaged == {}
+    os.utime(path, (time.time() - 3600, time.time() - 3600))  # its writer died long ago: damage
+    assert [r["video"] for r in records.read_kind(tmp_path, records.VIDEOS, damaged)] == ["a"]
+    assert damaged == {f"{records.RECORDS_DIR}/{path.name}": 1}
 
 
 def test_non_utf8_bytes_in_the_records_are_damaged_lines_not_a_traceback(out: Path, videos: Path, tmp_path) -> None:

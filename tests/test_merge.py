@@ -66,7 +66,9 @@ def test_merge_writes_one_exact_dataset_per_video_and_nothing_else_at_the_root(e
     result = runner.invoke(app, ["merge", str(extraction), str(output)])
     assert result.exit_code == 1, result.output  # "bad" failed in extraction: said, not hidden behind exit 0
     assert "Merged 2 videos (5 rows × 512)" in said(result)
-    assert "1 video failed in extraction and is not in the file: bad (see failures.jsonl;" in said(result)
+    assert f"1 video failed in extraction and is not in the file: bad (`tsp status {extraction}` lists why)." in said(
+        result
+    )
     with h5py.File(output) as h5:
         assert sorted(h5.keys()) == ["a.b", "short"]
         assert h5["a.b"].dtype == np.float32

@@ -101,7 +101,7 @@ def merge(
 
 
 def _say_failed_videos_left_out(out_dir: Path, *, allowed: bool) -> None:
-    """A folder whose failures.jsonl names videos with no features: they are not in the file, so say so
+    """A folder whose failure records name videos with no features: they are not in the file, so say so
     and exit 1 (0 with ``--allow-missing``), as extract does for the same videos."""
     from tsp_cli.pipeline import store
 
@@ -111,7 +111,7 @@ def _say_failed_videos_left_out(out_dir: Path, *, allowed: bool) -> None:
     shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
     err.print(
         f"[{'yellow' if allowed else 'red'}]{count(len(failed), 'video')} failed in extraction and {'is' if len(failed) == 1 else 'are'} not in "
-        f"the file: {escape(shown)} (see {store.FAILURES_NAME}; `tsp status {escape(str(out_dir))}` lists why).[/]"
+        f"the file: {escape(shown)} (`tsp status {escape(str(out_dir))}` lists why).[/]"
     )
     if not allowed:
         raise typer.Exit(EXIT_ITEMS_FAILED)

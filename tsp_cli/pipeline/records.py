@@ -38,6 +38,8 @@ LEGACY_RECORDS_NAME = "videos.jsonl"
 LEGACY_FAILURES_NAME = "failures.jsonl"
 VIDEOS, FAILURES = "videos", "failures"
 _LEGACY_NAMES = {VIDEOS: LEGACY_RECORDS_NAME, FAILURES: LEGACY_FAILURES_NAME}
+#: An unfinished last line in a file written this recently is a live writer's, not damage.
+STILL_WRITING_S = 60.0
 _UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -113,6 +115,8 @@ def read_kind(out_dir: Path, kind: str, damaged: dict[str, int] | None = None) -
     for path in record_files(out_dir, kind):
         try:
             data = path.read_bytes()
+            if not data.endswith(b"\n") and time.time() - path.stat().st_mtime < STILL_WRITING_S:
+                data = data[: data.rfind(b"\n") + 1]  # a line its live writer has not finished: not damage
         except FileNotFoundError:
             continue
         found, bad = parse_lines(data)

@@ -170,8 +170,10 @@ def claim_output_folder(
     the resume check to the videos this process will run (default: every file of the folder).
     """
     out_dir = Path(out_dir)
-    existing = read_manifest(out_dir)
+    # The files first, the manifest second: a shard that publishes its manifest and finishes a
+    # video in between cannot make this one believe its features have no manifest.
     check = resume.check_outputs(out_dir, videos)
+    existing = read_manifest(out_dir)
     if existing is None and check.present:
         raise UsageError(
             f"{out_dir} holds {len(check.present)} feature file(s) but no {MANIFEST_NAME}, so the settings they "
