@@ -88,6 +88,7 @@ def test_a_dry_run_summary_names_clipless_videos_and_says_nothing_of_a_model_or_
     assert "waited" not in text and "network" not in text
     # an empty file never decodes: no advice to rerun, and no failures.jsonl in a dry run
     assert "1 video failed, listed above. It cannot be decoded as it is (see the reason)." in text
+    assert "cannot be opened as a video (it is empty: 0 bytes)." in text
     assert "Rerun" not in text and "failures.jsonl" not in text
 
 
