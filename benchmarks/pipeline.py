@@ -88,7 +88,7 @@ def run_in_process(videos: Sequence[Path], *, stride: int, workers: int) -> dict
     there. Children's CPU counts the workers once they are reaped, which ``run_jobs`` does
     before it returns.
     """
-    from tsp_cli.pipeline.engine import run_jobs
+    from tsp_cli.pipeline.batcher import run_jobs
     from tsp_cli.pipeline.inputs import VideoJob
     from tsp_cli.pipeline.sampling import ClipSettings
 

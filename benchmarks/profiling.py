@@ -6,7 +6,7 @@ as in a decoding worker), consuming its messages as the DataLoader would, and pr
 functions with the most cumulative (or own) time. ``--pickle-messages`` also pickles every
 message, which is roughly what sending it to the main process costs on top.
 
-``--engine`` profiles ``tsp_cli.pipeline.engine.run_jobs`` as a dry run with ``workers=0`` instead: the
+``--engine`` profiles ``tsp_cli.pipeline.batcher.run_jobs`` as a dry run with ``workers=0`` instead: the
 decoding side and the main process's side (frame bookkeeping, clip and batch assembly) in one
 process, so the main process's share shows too. Each mode runs once unprofiled first (warm
 caches), then once timed without the profiler, then once profiled.
@@ -42,7 +42,7 @@ def consume(path: Path, stride: int, clips_per_chunk: int = 8, pickle_messages: 
 
 
 def engine_dry_run(path: Path, stride: int) -> int:
-    from tsp_cli.pipeline.engine import run_jobs
+    from tsp_cli.pipeline.batcher import run_jobs
 
     with tempfile.TemporaryDirectory(prefix="tsp-profile-") as out_dir:
         return run_jobs(

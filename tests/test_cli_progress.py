@@ -14,7 +14,7 @@ from tsp_cli.cli import progress as progress_module
 from tsp_cli.cli.app import app
 from tsp_cli.cli.progress import ExtractProgress, StepProgress
 from tsp_cli.data.progress import Progress as StepEvent
-from tsp_cli.pipeline.engine import ClipProgress, RunStarted, VideoEnded
+from tsp_cli.pipeline.events import ClipProgress, RunStarted, VideoEnded
 
 
 def invoke(*args: object, env: dict[str, str] | None = None):
@@ -157,7 +157,7 @@ def test_extract_help_names_the_default_checkpoint_whole_and_wraps_its_paragraph
 
 
 def test_the_precisions_the_cli_offers_are_the_ones_the_core_knows() -> None:
-    from tsp_cli.cli.extract import PRECISION_NAMES
+    from tsp_cli.cli.common import PRECISION_NAMES
     from tsp_cli.pipeline.precision import PRECISIONS
 
     assert tuple(PRECISIONS) == PRECISION_NAMES

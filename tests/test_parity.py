@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsp_cli.pipeline.engine import extract_features
+from tsp_cli.pipeline.extraction import extract_features
 
 pytestmark = pytest.mark.slow
 

@@ -20,14 +20,15 @@ from tsp_cli.cli import fanout
 from tsp_cli.cli.app import app
 from tsp_cli.cli.fanout import FanoutResult, ShardRun
 from tsp_cli.errors import UsageError
-from tsp_cli.pipeline import store
-from tsp_cli.pipeline.engine import ClipProgress, RunStarted, RunSummary, VideoEnded, extract_features
+from tsp_cli.pipeline import records, store
+from tsp_cli.pipeline.events import ClipProgress, RunStarted, RunSummary, VideoEnded
+from tsp_cli.pipeline.extraction import extract_features
 from tsp_cli.pipeline.sharding import Shard
 
 runner = CliRunner()
 BIN = Path(sys.executable).parent
-#: What an output folder may hold: features, the manifest, the records, lock files.
-OUTPUT_SUFFIXES = {".npy", ".json", ".jsonl", ".lock"}
+#: What an output folder may hold: features, the manifest, and the records' folder.
+OUTPUT_SUFFIXES = {".npy", ".json", ""}
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -56,7 +57,7 @@ def short_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def records_by_video(out: Path) -> dict[str, list[dict]]:
     by_video: dict[str, list[dict]] = {}
-    for record in store.read_jsonl(out / store.RECORDS_NAME):
+    for record in records.read_kind(out, records.VIDEOS):
         by_video.setdefault(record["video"], []).append(record)
     return by_video
 
@@ -66,8 +67,10 @@ def assert_folder_is_clean(out: Path) -> None:
     names = [path.name for path in out.iterdir()]
     assert not [name for name in names if TEMP_MARKER in name], names
     assert {Path(name).suffix for name in names} <= OUTPUT_SUFFIXES, names
+    assert [name for name in names if not Path(name).suffix] in ([], [records.RECORDS_DIR]), names
     json.loads((out / store.MANIFEST_NAME).read_text())
-    for path in out.glob("*.jsonl"):
+    for path in (out / records.RECORDS_DIR).glob("*"):
+        assert path.suffix == ".jsonl", path
         for line in path.read_text().splitlines():
             json.loads(line)
 
@@ -332,8 +335,8 @@ def test_a_childs_events_and_summary_come_back_as_the_same_typed_values(tmp_path
     report(ClipProgress(computed=4, expected=4, probed=1, unprobed=1))  # within half a second: held back
     report(VideoEnded("b", "failed", 0, "no stream"))  # ... and written before the video's end
     report.finish(summary)
-    records = list(fanout._JsonlFollower(tmp_path / "r.jsonl", from_start=True).new_records())
-    events = [fanout.read_event(record) for record in records]
+    written = list(records.FileFollower(tmp_path / "r.jsonl", from_end=False).new_records())
+    events = [fanout.read_event(record) for record in written]
     assert events == [
         started,
         ClipProgress(0, 4, 1, 1),
@@ -377,15 +380,17 @@ def test_the_shards_events_read_as_one_runs() -> None:
 
 
 def test_progress_is_read_from_whole_record_lines_only(tmp_path: Path) -> None:
-    path = tmp_path / "videos.jsonl"
+    path = tmp_path / "videos-host-1-abc.jsonl"
     path.write_text('{"video": "old"}\n')
-    follower = fanout._JsonlFollower(path)
+    follower = records.FileFollower(path, from_end=True)  # what was there before is not new
     with path.open("a") as handle:
         handle.write('{"video": "a", "shard": "0/2"}\n{"video": "b", "sh')
     assert [r["video"] for r in follower.new_records()] == ["a"]
     with path.open("a") as handle:
         handle.write('ard": "1/2"}\n')
     assert [r["video"] for r in follower.new_records()] == ["b"]
+    assert list(follower.new_records()) == []
+    assert [r["video"] for r in records.FileFollower(path, from_end=False).new_records()] == ["old", "a", "b"]
 
 
 # ---- several writers in one folder ------------------------------------------------------------
@@ -446,4 +451,21 @@ def test_two_processes_creating_the_manifest_at_the_same_moment_both_go_on(tmp_p
             racer.join(timeout=30)
         assert [results.get(timeout=5), results.get(timeout=5)] == ["ok", "ok"]
         assert json.loads((folder / store.MANIFEST_NAME).read_text())["settings"]["stride"] == 16
-        assert sorted(p.name for p in folder.iterdir()) == sorted([store.MANIFEST_NAME, store.LOCK_NAME])
+        assert [p.name for p in folder.iterdir()] == [store.MANIFEST_NAME]
+
+
+def test_without_hard_links_the_manifest_is_created_exclusively_and_compared(tmp_path: Path, monkeypatch) -> None:
+    """A file system that refuses ``link`` (EPERM): an exclusive create decides, the loser compares."""
+    import errno
+
+    def no_links(source, target):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert store.claim_output_folder(tmp_path, {"stride": 16}, {"tsp": "1"}) == []
+    assert store.claim_output_folder(tmp_path, {"stride": 16}, {"tsp": "2"}) == [
+        "tsp is 2 now, 1 when this folder was started."
+    ]
+    with pytest.raises(UsageError, match="stride 16 there vs 4 now"):
+        store.claim_output_folder(tmp_path, {"stride": 4}, {"tsp": "1"})
+    assert [p.name for p in tmp_path.iterdir()] == [store.MANIFEST_NAME]

@@ -14,13 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-import tsp_cli.pipeline.engine as engine_module
+import tsp_cli.pipeline.workers as workers_module
 from tests.videos import make_video
-from tsp_cli.pipeline.clipper import FrameChunk, segment_messages, video_messages
+from tsp_cli.models.recipe import TSP_RECIPE
+from tsp_cli.pipeline.batcher import run_jobs
+from tsp_cli.pipeline.clipper import Decoding, FrameChunk, segment_messages, video_messages
 from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, clip_windows
-from tsp_cli.pipeline.segments import plan_segments, seek_point
+from tsp_cli.pipeline.segments import Segment, plan_segments, seek_point, split_video
+from tsp_cli.pipeline.transform import taps_per_frame
 from tsp_cli.pipeline.video import Keyframe, probe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,19 +53,56 @@ def clips_from(chunks: list[FrameChunk]) -> dict[int, torch.Tensor]:
     return clips
 
 
-def whole_and_split(path: Path, settings: ClipSettings, parts: int) -> tuple[dict, dict, list[PostedSegment]]:
+class SplitInto:
+    """A scheduler that splits every video into ``parts`` and keeps the segments other workers would get."""
+
+    def __init__(self, parts: int):
+        self.parts = parts
+        self.posted: list[PostedSegment] = []
+
+    def share(self, info, windows) -> Decoding:
+        segments = split_video(info, windows, self.parts)
+        self.posted += [PostedSegment(job=0, segment=segment, info=info) for segment in segments[1:]]
+        return Decoding(segment=segments[0], segments=len(segments))
+
+
+def whole_and_split(path: Path, settings: ClipSettings, parts: int) -> tuple[dict, dict, list[Segment]]:
     job = VideoJob(path, path.stem)
     whole = clips_from(list(video_messages(0, job, settings)))
-    posted: list[PostedSegment] = []
+    scheduler = SplitInto(parts)
+    chunks = list(video_messages(0, job, settings, scheduler=scheduler))
+    for posted in reversed(scheduler.posted):  # any order: each segment stands alone
+        chunks += segment_messages(job, posted, settings, sink=LocalFrames(taps_per_frame(TSP_RECIPE)))
+    return whole, clips_from(chunks), [posted.segment for posted in scheduler.posted]
 
-    def post(segments: list[PostedSegment]) -> bool:
-        posted.extend(segments)
-        return True
 
-    chunks = list(video_messages(0, job, settings, split=lambda info, clips: parts, post=post))
-    for segment in reversed(posted):  # any order: each segment stands alone
-        chunks += segment_messages(job, segment, settings, sink=LocalFrames())
-    return whole, clips_from(chunks), posted
+def test_a_posted_segment_opens_its_file_once_and_never_probes_it(tmp_path: Path, monkeypatch) -> None:
+    import tsp_cli.pipeline.clipper as clipper_module
+    import tsp_cli.pipeline.video as video_module
+
+    video = make_video(tmp_path / "v.mp4", frames=180, fps=30, gop=15)
+    job = VideoJob(video, "v")
+    scheduler = SplitInto(3)
+    list(video_messages(0, job, ClipSettings(stride=2), scheduler=scheduler))
+    assert len(scheduler.posted) == 2
+    opens = []
+    real_open = video_module.open_video_stream
+
+    def counting_open(path):
+        opens.append(path)
+        return real_open(path)
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("a posted segment probed its video again")
+
+    monkeypatch.setattr(video_module, "open_video_stream", counting_open)
+    monkeypatch.setattr(clipper_module, "open_probed", no_probe)
+    for posted in scheduler.posted:
+        chunks = list(
+            segment_messages(job, posted, ClipSettings(stride=2), sink=LocalFrames(taps_per_frame(TSP_RECIPE)))
+        )
+        assert chunks[-1].last and chunks[-1].error is None and chunks[-1].segment == posted.segment.index
+    assert opens == [video, video]  # one open per segment, to decode
 
 
 def assert_equal_clips(whole: dict, split: dict) -> None:
@@ -125,7 +165,7 @@ def test_boundaries_sit_just_after_keyframes(tmp_path: Path) -> None:
 @pytest.fixture
 def split_small_videos(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let the engine split videos of a few seconds (forked workers inherit it)."""
-    monkeypatch.setattr(engine_module, "MIN_SEGMENT_SECONDS", 0.5)
+    monkeypatch.setattr(workers_module, "MIN_SEGMENT_SECONDS", 0.5)
 
 
 def test_engine_splits_one_video_over_workers_with_equal_features(
@@ -133,18 +173,18 @@ def test_engine_splits_one_video_over_workers_with_equal_features(
 ) -> None:
     video = make_video(tmp_path / "long.mp4", frames=180, fps=30, gop=15)
     log = tmp_path / "segments.log"
-    real = engine_module.segment_messages
+    real = workers_module.segment_messages
 
     def logged(job, posted, settings, **kwargs):
         with open(log, "a") as file:
-            file.write(f"{posted.index}\n")
+            file.write(f"{posted.segment.index}\n")
         yield from real(job, posted, settings, **kwargs)
 
-    monkeypatch.setattr(engine_module, "segment_messages", logged)
+    monkeypatch.setattr(workers_module, "segment_messages", logged)
     settings = ClipSettings(stride=2)
     job = [VideoJob(video, "long")]
-    engine_module.run_jobs(job, tmp_path / "whole", tiny_network, settings, workers=0, batch_size=5)
-    summary = engine_module.run_jobs(job, tmp_path / "split", tiny_network, settings, workers=2, batch_size=5)
+    run_jobs(job, tmp_path / "whole", tiny_network, settings, workers=0, batch_size=5)
+    summary = run_jobs(job, tmp_path / "split", tiny_network, settings, workers=2, batch_size=5)
     assert summary.done == 1 and summary.failed == 0
     assert len(log.read_text().split()) >= 2, "the video was not split"
     whole, split = np.load(tmp_path / "whole" / "long.npy"), np.load(tmp_path / "split" / "long.npy")
@@ -157,7 +197,7 @@ def test_a_video_failing_in_a_later_segment_fails_alone(tmp_path: Path, tiny_net
     fine = make_video(tmp_path / "fine.mp4", frames=60, fps=30)
     # The metadata claims twice the frames: the clips past the real end fail in the last segment.
     jobs = [VideoJob(broken, "broken", fps=30.0, num_frames=300), VideoJob(fine, "fine")]
-    summary = engine_module.run_jobs(jobs, tmp_path / "out", tiny_network, ClipSettings(stride=2), workers=2)
+    summary = run_jobs(jobs, tmp_path / "out", tiny_network, ClipSettings(stride=2), workers=2)
     assert (summary.done, summary.failed) == (1, 1)
     assert summary.failures[0][0] == "broken" and "truncated" in summary.failures[0][1]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.npy")) == ["fine.npy"]
@@ -166,7 +206,8 @@ def test_a_video_failing_in_a_later_segment_fails_alone(tmp_path: Path, tiny_net
 KILLABLE_SPLIT_RUN = textwrap.dedent(
     """
     import sys, time
-    import tsp_cli.pipeline.engine as engine
+    import tsp_cli.pipeline.workers as workers
+    from tsp_cli.pipeline.batcher import run_jobs
     from tsp_cli.pipeline.inputs import collect_jobs
     from tsp_cli.pipeline.sampling import ClipSettings
     from tests.conftest import TinyNetwork
@@ -176,8 +217,8 @@ KILLABLE_SPLIT_RUN = textwrap.dedent(
             time.sleep(0.1)
             return super().forward(clips)
 
-    engine.MIN_SEGMENT_SECONDS = 0.5
-    sys.exit(engine.run_jobs(collect_jobs([sys.argv[1]]), sys.argv[2], Slow().eval(), ClipSettings(stride=2),
+    workers.MIN_SEGMENT_SECONDS = 0.5
+    sys.exit(run_jobs(collect_jobs([sys.argv[1]]), sys.argv[2], Slow().eval(), ClipSettings(stride=2),
                              workers=2, batch_size=4).exit_code)
     """
 )
@@ -208,3 +249,17 @@ def test_a_run_killed_during_a_split_video_resumes_to_identical_outputs(tmp_path
         assert ours.shape == reference.shape
         assert np.abs(ours - reference).max() <= 1e-6 * np.abs(reference).max()
     assert sorted(p.name for p in resumed.glob("*.npy")) == ["a_short.npy", "b_long.npy"]
+
+
+def test_the_work_list_hands_back_a_posted_segment_with_its_videos_probed_info(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tsp_cli.pipeline.handoff import WorkList
+
+    video = make_video(tmp_path / "v.mp4", frames=60, fps=30, gop=15)
+    info = replace(probe(video), keyframes=None, pixel_format="")
+    segment = Segment(index=2, first_clip=5, stop_clip=9, seek_pts=7680)
+    work = WorkList([0], workers=2, paths=[video])
+    assert work.claim() == 0
+    assert work.post(0, probe(video), [segment])
+    assert work.claim() == PostedSegment(job=0, segment=segment, info=info)

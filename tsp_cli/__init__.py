@@ -17,10 +17,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "extract_features": "tsp_cli.pipeline.engine",
-    "plan_extraction": "tsp_cli.pipeline.engine",
-    "run_extraction": "tsp_cli.pipeline.engine",
-    "RunSummary": "tsp_cli.pipeline.engine",
+    "extract_features": "tsp_cli.pipeline.extraction",
+    "plan_extraction": "tsp_cli.pipeline.extraction",
+    "run_extraction": "tsp_cli.pipeline.extraction",
+    "ExtractionOptions": "tsp_cli.pipeline.extraction",
+    "RunSummary": "tsp_cli.pipeline.events",
     "Shard": "tsp_cli.pipeline.sharding",
     "ClipSettings": "tsp_cli.pipeline.sampling",
     "fetch": "tsp_cli.models.cache",

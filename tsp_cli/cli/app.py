@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from tsp_cli import __version__
-from tsp_cli.cli import data, export, extract, models, status
+from tsp_cli.cli import data, doctor, export, extract, models, status
 
 _HELP = "Extract TSP/TAC clip features from videos, exactly as the reference recipe, in one pass per video."
 
@@ -39,6 +39,7 @@ app.command("inspect")(data.inspect)
 app.command("metadata")(data.metadata)
 app.command("standardize")(data.standardize)
 app.command("export")(export.export)
+app.command("doctor")(doctor.doctor)
 models_app.command("list")(models.list_models)
 models_app.command("download")(models.download)
 models_app.command("path")(models.path)
@@ -49,7 +50,7 @@ def version_text() -> str:
     """``tsp --version``: ours and the versions a bug report needs (torch, CUDA, torchvision, PyAV, FFmpeg)."""
     import torch
 
-    from tsp_cli.pipeline.engine import tool_versions
+    from tsp_cli.pipeline.extraction import tool_versions
 
     versions = tool_versions()
     cuda = torch.version.cuda or "none (a CPU build of torch)"

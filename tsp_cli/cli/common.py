@@ -151,3 +151,14 @@ WorkersOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+#: The --precision choices: ``tsp_cli.pipeline.precision.PRECISIONS`` (a test keeps them equal), written out
+#: here because that module imports torch, which a refused command must not wait for.
+PRECISION_NAMES = ("fp32", "tf32", "fp16", "bf16")
+
+
+def precision_option(help_text: str) -> Any:
+    """``--precision``, one of :data:`PRECISION_NAMES`, for ``extract`` and ``doctor`` alike."""
+    return typer.Option(
+        "--precision", parser=one_of(PRECISION_NAMES), metavar=choices_metavar(PRECISION_NAMES), help=help_text
+    )

@@ -17,7 +17,7 @@ from tsp_cli.errors import MissingVideosError, UsageError
 if TYPE_CHECKING:  # the data steps import h5py and PyAV: only when a command runs
     from rich.table import Table
 
-    from tsp_cli.data import merge as merging
+    from tsp_cli.data import inspection
     from tsp_cli.data.metadata import VideoTiming
     from tsp_cli.data.progress import Failure
 #: ``tsp inspect`` names at most this many videos with NaN (or foreign root items) in its summary table.
@@ -89,6 +89,7 @@ def merge(
         except MissingVideosError as error:
             _list_missing(error.missing)
             raise
+    _warn(result.notes)
     if result.missing:
         _list_missing(result.missing)
         err.print(f"[yellow]Merged without {count(len(result.missing), 'missing video')} (--allow-missing).[/]")
@@ -114,6 +115,12 @@ def _say_failed_videos_left_out(out_dir: Path, *, allowed: bool) -> None:
     )
     if not allowed:
         raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def _warn(notes: list[str]) -> None:
+    """Warnings about the folder read (unreadable record lines), each once, on stderr."""
+    for note in notes:
+        err.print(f"[yellow]Warning:[/] {escape(note)}")
 
 
 def _expected_videos(metadata: Path | None, videos: Path | None) -> dict[str, VideoTiming | None] | None:
@@ -167,13 +174,14 @@ def inspect(
     NaN or infinite values, if the HDF5 file holds no videos, or if its root holds anything but
     per-video datasets (downstream loaders iterate the root).
     """
-    from tsp_cli.data import merge as merging
+    from tsp_cli.data import inspection
 
     on_video = None
     if all_videos:
         on_video = _json_line if json_output else _VideoLines()
     with StepProgress("Reading") as on_progress:
-        summary = merging.inspect_features(path, on_video=on_video, on_progress=on_progress)
+        summary = inspection.inspect_features(path, on_video=on_video, on_progress=on_progress)
+    _warn(summary.notes)
     if json_output:
         _json_line(summary)
     else:
@@ -195,7 +203,7 @@ def inspect(
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
-def _json_line(record: merging.VideoSummary | merging.FeatureSummary) -> None:
+def _json_line(record: inspection.VideoSummary | inspection.FeatureSummary) -> None:
     """One JSON object on one line, straight to stdout (no Rich rendering per video)."""
     sys.stdout.write(json.dumps(record.to_json()) + "\n")
 
@@ -206,14 +214,14 @@ class _VideoLines:
     def __init__(self) -> None:
         self.started = False
 
-    def __call__(self, video: merging.VideoSummary) -> None:
+    def __call__(self, video: inspection.VideoSummary) -> None:
         if not self.started:
             sys.stdout.write("video\trows\twidth\tdtype\tfps\tframes\tclip starts (s)\tNaN/inf rows\n")
             self.started = True
         sys.stdout.write("\t".join(_video_fields(video)) + "\n")
 
 
-def _video_fields(video: merging.VideoSummary) -> tuple[str, ...]:
+def _video_fields(video: inspection.VideoSummary) -> tuple[str, ...]:
     """A video's row: name, rows, width, dtype, fps, frames, first clip starts, NaN/inf rows."""
     attributes = video.attributes
     return (
@@ -228,7 +236,7 @@ def _video_fields(video: merging.VideoSummary) -> tuple[str, ...]:
     )
 
 
-def _summary_table(summary: merging.FeatureSummary) -> Table:
+def _summary_table(summary: inspection.FeatureSummary) -> Table:
     from rich.table import Table
 
     table = Table(title=f"{escape(str(summary.path))} ({summary.kind})", show_header=False, title_justify="left")
@@ -254,13 +262,13 @@ def _some(names: list[str], limit: int = INSPECT_TABLE_ROWS) -> str:
     return ", ".join(names[:limit]) + (f" … and {more} more" if more > 0 else "")
 
 
-def _videos_table(summary: merging.FeatureSummary) -> Table:
+def _videos_table(summary: inspection.FeatureSummary) -> Table:
     from rich.table import Column, Table
 
-    from tsp_cli.data import merge as merging
+    from tsp_cli.data import inspection
 
     shown = [*summary.first, *summary.last]
-    caption = f"{summary.videos} videos; the first and last {merging.INSPECT_ENDS} shown (--all lists every one)"
+    caption = f"{summary.videos} videos; the first and last {inspection.INSPECT_ENDS} shown (--all lists every one)"
     # A narrow terminal folds a long name onto a second line, never cuts it: cfr30_a and cfr30_b stay apart.
     longest = max((len(_video_fields(row)[0]) for row in shown), default=5)
     name_column = Column("video", overflow="fold", min_width=min(longest, 20))

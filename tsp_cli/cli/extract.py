@@ -29,20 +29,19 @@ from tsp_cli.cli.common import (
     one_of,
     out,
     positive_number,
+    precision_option,
     whole_number,
 )
+from tsp_cli.cli.interrupts import sigterm_stops_like_ctrl_c
 from tsp_cli.errors import DeviceError, DownloadError, TspError, UsageError
+from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
     from tsp_cli.cli.fanout import FanoutResult
-    from tsp_cli.pipeline.engine import Event, ExtractionPlan, RunSummary
+    from tsp_cli.pipeline.events import Event, RunSummary
+    from tsp_cli.pipeline.extraction import ExtractionPlan
     from tsp_cli.pipeline.sharding import Shard
-
-
-#: The --precision choices: ``tsp_cli.pipeline.precision.PRECISIONS`` (a test keeps them equal), written out
-#: here because that module imports torch, which a refused command must not wait for.
-PRECISION_NAMES = ("fp32", "tf32", "fp16", "bf16")
 
 
 def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
@@ -79,16 +78,15 @@ def _print_failed(failed: int, retryable: int, *, where: str) -> None:
     err.print(f"[red]{count(failed, 'video')} failed, {where}.{advice}[/]")
 
 
-def _resolve_checkpoint(
-    local: Path | None, name: str | None, backbone: str | None, offline: bool
-) -> tuple[Path, str | None, str | None]:
-    """The checkpoint file to load, its released name if any, and the backbone to expect."""
+def _checkpoint_entry(
+    local: Path | None, name: str | None, backbone: str | None
+) -> tuple[str | None, str | None, Recipe]:
+    """The checkpoint's registry name (``None`` for ``--local``), the backbone to expect and its recipe; nothing downloaded."""
     if local is not None and name is not None:
         raise UsageError("Give either --local PATH or --checkpoint NAME, not both.")
     if local is not None:
-        return local, None, backbone
-    from tsp_cli.cli.progress import DownloadBar, download_progress
-    from tsp_cli.models import cache, registry
+        return None, backbone, TSP_RECIPE
+    from tsp_cli.models import registry
 
     name = name or DEFAULT_CHECKPOINT
     entry = registry.get(name)
@@ -96,9 +94,16 @@ def _resolve_checkpoint(
         raise UsageError(
             f"Checkpoint {name} is a {entry.backbone} model, not {backbone}; drop --backbone or change it."
         )
+    return name, entry.backbone, entry.recipe
+
+
+def _fetch_checkpoint(name: str, offline: bool) -> Path:
+    """The cached file of a registry checkpoint, downloaded (with a progress bar) the first time."""
+    from tsp_cli.cli.progress import DownloadBar, download_progress
+    from tsp_cli.models import cache
+
     with download_progress(transient=True) as progress:
-        path = cache.fetch(name, offline=offline, progress=DownloadBar(progress, name))
-    return path, name, entry.backbone
+        return cache.fetch(name, offline=offline, progress=DownloadBar(progress, name))
 
 
 @dataclass(frozen=True)
@@ -115,26 +120,36 @@ class _Request:
     batch_size: int
     workers: int | None
     dry_run: bool
-    clip_len: int
-    frame_rate: float
+    clip_len: int | None
+    frame_rate: float | None
     precision: str
     offline: bool
     report: Path | None
 
     def plan(self, shard: Shard, device: str | None) -> ExtractionPlan:
-        """Validate the request and list ``shard``'s videos, before anything slow."""
-        from tsp_cli.pipeline.engine import plan_extraction
+        """Validate the request and list ``shard``'s videos, before anything slow (the checkpoint is looked up, not fetched)."""
+        from tsp_cli.pipeline.extraction import ExtractionOptions, plan_extraction
 
-        return plan_extraction(
-            self.videos,
-            self.output,
+        name, backbone, recipe = None, self.backbone, TSP_RECIPE
+        if not self.dry_run or self.checkpoint is not None:  # a dry run needs a checkpoint only for its recipe
+            name, backbone, recipe = _checkpoint_entry(self.local, self.checkpoint, self.backbone)
+        options = ExtractionOptions(
+            checkpoint=self.local,
+            checkpoint_name=name,
+            backbone=backbone,
             stride=self.stride,
             clip_len=self.clip_len,
             frame_rate=self.frame_rate,
             metadata=self.metadata,
             shard=shard,
             device=device,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            precision=self.precision,
+            dry_run=self.dry_run,
+            recipe=recipe,
         )
+        return plan_extraction(self.videos, self.output, options)
 
 
 #: A checkpoint that cannot be downloaded stops ``extract`` before any video: nothing started (2).
@@ -246,21 +261,27 @@ def extract(
         ),
     ] = False,
     clip_len: Annotated[
-        int, typer.Option("--clip-len", parser=whole_number(1), help="Frames per clip (the released models use 16).")
-    ] = 16,
-    frame_rate: Annotated[
-        float,
+        int | None,
         typer.Option(
-            "--frame-rate", parser=positive_number, help="Frame rate clips are sampled at (the released models use 15)."
+            "--clip-len",
+            parser=whole_number(1),
+            help="Frames per clip (default: the checkpoint's recipe; 16 for the released models).",
+            show_default=False,
         ),
-    ] = 15.0,
+    ] = None,
+    frame_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--frame-rate",
+            parser=positive_number,
+            help="Frame rate clips are sampled at (default: the checkpoint's recipe; 15 for the released models).",
+            show_default=False,
+        ),
+    ] = None,
     precision: Annotated[
         str,
-        typer.Option(
-            "--precision",
-            parser=one_of(PRECISION_NAMES),
-            metavar=choices_metavar(PRECISION_NAMES),
-            help="fp32 (TF32 off) reproduces the reference; tf32, fp16 and bf16 are faster on GPUs, with small deviations.",
+        precision_option(
+            "fp32 (TF32 off) reproduces the reference; tf32, fp16 and bf16 are faster on GPUs, with small deviations."
         ),
     ] = "fp32",
     offline: Annotated[
@@ -277,7 +298,7 @@ def extract(
     """Extract one feature file per video: clips x 512 float32, exactly as the reference recipe.
 
     Resumes: finished videos (their <name>.npy exists) are skipped, so the same command run again
-    after a crash or Ctrl-C finishes the rest. A video that cannot be decoded never stops the run:
+    after a crash, Ctrl-C or SIGTERM finishes the rest. A video that cannot be decoded never stops the run:
     it is listed in OUTPUT/failures.jsonl with the reason, the run exits 1, and a rerun tries it again.
     """
     request = _Request(
@@ -297,10 +318,11 @@ def extract(
         offline=offline,
         report=report,
     )
-    if devices is not None:
-        _refuse_with_devices(shard, device)
-        raise typer.Exit(_extract_on_devices(request, devices))
-    raise typer.Exit(_extract_on_one_device(request, shard, device))
+    with sigterm_stops_like_ctrl_c():  # Slurm's SIGTERM: cleaned up, workers ended, exit 143
+        if devices is not None:
+            _refuse_with_devices(shard, device)
+            raise typer.Exit(_extract_on_devices(request, devices))
+        raise typer.Exit(_extract_on_one_device(request, shard, device))
 
 
 def _extract_on_one_device(request: _Request, shard: str | None, device: str | None) -> int:
@@ -312,14 +334,13 @@ def _extract_on_one_device(request: _Request, shard: str | None, device: str | N
     shard_spec, device, launcher = _choose_shard(shard, device)
     refuse_absent_device(device)
     from tsp_cli.cli.progress import ExtractProgress
-    from tsp_cli.pipeline.engine import run_extraction
+    from tsp_cli.pipeline.extraction import run_extraction
 
     plan = request.plan(shard_spec, device)
-    checkpoint_path, checkpoint_name, backbone_name = None, None, request.backbone
-    if not request.dry_run:
-        checkpoint_path, checkpoint_name, backbone_name = _resolve_checkpoint(
-            request.local, request.checkpoint, backbone_name, request.offline
-        )
+    checkpoint_path = None
+    if not request.dry_run and request.local is None:
+        assert plan.options.checkpoint_name is not None
+        checkpoint_path = _fetch_checkpoint(plan.options.checkpoint_name, request.offline)
     label = f"shard {shard_spec}" if shard_spec.count > 1 else "extract"
     report = None
     if request.report is not None:  # a child of --devices: its parent follows these events
@@ -328,17 +349,7 @@ def _extract_on_one_device(request: _Request, shard: str | None, device: str | N
         report = ChildReport(request.report)
     with ExtractProgress(label, dry_run=request.dry_run) as progress:
         on_event = progress if report is None else _both(progress, report)
-        summary = run_extraction(
-            plan,
-            checkpoint=checkpoint_path,
-            backbone=backbone_name,
-            checkpoint_name=checkpoint_name,
-            batch_size=request.batch_size,
-            workers=request.workers,
-            precision=request.precision,
-            dry_run=request.dry_run,
-            on_event=on_event,
-        )
+        summary = run_extraction(plan, checkpoint=checkpoint_path, on_event=on_event)
     _print_summary(summary, dry_run=request.dry_run)
     if report is not None:
         report.finish(summary)
@@ -435,7 +446,9 @@ def _extract_on_devices(request: _Request, devices: str) -> int:
     from tsp_cli.pipeline.sharding import Shard
 
     device_list = _checked_devices(devices)
-    request.plan(Shard(), device_list[0])  # every video, checked here: the children split them
+    plan = request.plan(Shard(), device_list[0])  # every video: the children split them
+    for note in plan.notes:  # each child says them in its log; the user reads them here
+        err.print(f"[yellow]Note:[/] {escape(note)}")
     arguments = (
         []
         if request.dry_run
@@ -463,8 +476,10 @@ def _checkpoint_arguments(local: Path | None, name: str | None, backbone: str | 
     """The children's checkpoint options; a released checkpoint is fetched here once, so children only read the cache."""
     if local is not None and name is None:
         return ["--local", str(local), *(["--backbone", backbone] if backbone else [])]
-    _, released_name, _ = _resolve_checkpoint(local, name, backbone, offline)
-    return ["--checkpoint", str(released_name), "--offline"]
+    released_name, _, _ = _checkpoint_entry(local, name, backbone)
+    assert released_name is not None
+    _fetch_checkpoint(released_name, offline)
+    return ["--checkpoint", released_name, "--offline"]
 
 
 def _report_crashes(result: FanoutResult) -> None:

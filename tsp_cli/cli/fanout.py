@@ -18,18 +18,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tsp_cli.errors import UsageError
 from tsp_cli.parallel import MAX_DEFAULT_WORKERS, available_cores
+from tsp_cli.pipeline.records import FileFollower
 from tsp_cli.pipeline.sharding import Shard, all_shards
 
 if TYPE_CHECKING:
     from tsp_cli.cli.extract import _Request
-    from tsp_cli.pipeline.engine import ClipProgress, Event, RunSummary
+    from tsp_cli.pipeline.events import ClipProgress, Event, RunSummary
 
 #: Lines of a crashed child's log shown to the user.
 LOG_TAIL_LINES = 20
@@ -89,7 +90,7 @@ def child_command(extract_arguments: Sequence[str], shard: Shard, device: str, r
 
 
 def _event_types() -> dict[str, type]:
-    from tsp_cli.pipeline.engine import ClipProgress, RunStarted, RunSummary, VideoEnded
+    from tsp_cli.pipeline.events import ClipProgress, RunStarted, RunSummary, VideoEnded
 
     return {kind.__name__: kind for kind in (RunStarted, ClipProgress, VideoEnded, RunSummary)}
 
@@ -137,7 +138,7 @@ class ChildReport:
         path.write_text("")
 
     def __call__(self, event: Event) -> None:
-        from tsp_cli.pipeline.engine import ClipProgress, RunStarted, VideoEnded
+        from tsp_cli.pipeline.events import ClipProgress, RunStarted, VideoEnded
 
         if isinstance(event, ClipProgress):
             self.pending = event
@@ -178,7 +179,7 @@ class ShardEvents:
         self.held: list[tuple[int, Any]] = []
 
     def take(self, shard: int, event: Any) -> None:
-        from tsp_cli.pipeline.engine import ClipProgress, RunStarted, VideoEnded
+        from tsp_cli.pipeline.events import ClipProgress, RunStarted, VideoEnded
 
         if isinstance(event, RunStarted):
             self.started[shard] = event
@@ -198,7 +199,7 @@ class ShardEvents:
 
 
 def _all_started(started: Sequence[Any]) -> Any:
-    from tsp_cli.pipeline.engine import RunStarted
+    from tsp_cli.pipeline.events import RunStarted
 
     notes = tuple(dict.fromkeys(note for event in started for note in event.notes))
     return RunStarted(
@@ -213,7 +214,7 @@ def _all_started(started: Sequence[Any]) -> Any:
 
 def _summed_progress(latest: Sequence[ClipProgress], silent_videos: int) -> ClipProgress:
     """The shards' progress added up; the videos of a shard not heard from yet count as unprobed."""
-    from tsp_cli.pipeline.engine import ClipProgress
+    from tsp_cli.pipeline.events import ClipProgress
 
     return ClipProgress(
         computed=sum(progress.computed for progress in latest),
@@ -229,7 +230,7 @@ def combine_summaries(summaries: Sequence[RunSummary], wall_seconds: float) -> R
     The time the network waited for frames is the shards' average, so that its share of the
     wall time reads as one device's does.
     """
-    from tsp_cli.pipeline.engine import RunSummary
+    from tsp_cli.pipeline.events import RunSummary
 
     values: dict[str, Any] = {}
     for item in dataclasses.fields(RunSummary):
@@ -326,7 +327,7 @@ def run_shards(
         for run in runs:
             run.report_path.write_text("")
             run.process = _start(child_command(extract_arguments, run.shard, run.device, run.report_path), run.log)
-        followers = [_JsonlFollower(run.report_path, from_start=True) for run in runs]
+        followers = [FileFollower(run.report_path, from_end=False) for run in runs]
         while _still_running(runs):
             _take_events(runs, followers, events)
             time.sleep(poll_seconds)
@@ -336,8 +337,8 @@ def run_shards(
     return FanoutResult(runs, Path(log_dir), time.perf_counter() - started)
 
 
-def _take_events(runs: Sequence[ShardRun], followers: Sequence[_JsonlFollower], events: ShardEvents) -> None:
-    from tsp_cli.pipeline.engine import RunSummary
+def _take_events(runs: Sequence[ShardRun], followers: Sequence[FileFollower], events: ShardEvents) -> None:
+    from tsp_cli.pipeline.events import RunSummary
 
     for run, follower in zip(runs, followers, strict=True):
         for record in follower.new_records():
@@ -378,35 +379,6 @@ def _shell_code(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-class _JsonlFollower:
-    """Reads the records appended to a JSON-lines file since it was opened here.
-
-    Only whole lines are taken; a line still being written is read on the next call. Unless
-    ``from_start``, records already there are not new, so reading starts at the current end.
-    """
-
-    def __init__(self, path: Path, *, from_start: bool = False) -> None:
-        self.path = path
-        self.offset = 0 if from_start or not path.is_file() else path.stat().st_size
-        self.partial = b""
-
-    def new_records(self) -> Iterator[dict[str, Any]]:
-        if not self.path.is_file():
-            return
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            data = self.partial + handle.read()
-            self.offset = handle.tell()
-        *lines, self.partial = data.split(b"\n")
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                yield record
-
-
 def shared_arguments(request: _Request, shards: int) -> list[str]:
     """Every child's ``tsp extract`` options other than the checkpoint, ``--shard``, ``--device``
     and ``--report``, ending with ``-- VIDEOS``; the decoders are shared out among the shards."""
@@ -414,9 +386,12 @@ def shared_arguments(request: _Request, shards: int) -> list[str]:
     arguments = [
         *("--output", str(request.output), "--stride", str(request.stride)),
         *("--batch-size", str(request.batch_size), "--workers", str(workers)),
-        *("--clip-len", str(request.clip_len), "--frame-rate", repr(request.frame_rate)),
         *("--precision", request.precision),
     ]
+    if request.clip_len is not None:  # else each child takes the checkpoint's recipe, as this process would
+        arguments += ["--clip-len", str(request.clip_len)]
+    if request.frame_rate is not None:
+        arguments += ["--frame-rate", repr(request.frame_rate)]
     if request.metadata is not None:
         arguments += ["--metadata", str(request.metadata)]
     if request.dry_run:

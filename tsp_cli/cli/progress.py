@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from tsp_cli.data.progress import Progress as StepEvent
-    from tsp_cli.pipeline.engine import ClipProgress, Event, RunStarted, VideoEnded
+    from tsp_cli.pipeline.events import ClipProgress, Event, RunStarted, VideoEnded
 
 #: Without a terminal, one progress line at most this often (plus the last one), for every command.
 LOG_INTERVAL_SECONDS = 30.0
@@ -174,7 +174,7 @@ class ExtractProgress(_Display):
 
     def __call__(self, event: Event) -> None:
         if not self._handlers:
-            from tsp_cli.pipeline.engine import ClipProgress, RunStarted, VideoEnded
+            from tsp_cli.pipeline.events import ClipProgress, RunStarted, VideoEnded
 
             self._handlers = {
                 RunStarted: self.on_run_started,
