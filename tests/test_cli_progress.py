@@ -88,6 +88,7 @@ def test_a_dry_run_summary_names_clipless_videos_and_says_nothing_of_a_model_or_
     assert "waited" not in text and "network" not in text
     # an empty file never decodes: no advice to rerun, and no failures.jsonl in a dry run
     assert "1 video failed, listed above. It cannot be decoded as it is (see the reason)." in text
+    assert "cannot be opened as a video (it is empty: 0 bytes)." in text
     assert "Rerun" not in text and "failures.jsonl" not in text
 
 
@@ -238,3 +239,19 @@ def test_workers_beyond_the_cores_are_capped_with_one_plain_note(videos: Path, t
     assert result.stderr.count(note) == 1 and f"using {cores}." in result.stderr
     assert f"with {cores} decoding worker" in result.stderr
     assert "UserWarning" not in result.stderr and "Warning" not in result.stderr
+
+
+def test_inspect_at_80_columns_folds_long_names_and_never_cuts_two_apart(tmp_path: Path) -> None:
+    import numpy as np
+
+    long_name = "a_rather_long_video_name_that_goes_on_and_on"
+    for name in ("cfr30_a", "cfr30_b", long_name):
+        np.save(tmp_path / f"{name}.npy", np.zeros((3, 512), np.float32))
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin", "COLUMNS": "80"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tsp_cli", "inspect", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cfr30_a" in result.stdout and "cfr30_b" in result.stdout and "…" not in result.stdout
+    folded = "".join(line.split("│")[1].strip() for line in result.stdout.splitlines() if line.count("│") > 2)
+    assert long_name in folded

@@ -60,7 +60,7 @@ def offline() -> bool:
 
 
 def launcher_environment() -> Mapping[str, str]:
-    """The variables through which Slurm and torchrun tell a process its place in a job.
+    """The variables through which Slurm, torchrun and Google Batch tell a process its place in a job.
 
     ``--shard auto`` reads them (``tsp_cli.pipeline.sharding.detect_shard``); handing over the mapping
     keeps that detection a pure function that tests feed with a plain dict.

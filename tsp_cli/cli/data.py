@@ -263,13 +263,16 @@ def _some(names: list[str], limit: int = INSPECT_TABLE_ROWS) -> str:
 
 
 def _videos_table(summary: inspection.FeatureSummary) -> Table:
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from tsp_cli.data import inspection
 
     shown = [*summary.first, *summary.last]
     caption = f"{summary.videos} videos; the first and last {inspection.INSPECT_ENDS} shown (--all lists every one)"
-    table = Table("video", "rows", "width", "dtype", "fps", "frames", caption=caption if summary.hidden else None)
+    # A narrow terminal folds a long name onto a second line, never cuts it: cfr30_a and cfr30_b stay apart.
+    longest = max((len(_video_fields(row)[0]) for row in shown), default=5)
+    name_column = Column("video", overflow="fold", min_width=min(longest, 20))
+    table = Table(name_column, "rows", "width", "dtype", "fps", "frames", caption=caption if summary.hidden else None)
     table.add_column("clip starts (s)", no_wrap=True)
     table.add_column("NaN/inf")
     for position, video in enumerate(shown):

@@ -61,6 +61,13 @@ def describe_av_error(error: Exception) -> str:
     return " ".join(str(text).split())
 
 
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
 @contextmanager
 def open_video_stream(path: Path | str) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     """Open ``path`` and yield its first video stream, whatever its index; errors become :class:`VideoError`."""
@@ -68,7 +75,9 @@ def open_video_stream(path: Path | str) -> Iterator[tuple[av.container.InputCont
     try:
         container = av.open(os.fspath(path), metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise VideoError(f"{path} cannot be opened as a video ({describe_av_error(error)}).", path=path) from None
+        # FFmpeg calls an empty file "Invalid data found when processing input": say what it is.
+        reason = "it is empty: 0 bytes" if _is_empty(path) else describe_av_error(error)
+        raise VideoError(f"{path} cannot be opened as a video ({reason}).", path=path) from None
     try:
         if not container.streams.video:
             raise VideoError(f"{path} has no video stream.", path=path)
