@@ -16,10 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from tests.videos import make_video
 from tsp_cli.atomic import TEMP_MARKER
+from tsp_cli.cli.app import app
 from tsp_cli.pipeline import store
+from tsp_cli.pipeline.batcher import run_jobs
+from tsp_cli.pipeline.inputs import collect_jobs
+from tsp_cli.pipeline.video import probe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,3 +123,68 @@ def test_sigterm_stops_like_ctrl_c_ends_every_worker_keeps_finished_files_and_ex
     assert f"{len(finished)} already done, {4 - len(finished)} to do" in rerun.stderr
     assert sorted(p.name for p in out.glob("*.npy")) == [f"v{i}.npy" for i in range(4)]
     assert {name: (out / name).read_bytes() for name in kept} == kept
+
+
+# ---- row 12: a file whose end is missing ---------------------------------------------------------
+
+
+def _cut_off(path: Path, keep: float = 0.4) -> Path:
+    """A 20 s Matroska file of which only the first ``keep`` of the bytes remain: its header still says 20 s."""
+    make_video(path, frames=300, fps=15, gop=15)
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["mkv", "mkv with audio", "mp4", "mp4 with audio", "webm", "avi", "variable frame rate", "one long GOP", "ts"],
+)
+def test_whole_files_are_never_taken_for_truncated(tmp_path: Path, kind: str) -> None:
+    options: dict = {"frames": 90, "fps": 30}
+    suffix = {"webm": ".webm", "avi": ".avi", "ts": ".ts"}.get(kind, ".mkv" if "mkv" in kind else ".mp4")
+    if "audio" in kind:
+        options["audio_first"] = True
+    if kind == "webm":
+        options["codec"] = "libvpx-vp9"
+    if kind == "avi":
+        options["codec"] = "mpeg4"
+    if kind == "variable frame rate":
+        options = {"timestamps": [i * 0.033 + (0.02 if i % 3 else 0) for i in range(90)]}
+    if kind == "one long GOP":
+        options["gop"] = 300
+    info = probe(make_video(tmp_path / f"whole{suffix}", **options))
+    assert info.truncated is None
+
+
+def test_a_cut_off_file_is_recorded_as_truncated_with_both_durations(tmp_path: Path, tiny_network) -> None:
+    videos = tmp_path / "videos"
+    _cut_off(videos / "cut_off.mkv")
+    make_video(videos / "whole.mkv", frames=300, fps=15, gop=15)
+    truncated = probe(videos / "cut_off.mkv").truncated
+    assert truncated is not None and truncated.declared_seconds == 20.0
+    assert 5.0 < truncated.decoded_seconds < 10.0, "the packets of the first 40% of the bytes"
+
+    out = tmp_path / "out"
+    summary = run_jobs(collect_jobs([videos]), out, tiny_network, workers=1)
+    records = store.read_video_records(out)
+    assert records["cut_off"]["truncated"] is True
+    assert records["cut_off"]["declared_seconds"] == 20.0
+    assert records["cut_off"]["decoded_seconds"] == round(truncated.decoded_seconds, 3)
+    assert records["cut_off"]["clips"] == len(np.load(out / "cut_off.npy")) > 0
+    assert not {"truncated", "declared_seconds", "decoded_seconds"} & set(records["whole"])
+    assert summary.truncated == [("cut_off", 20.0, truncated.decoded_seconds)]
+    assert (summary.done, summary.failed) == (2, 0)
+
+
+def test_extract_names_a_possibly_truncated_video_in_its_summary(tmp_path: Path) -> None:
+    _cut_off(tmp_path / "videos" / "cut_off.mkv")
+    result = CliRunner().invoke(app, ["extract", str(tmp_path / "videos"), "-o", str(tmp_path / "out"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "Note: possibly truncated (the file declares more than decodes, and the features cover what decodes): "
+        in result.output
+    )
+    assert (
+        "cut_off (20.0 s declared, 7.5 s decoded). Fetch it again, delete its .npy and rerun to redo it."
+        in result.output
+    )

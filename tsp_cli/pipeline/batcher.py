@@ -40,6 +40,7 @@ from tsp_cli.pipeline.precision import autocast_dtype, float32_math
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
 from tsp_cli.pipeline.transform import CROP_SIZE, blend_frames
+from tsp_cli.pipeline.truncation import Truncation
 from tsp_cli.pipeline.workers import SLABS_PER_WORKER, WorkerSide, decoded_messages, worker_died
 
 
@@ -52,6 +53,7 @@ class _Video:
     num_frames: int
     segments_left: int
     pixel_format: str = ""
+    truncated: Truncation | None = None
     frames: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)  # per segment, by frame id
 
 
@@ -128,6 +130,7 @@ class _Engine:
                 header.num_frames,
                 header.segments,
                 header.pixel_format,
+                header.truncated,
             )
             self.probed.add(job)
             self.known.add(job)
@@ -239,6 +242,7 @@ class _Engine:
                         "pixel_format": video.pixel_format,
                         "clips": clips,
                         "shard": str(self.shard),
+                        **(video.truncated.record() if video.truncated else {}),
                     },
                 )
         if clips:
@@ -248,6 +252,8 @@ class _Engine:
             self.summary.no_clips_names.append(name)
         if is_high_bit_depth(video.pixel_format):
             self.summary.high_bit_depth.append((name, video.pixel_format))
+        if video.truncated:
+            self.summary.truncated.append((name, video.truncated.declared_seconds, video.truncated.decoded_seconds))
         self.emit(VideoEnded(name, "done" if clips else "no clips", clips))
         self._emit_progress()
 

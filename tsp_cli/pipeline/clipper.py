@@ -30,6 +30,7 @@ from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, ClipWindow, clip_windows, window_positions
 from tsp_cli.pipeline.segments import Segment, plan_segments
 from tsp_cli.pipeline.transform import transform_for
+from tsp_cli.pipeline.truncation import Truncation
 from tsp_cli.pipeline.video import OpenVideo, SeekMissed, VideoInfo, decode_frames, open_probed, with_keyframes
 
 
@@ -42,6 +43,7 @@ class VideoHeader:
     num_clips: int
     segments: int = 1
     pixel_format: str = ""
+    truncated: Truncation | None = None
 
 
 @dataclass
@@ -284,7 +286,7 @@ def _first_segment(
         ]
     ):
         segments = [Segment(0, 0, len(windows), None)]
-    header = VideoHeader(info.fps, info.num_frames, len(windows), len(segments), info.pixel_format)
+    header = VideoHeader(info.fps, info.num_frames, len(windows), len(segments), info.pixel_format, info.truncated)
     yield from _segment_chunks(
         job_index,
         info,
