@@ -188,3 +188,67 @@ def test_extract_names_a_possibly_truncated_video_in_its_summary(tmp_path: Path)
         "cut_off (20.0 s declared, 7.5 s decoded). Fetch it again, delete its .npy and rerun to redo it."
         in result.output
     )
+
+
+# ---- row 14: a decoding worker killed mid-run ------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    __import__("multiprocessing").get_start_method() != "fork", reason="the patch reaches workers only through fork"
+)
+def test_clips_of_a_video_redone_after_its_worker_was_killed_are_counted_once(
+    tmp_path: Path, tiny_network, monkeypatch
+) -> None:
+    from tsp_cli.pipeline import batcher, workers
+    from tsp_cli.pipeline.events import ClipProgress
+    from tsp_cli.pipeline.sampling import ClipSettings
+
+    videos = tmp_path / "videos"
+    for name in ("a", "b"):
+        make_video(videos / f"{name}.mp4", frames=150, fps=30)
+    real_messages, real_run_batch = workers.video_messages, batcher._Engine.run_batch
+    computed_of_b, killed = tmp_path / "computed-of-b", tmp_path / "killed"
+
+    def run_batch(self):  # in the main process: say once some of b's clips are computed
+        real_run_batch(self)
+        if any(
+            self.jobs[job].name == "b" and video.remaining < len(video.features) for job, video in self.videos.items()
+        ):
+            computed_of_b.touch()
+
+    def killed_halfway(index, job, settings, **kwargs):  # in a worker: die (once) in the middle of b
+        for sent, chunk in enumerate(real_messages(index, job, settings, **kwargs)):
+            yield chunk
+            if job.name == "b" and sent == 1 and not killed.exists():
+                deadline = time.monotonic() + 60
+                while not computed_of_b.exists() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                killed.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(workers, "video_messages", killed_halfway)
+    monkeypatch.setattr(batcher._Engine, "run_batch", run_batch)
+    events: list = []
+    out = tmp_path / "out"
+    summary = run_jobs(
+        collect_jobs([videos]),
+        out,
+        tiny_network,
+        ClipSettings(stride=2),
+        workers=2,
+        batch_size=1,
+        on_event=events.append,
+    )
+    assert killed.exists(), "the worker decoding b was killed"
+    written = {path.stem: len(np.load(path)) for path in out.glob("*.npy")}
+    assert written == {"a": 30, "b": 30} and (summary.done, summary.failed) == (2, 0)
+    assert summary.clips == 60, "each clip written is counted once, however often it was computed"
+    last = [event for event in events if isinstance(event, ClipProgress)][-1]
+    assert last.computed == last.expected == summary.clips
+
+    monkeypatch.undo()
+    again = run_jobs(
+        collect_jobs([videos]), tmp_path / "again", tiny_network, ClipSettings(stride=2), workers=2, batch_size=1
+    )
+    assert again.clips == 60
+    np.testing.assert_array_equal(np.load(out / "b.npy"), np.load(tmp_path / "again" / "b.npy"))

@@ -261,12 +261,19 @@ class _Engine:
         """Whether every message of the video arrived (it ended, or only waits for its clips' batches)."""
         return job in self.ended or (job in self.videos and self.videos[job].segments_left == 0)
 
-    def forget(self, job: int) -> None:
-        """Drop what was received of a video whose decoding will start again (or never finish)."""
+    def forget(self, job: int, *, redone: bool = False) -> None:
+        """Drop what was received of a video whose decoding will start again (``redone``) or never finish.
+
+        The clips it will never get are taken off those expected. A video decoded again counts
+        all its clips again, so those computed for it so far are taken off both counts: each
+        clip is counted once, however often a crash made it be computed.
+        """
         video = self.videos.pop(job, None)
         self.early.pop(job, None)
         if video is not None:
-            self.clips_expected -= video.remaining  # its clips not computed yet; a restart counts them again
+            computed = len(video.features) - video.remaining
+            self.clips_expected -= video.remaining + (computed if redone else 0)
+            self.summary.clips -= computed if redone else 0
         self.pending = [clip for clip in self.pending if clip[0] != job]
 
     def fail(self, job: int, error: str, *, retryable: bool = True) -> None:
@@ -349,7 +356,7 @@ def run_jobs(
             # Videos whose messages all arrived are not in flight: their clips may still wait for a batch.
             in_flight = [job for job in work.claimed() if not engine.fully_received(job)]
             for job in in_flight:
-                engine.forget(job)
+                engine.forget(job, redone=len(order) > 1)  # a group of one is not decoded again
             if len(order) == 1:
                 # Alone in its group: the crash is this video's, unless it had already finished.
                 if order[0] in in_flight:
