@@ -16,14 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 from typer.testing import CliRunner
 
+from tests.conftest import TinyNetwork
 from tests.videos import make_video
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
 from tsp_cli.pipeline import store
 from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.inputs import collect_jobs
+from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.video import probe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,7 +205,6 @@ def test_clips_of_a_video_redone_after_its_worker_was_killed_are_counted_once(
 ) -> None:
     from tsp_cli.pipeline import batcher, workers
     from tsp_cli.pipeline.events import ClipProgress
-    from tsp_cli.pipeline.sampling import ClipSettings
 
     videos = tmp_path / "videos"
     for name in ("a", "b"):
@@ -252,3 +255,90 @@ def test_clips_of_a_video_redone_after_its_worker_was_killed_are_counted_once(
     )
     assert again.clips == 60
     np.testing.assert_array_equal(np.load(out / "b.npy"), np.load(tmp_path / "again" / "b.npy"))
+
+
+# ---- row 7: out of memory --------------------------------------------------------------------------
+
+#: What each allocator raises when it runs out (torch 2.x messages).
+ALLOCATOR_ERRORS = {
+    "CUDA": lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    "CPU": lambda: RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+        "you tried to allocate 4816896000 bytes. Error code 12 (Cannot allocate memory)"
+    ),
+    "MPS": lambda: RuntimeError("MPS backend out of memory (MPS allocated: 8.00 GB, max allowed: 9.07 GB)."),
+    "numpy": lambda: MemoryError("Unable to allocate 2.00 GiB for an array"),
+}
+
+
+class Cramped(nn.Module):
+    """The tiny network run clip by clip (so a clip's features never depend on its batch), on a
+    device where more than ``fits`` clips at once cannot be allocated, or nothing once ``room`` clips were computed."""
+
+    def __init__(self, fits: int | None = None, room: int | None = None, error=ALLOCATOR_ERRORS["CUDA"]) -> None:
+        super().__init__()
+        self.inner, self.fits, self.room, self.error = TinyNetwork().eval(), fits, room, error
+        self.computed, self.passes = 0, []
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        if (self.fits is not None and len(clips) > self.fits) or (self.room is not None and self.computed >= self.room):
+            raise self.error()
+        self.computed += len(clips)
+        self.passes.append(len(clips))
+        return torch.cat([self.inner(clip[None]) for clip in clips])
+
+
+@pytest.fixture(scope="module")
+def three_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("three")
+    for name, frames in (("a", 60), ("b", 90), ("c", 45)):
+        make_video(folder / f"{name}.mp4", frames=frames, fps=30)
+    return folder
+
+
+@pytest.mark.parametrize("allocator", list(ALLOCATOR_ERRORS))
+def test_a_batch_that_does_not_fit_is_split_and_writes_the_same_features(
+    tmp_path: Path, three_videos: Path, allocator: str
+) -> None:
+    settings = ClipSettings(stride=2)
+    fitting = run_jobs(collect_jobs([three_videos]), tmp_path / "fitting", Cramped(), settings, batch_size=8)
+    cramped = Cramped(fits=3, error=ALLOCATOR_ERRORS[allocator])
+    split = run_jobs(collect_jobs([three_videos]), tmp_path / "split", cramped, settings, batch_size=8)
+    assert max(cramped.passes) == 2 and split.batch_split_to == 2, "8 halved to 4, then to 2, kept for later batches"
+    assert (split.done, split.failed, split.clips) == (3, 0, fitting.clips) == (3, 0, 8 + 15 + 4)
+    for name in "abc":
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "split" / f"{name}.npy"), np.load(tmp_path / "fitting" / f"{name}.npy")
+        )
+    assert fitting.batch_split_to == 0
+
+
+def test_errors_that_are_not_out_of_memory_are_not_retried(tmp_path: Path, three_videos: Path) -> None:
+    wrong = Cramped(fits=3, error=lambda: RuntimeError("Given groups=1, weight of size [64, 3], expected input[8, 4]"))
+    with pytest.raises(RuntimeError, match="Given groups=1"):
+        run_jobs(collect_jobs([three_videos]), tmp_path / "out", wrong, ClipSettings(stride=2), batch_size=8)
+    assert wrong.passes == []
+
+
+def test_when_not_even_one_clip_fits_extract_says_so_keeps_finished_files_and_exits_1(
+    tmp_path: Path, three_videos: Path, monkeypatch
+) -> None:
+    import tsp_cli.models.loading as loading
+
+    cramped = Cramped(room=8)  # a's 8 clips fit; then nothing does
+    monkeypatch.setattr(loading, "load_backbone", lambda path, backbone=None: (cramped, "r3d_18"))
+    checkpoint = tmp_path / "stand-in.pth"
+    checkpoint.write_bytes(b"the stand-in network ignores this file")
+    out = tmp_path / "out"
+    arguments = ["extract", str(three_videos), "-o", str(out), "--local", str(checkpoint), "--device", "cpu"]
+    result = CliRunner().invoke(app, [*arguments, "--stride", "2", "--batch-size", "7", "--workers", "0"])
+    assert result.exit_code == 1, result.output
+    assert (
+        "Error: Out of memory on cpu even for one clip at a time; lower --batch-size (its buffers are allocated ahead) "
+        "or --workers (each decoding worker holds frames), or free memory, then run the same command again to "
+        "resume: finished videos are kept." in result.output
+    )
+    assert ("Traceback" not in result.output and result.exception is None) or isinstance(result.exception, SystemExit)
+    assert sorted(p.name for p in out.glob("*.npy")) == ["a.npy"] and np.load(out / "a.npy").shape == (8, 512)
+    assert list(store.read_video_records(out)) == ["a"]
+    assert [p.name for p in out.iterdir() if TEMP_MARKER in p.name] == []

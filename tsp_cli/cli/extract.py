@@ -70,6 +70,11 @@ def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
         )
     if summary.truncated:
         _print_truncated(summary.truncated)
+    if summary.batch_split_to:
+        err.print(
+            f"[yellow]Note:[/] a batch did not fit in memory, so forward passes ran {summary.batch_split_to} clips at "
+            f"a time; --batch-size {summary.batch_split_to} avoids the failed attempts next time."
+        )
     if summary.failed:
         where = "listed above" if dry_run else "listed above and in failures.jsonl in the output folder"
         _print_failed(summary.failed, summary.retryable_failures, where=where)

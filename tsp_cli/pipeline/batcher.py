@@ -36,6 +36,7 @@ from tsp_cli.pipeline.events import (
 )
 from tsp_cli.pipeline.handoff import SlabPool, SlabRef, WorkList
 from tsp_cli.pipeline.inputs import VideoJob
+from tsp_cli.pipeline.memory import FittingForward
 from tsp_cli.pipeline.precision import autocast_dtype, float32_math
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
@@ -106,10 +107,9 @@ class _Engine:
         self.clips_expected = 0
         self.pending: list[tuple[int, int, list[torch.Tensor]]] = []
         # One batch tensor reused for every batch: allocating ~77 MB per batch costs more in
-        # page faults than filling it does.
-        self.batch_buffer = torch.empty(
-            (batch_size, 3, settings.clip_len, CROP_SIZE, CROP_SIZE), dtype=torch.float32, device=device
-        )
+        # page faults than filling it does. Allocated by the first batch, at the size that fits.
+        self.batch_buffer: torch.Tensor | None = None
+        self.fitting = FittingForward(self._forward, batch_size, device, on_out_of_memory=self._drop_batch_buffer)
         self.summary = RunSummary()
 
     def handle(self, chunk: Message) -> None:
@@ -185,6 +185,30 @@ class _Engine:
         clips, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
         if not clips:
             return
+        rows = self.fitting(clips)  # split into smaller forward passes if the batch does not fit
+        touched = set()
+        for (job, clip_index, _), row in zip(clips, rows, strict=True):
+            video = self.videos[job]
+            video.features[clip_index] = row
+            video.remaining -= 1
+            touched.add(job)
+        self.summary.clips += len(clips)
+        self.emit(ClipsComputed(len(clips)))
+        self._emit_progress()
+        for job in touched:
+            self._finish_if_complete(job)
+
+    def _drop_batch_buffer(self) -> None:
+        self.batch_buffer = None
+
+    def _forward(self, clips: Sequence[tuple[int, int, list[torch.Tensor]]]) -> np.ndarray:
+        """The features of ``clips``, stacked into the batch buffer and run through the network."""
+        if self.batch_buffer is None:
+            self.batch_buffer = torch.empty(
+                (self.fitting.limit, 3, self.settings.clip_len, CROP_SIZE, CROP_SIZE),
+                dtype=torch.float32,
+                device=self.device,
+            )
         batch = self.batch_buffer[: len(clips)]
         if batch.device.type == "cpu":
             # numpy copies on this thread alone: torch's intra-op threads would compete with the
@@ -204,17 +228,7 @@ class _Engine:
                 float32_math(self.precision),
             ):
                 rows = self.model(batch).float().cpu().numpy()
-        touched = set()
-        for (job, clip_index, _), row in zip(clips, rows, strict=True):
-            video = self.videos[job]
-            video.features[clip_index] = row
-            video.remaining -= 1
-            touched.add(job)
-        self.summary.clips += len(clips)
-        self.emit(ClipsComputed(len(clips)))
-        self._emit_progress()
-        for job in touched:
-            self._finish_if_complete(job)
+        return rows
 
     def _emit_progress(self) -> None:
         unprobed = len(self.jobs) - len(self.known)
@@ -369,6 +383,7 @@ def run_jobs(
     while engine.pending:
         engine.run_batch()
     summary = engine.summary
+    summary.batch_split_to = engine.fitting.limit if engine.fitting.split else 0
     summary.wall_seconds = time.perf_counter() - started
     summary.data_wait_seconds = waited
     return summary

@@ -95,6 +95,8 @@ class RunSummary:
     high_bit_depth: list[tuple[str, str]] = field(default_factory=list)
     #: ``(name, declared seconds, decoded seconds)`` of videos whose file declares more than its packets hold.
     truncated: list[tuple[str, float, float]] = field(default_factory=list)
+    #: Clips per forward pass after a batch did not fit in memory and was split; 0 when none was.
+    batch_split_to: int = 0
 
     @property
     def clips_per_second(self) -> float:
