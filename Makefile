@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # project's ranges accept any 2.x torch.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lint format test test-fast demo bench bench-scale clean
+.PHONY: install lint format test test-fast test-gpu demo bench bench-gpu bench-scale clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,19 @@ test:
 test-fast:
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The tests marked cuda (tests/test_gpu.py): GPU features against the CPU references, each
+# precision's deviation, --devices on one GPU, pinned memory; skipped where there is no GPU.
+test-gpu:
+	$(BIN)/python -m pytest -q -rs -m cuda
+
 bench:
 	$(BIN)/python -m benchmarks.run
+
+# The network per precision and memory format, the input pipeline with 4/8/16 workers, and end to
+# end, on a GPU, in one table (under 8 minutes); `python -m benchmarks.gpu --device cpu --tiny` is
+# its smoke test (part of `make test`).
+bench-gpu:
+	$(BIN)/python -m benchmarks.gpu --device cuda
 
 # Kinetics scale (issue 13): planning from a 650k-row CSV, status/inspect/merge over 2k and 20k videos,
 # HDF5 root groups; not part of `make bench` (it generates 650k files; about 15 minutes on 2 cores).

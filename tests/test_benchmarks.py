@@ -7,6 +7,7 @@ poller must see a process's memory, and the CLI's summary line must still parse.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 
@@ -115,3 +116,20 @@ def test_report_renders_rows():
     text, markdown = as_text(rows), as_markdown(rows)
     assert "1.50x" in text and "pass" in text and "MISS" in text and "[a set]" in text
     assert markdown.count("\n") == 4 and "| 3 s |" in markdown and re.search(r"\| dry run \| 1\.50 s \|", markdown)
+
+
+def test_bench_gpu_runs_every_part_on_the_cpu_as_a_smoke_test(tmp_path, capsys):
+    """``make bench-gpu`` on the CPU, tiny: the network in both layouts, a dry run, an end-to-end run, one table."""
+    from benchmarks import gpu
+
+    assert gpu.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    layouts = {(row["precision"], row["memory_format"]) for row in results["network"]}
+    assert layouts == {("fp32", "ncdhw"), ("fp32", "channels_last_3d")}
+    assert all(row["clips_per_second"] > 0 and row["share_of_peak"] > 0 for row in results["network"])
+    (dry_run,) = results["input"]["160x120"]
+    (e2e,) = results["e2e"]
+    assert dry_run["clips"] == e2e["clips"] == 2 and e2e["precision"] == "fp32"
+    table = capsys.readouterr().out
+    for heading in ("network alone: r3d_18", "input pipeline: dry run, 160x120", "end to end r3d_18 fp32, 2 clips"):
+        assert heading in table

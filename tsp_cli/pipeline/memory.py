@@ -85,8 +85,8 @@ class FittingForward(Generic[T]):
     """Runs a batch through ``forward`` at most :attr:`limit` clips at a time, halving the limit
     (down to one clip) whenever an attempt runs out of memory, and keeping it for later batches.
 
-    ``forward(clips)`` returns one feature row per clip; ``on_out_of_memory()`` is called after a
-    failed attempt, before the retry, to drop buffers sized for the larger attempt.
+    ``forward(clips)`` returns one feature row per clip; ``on_split(limit)`` is called with the
+    new limit after a failed attempt, before the retry, to size buffers for it.
     """
 
     def __init__(
@@ -94,12 +94,12 @@ class FittingForward(Generic[T]):
         forward: Callable[[Sequence[T]], np.ndarray],
         limit: int,
         device: torch.device,
-        on_out_of_memory: Callable[[], None] = lambda: None,
+        on_split: Callable[[int], None] = lambda limit: None,
     ):
         self.forward = forward
         self.limit = limit
         self.device = device
-        self.on_out_of_memory = on_out_of_memory
+        self.on_split = on_split
         #: Whether some batch had to be split (the limit is then below the batch size asked for).
         self.split = False
 
@@ -116,9 +116,9 @@ class FittingForward(Generic[T]):
                 if not is_out_of_memory(error):
                     raise
             # Out of the except block, the failed attempt's frames and their tensors are freed.
-            self.on_out_of_memory()
             release_cached_memory(self.device)
             if size == 1:
                 raise out_of_memory(self.device)
             self.limit, self.split = size // 2, True
+            self.on_split(self.limit)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)

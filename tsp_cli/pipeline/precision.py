@@ -24,8 +24,24 @@ PRECISIONS: dict[str, tuple[torch.dtype | None, str]] = {
 }
 
 
+#: How far each precision's features may lie from full float32's, as the parity error (the largest
+#: difference over the largest spread of a feature around its mean over the clips; see
+#: tests/test_parity.py). fp32 is the reference's own tolerance (measured 5e-6 to 2e-5 on the
+#: parity videos, either memory format). bf16 keeps 8 bits of mantissa: measured 0.07 to 0.35 on
+#: the parity videos (0.26% of the largest feature, cosine to fp32 above 0.99999), whose clips
+#: vary little, so the error is large against their spread; bounded at 0.5. fp16 and TF32 keep 10
+#: bits, 8 times finer: bounded at 0.1, not measured yet (no GPU so far); tests/test_gpu.py checks
+#: them on the first GPU. ``tsp doctor`` checks the chosen precision against its bound.
+DEVIATION_BOUNDS: dict[str, float] = {"fp32": 1e-4, "tf32": 0.1, "fp16": 0.1, "bf16": 0.5}
+
+
 def autocast_dtype(precision: str) -> torch.dtype | None:
     return PRECISIONS[precision][0]
+
+
+def uses_tf32(precision: str) -> bool:
+    """Whether ``precision`` lets float32 convolutions and matmuls run on TF32 tensor cores."""
+    return PRECISIONS[precision][1] == "tf32"
 
 
 def _switches() -> list[tuple[object, str, object, object]]:
@@ -44,7 +60,7 @@ def _switches() -> list[tuple[object, str, object, object]]:
 @contextmanager
 def float32_math(precision: str) -> Iterator[None]:
     """Run the block with float32 convolutions and matmuls as ``precision`` asks; restore them after."""
-    tf32 = PRECISIONS[precision][1] == "tf32"
+    tf32 = uses_tf32(precision)
     switches = _switches()
     before = [getattr(owner, attribute) for owner, attribute, _, _ in switches]
     for owner, attribute, full, fast in switches:
@@ -54,3 +70,12 @@ def float32_math(precision: str) -> Iterator[None]:
     finally:
         for (owner, attribute, _, _), value in zip(switches, before, strict=True):
             setattr(owner, attribute, value)
+
+
+def float32_math_state() -> dict[str, str]:
+    """How float32 convolutions and matmuls run now: ``{"convolutions": "ieee" or "tf32", "matmuls": …}``."""
+    names = ("convolutions", "matmuls")
+    state = {}
+    for name, (owner, attribute, full, _) in zip(names, _switches(), strict=True):
+        state[name] = "ieee" if getattr(owner, attribute) == full else "tf32"
+    return state
