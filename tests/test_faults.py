@@ -342,3 +342,28 @@ def test_when_not_even_one_clip_fits_extract_says_so_keeps_finished_files_and_ex
     assert sorted(p.name for p in out.glob("*.npy")) == ["a.npy"] and np.load(out / "a.npy").shape == (8, 512)
     assert list(store.read_video_records(out)) == ["a"]
     assert [p.name for p in out.iterdir() if TEMP_MARKER in p.name] == []
+
+
+def _cpu_refuses(clips: int) -> bool:
+    try:
+        torch.empty((clips, 3, 16, 112, 112), dtype=torch.float32)
+    except RuntimeError:
+        return True
+    return False
+
+
+HUGE_BATCH = 10**7  # a 24 TB batch buffer
+
+
+@pytest.mark.skipif(not _cpu_refuses(HUGE_BATCH), reason="this machine's allocator promises 24 TB (overcommit)")
+def test_a_batch_size_whose_buffer_cannot_be_allocated_is_split_by_the_real_allocator(
+    tmp_path: Path, three_videos: Path
+) -> None:
+    settings = ClipSettings(stride=2)
+    run_jobs(collect_jobs([three_videos]), tmp_path / "fitting", Cramped(), settings, batch_size=8)
+    huge = run_jobs(collect_jobs([three_videos]), tmp_path / "huge", Cramped(), settings, batch_size=HUGE_BATCH)
+    assert (huge.done, huge.failed, huge.clips) == (3, 0, 27) and 0 < huge.batch_split_to <= 27
+    for name in "abc":
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "huge" / f"{name}.npy"), np.load(tmp_path / "fitting" / f"{name}.npy")
+        )
