@@ -305,7 +305,7 @@ def test_a_crashing_shard_is_reported_with_its_log_and_sets_the_exit_code(tmp_pa
 
 
 def shard_run(exit_code: int | None, reported: bool = True) -> ShardRun:
-    summary = RunSummary(failed=int(exit_code == 1)) if reported else None
+    summary = RunSummary(failures=[("v", "broken")] * int(exit_code == 1)) if reported else None
     return ShardRun(Shard(0, 2), "cpu", Path("log"), exit_code=exit_code, summary=summary)
 
 
@@ -328,7 +328,7 @@ def test_a_childs_events_and_summary_come_back_as_the_same_typed_values(tmp_path
     clock = [0.0]
     report = fanout.ChildReport(tmp_path / "r.jsonl", clock=lambda: clock[0])
     started = RunStarted(videos=3, to_do=2, skipped=1, workers=2, device="cpu", notes=("a note",))
-    summary = RunSummary(videos=3, done=1, failed=1, clips=7, failures=[("b", "no stream")], retryable_failures=0)
+    summary = RunSummary(videos=3, done=1, clips=7, failures=[("b", "no stream")], retryable_failures=0)
     summary.high_bit_depth.append(("c", "yuv420p10le"))
     report(started)
     report(ClipProgress(computed=0, expected=4, probed=1, unprobed=1))
@@ -348,9 +348,9 @@ def test_a_childs_events_and_summary_come_back_as_the_same_typed_values(tmp_path
 
 
 def test_shard_summaries_combine_into_one_runs() -> None:
-    first = RunSummary(videos=3, done=2, no_clips=1, clips=10, wall_seconds=9.0, data_wait_seconds=1.0)
+    first = RunSummary(videos=3, done=2, clips=10, wall_seconds=9.0, data_wait_seconds=1.0)
     first.no_clips_names.append("s")
-    second = RunSummary(videos=2, done=1, failed=1, clips=4, wall_seconds=5.0, data_wait_seconds=3.0)
+    second = RunSummary(videos=2, done=1, clips=4, wall_seconds=5.0, data_wait_seconds=3.0)
     second.failures.append(("b", "no stream"))
     combined = fanout.combine_summaries([first, second], wall_seconds=10.0)
     assert (combined.videos, combined.done, combined.no_clips, combined.failed, combined.clips) == (5, 3, 1, 1, 14)
