@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tests.videos import make_video
 from tsp_cli.cli.app import app
-from tsp_cli.pipeline.inputs import find_videos, plan_shard
+from tsp_cli.pipeline.inputs import find_videos, plan_shard, skipped_notes
 from tsp_cli.pipeline.video import VIDEO_SUFFIXES
 
 
@@ -83,6 +83,9 @@ def test_dangling_links_are_named_as_skipped(tmp_path: Path) -> None:
         f"Skipped 4 symbolic links whose targets do not exist: {data}/gone.mp4, {data}/ping.mp4, "
         f"{data}/pong.mp4, {data}/unmounted."
     ]
+    skipped: list = []
+    assert [video.filename for video in find_videos([data], skipped)] == ["ok.mp4"]
+    assert skipped_notes(skipped) == plan.notes
     alone = tmp_path / "only-dangling"
     alone.mkdir()
     (alone / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")

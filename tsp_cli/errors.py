@@ -120,3 +120,7 @@ class MissingVideosError(TspError, LookupError):
 
 class OutputError(_AboutAFile, OSError):
     """The output folder cannot be written mid-run (disk full, permissions changed); finished videos are kept."""
+
+
+class MemoryExhaustedError(TspError, MemoryError):
+    """Not even one clip fits in memory mid-run (a batch that does not fit is split first); finished videos are kept."""

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from tsp_cli.errors import (
     DownloadError,
     FeatureFileError,
+    MemoryExhaustedError,
     MissingVideosError,
     OutputError,
     TspError,
@@ -60,6 +61,7 @@ _ITEM_FAILURES: tuple[type[TspError], ...] = (
     UnsafePickleError,
     FeatureFileError,
     MissingVideosError,
+    MemoryExhaustedError,
 )
 
 _PARAMETER = re.compile(r"`([a-z_]+)`")

@@ -63,9 +63,29 @@ def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
             f"[yellow]Note:[/] {count(len(summary.high_bit_depth), 'video has', 'videos have')} more than 8 bits per "
             f"sample: {escape(listed)}; their features depend on the FFmpeg build (see README, high-bit-depth videos)."
         )
+    if summary.truncated:
+        _print_truncated(summary.truncated)
+    if summary.batch_split_to:
+        err.print(
+            f"[yellow]Note:[/] a batch did not fit in memory, so forward passes ran {summary.batch_split_to} clips at "
+            f"a time; --batch-size {summary.batch_split_to} avoids the failed attempts next time."
+        )
     if summary.failed:
         where = "listed above" if dry_run else "listed above and in failures.jsonl in the output folder"
         _print_failed(summary.failed, summary.retryable_failures, where=where)
+
+
+def _print_truncated(truncated: list[tuple[str, float, float]]) -> None:
+    """Videos whose file declares more than decodes: their features cover only what decodes."""
+    one = len(truncated) == 1
+    listed = ", ".join(
+        f"{name} ({declared:.1f} s declared, {decoded:.1f} s decoded)" for name, declared, decoded in truncated
+    )
+    err.print(
+        f"[yellow]Note:[/] possibly truncated (the file declares more than decodes, and the features cover what "
+        f"decodes): {escape(listed)}. Fetch {'it' if one else 'them'} again, delete {'its' if one else 'their'} "
+        f".npy and rerun to redo {'it' if one else 'them'}."
+    )
 
 
 def _print_failed(failed: int, retryable: int, *, where: str) -> None:

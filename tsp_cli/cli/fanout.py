@@ -241,6 +241,8 @@ def combine_summaries(summaries: Sequence[RunSummary], wall_seconds: float) -> R
             values[item.name] = wall_seconds
         elif item.name == "data_wait_seconds":
             values[item.name] = sum(parts) / len(parts) if parts else 0.0
+        elif item.name == "batch_split_to":  # the smallest batch that fitted on some shard's device
+            values[item.name] = min((part for part in parts if part), default=0)
         elif parts and isinstance(parts[0], list):
             values[item.name] = [entry for part in parts for entry in part]
         elif parts and isinstance(parts[0], int | float):

@@ -36,10 +36,12 @@ from tsp_cli.pipeline.events import (
 )
 from tsp_cli.pipeline.handoff import SlabPool, SlabRef, WorkList
 from tsp_cli.pipeline.inputs import VideoJob
+from tsp_cli.pipeline.memory import FittingForward
 from tsp_cli.pipeline.network import Network
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
 from tsp_cli.pipeline.transform import blend_frames, taps_per_frame
+from tsp_cli.pipeline.truncation import Truncation
 from tsp_cli.pipeline.workers import SLABS_PER_WORKER, WorkerSide, decoded_messages, worker_died
 
 
@@ -52,6 +54,7 @@ class _Video:
     num_frames: int
     segments_left: int
     pixel_format: str = ""
+    truncated: Truncation | None = None
     frames: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)  # per segment, by frame id
 
 
@@ -135,6 +138,7 @@ class _Engine:
             clip_len=settings.clip_len,
             crop=settings.recipe.crop,
         )
+        self.fitting = FittingForward(self._forward, batch_size, device, on_split=self.network.shrink_batches)
         self.summary = RunSummary()
 
     def handle(self, chunk: Message) -> None:
@@ -155,6 +159,7 @@ class _Engine:
                 num_frames=header.num_frames,
                 segments_left=header.segments,
                 pixel_format=header.pixel_format,
+                truncated=header.truncated,
             )
             self.tally.probed(job, header.num_clips)
             self.emit(VideoBegan(name=self.jobs[job].name, clips=header.num_clips))
@@ -207,17 +212,7 @@ class _Engine:
         clips, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
         if not clips:
             return
-        batch = self.network.batch_buffer(len(clips))
-        if batch.device.type == "cpu":
-            # numpy copies on this thread alone: torch's intra-op threads would compete with the
-            # decoding workers for the same cores and wait on each other (measured 40 ms a clip).
-            rows = batch.numpy()
-            for row, (_, _, frames) in zip(rows, clips, strict=True):
-                np.stack([frame.numpy() for frame in frames], axis=1, out=row)
-        else:
-            for row, (_, _, frames) in zip(batch, clips, strict=True):
-                torch.stack(frames, dim=1, out=row)
-        rows = self.network.features(batch)
+        rows = self.fitting(clips)  # split into smaller forward passes if the batch does not fit
         touched = set()
         for (job, clip_index, _), row in zip(clips, rows, strict=True):
             video = self.videos[job]
@@ -229,6 +224,20 @@ class _Engine:
         self._emit_progress()
         for job in touched:
             self._finish_if_complete(job)
+
+    def _forward(self, clips: Sequence[tuple[int, int, list[torch.Tensor]]]) -> np.ndarray:
+        """The features of ``clips``, stacked into the batch buffer and run through the network."""
+        batch = self.network.batch_buffer(len(clips))
+        if batch.device.type == "cpu":
+            # numpy copies on this thread alone: torch's intra-op threads would compete with the
+            # decoding workers for the same cores and wait on each other (measured 40 ms a clip).
+            rows = batch.numpy()
+            for row, (_, _, frames) in zip(rows, clips, strict=True):
+                np.stack([frame.numpy() for frame in frames], axis=1, out=row)
+        else:
+            for row, (_, _, frames) in zip(batch, clips, strict=True):
+                torch.stack(frames, dim=1, out=row)
+        return self.network.features(batch)
 
     def _emit_progress(self) -> None:
         self.emit(self.tally.progress(self.summary.clips))
@@ -254,6 +263,7 @@ class _Engine:
                         "pixel_format": video.pixel_format,
                         "clips": clips,
                         "shard": str(self.shard),
+                        **(video.truncated.record() if video.truncated else {}),
                     },
                 )
         if clips:
@@ -262,6 +272,8 @@ class _Engine:
             self.summary.no_clips_names.append(name)
         if is_high_bit_depth(video.pixel_format):
             self.summary.high_bit_depth.append((name, video.pixel_format))
+        if video.truncated:
+            self.summary.truncated.append((name, video.truncated.declared_seconds, video.truncated.decoded_seconds))
         self.emit(VideoEnded(name=name, outcome="done" if clips else "no clips", clips=clips))
         self._emit_progress()
 
@@ -269,12 +281,19 @@ class _Engine:
         """Whether every message of the video arrived (it ended, or only waits for its clips' batches)."""
         return job in self.tally.ended or (job in self.videos and self.videos[job].segments_left == 0)
 
-    def forget(self, job: int) -> None:
-        """Drop what was received of a video whose decoding will start again (or never finish)."""
+    def forget(self, job: int, *, redone: bool = False) -> None:
+        """Drop what was received of a video whose decoding will start again (``redone``) or never finish.
+
+        The clips it will never get are taken off those expected. A video decoded again counts
+        all its clips again, so those computed for it so far are taken off both counts: each
+        clip is counted once, however often a crash made it be computed.
+        """
         video = self.videos.pop(job, None)
         self.early.pop(job, None)
         if video is not None:
-            self.tally.expected -= video.remaining  # its clips not computed yet; a restart counts them again
+            computed = len(video.features) - video.remaining
+            self.tally.expected -= video.remaining + (computed if redone else 0)
+            self.summary.clips -= computed if redone else 0
         self.pending = [clip for clip in self.pending if clip[0] != job]
 
     def fail(self, job: int, error: str, *, retryable: bool = True) -> None:
@@ -362,7 +381,7 @@ def run_jobs(
             # Videos whose messages all arrived are not in flight: their clips may still wait for a batch.
             in_flight = [job for job in work.claimed() if not engine.fully_received(job)]
             for job in in_flight:
-                engine.forget(job)
+                engine.forget(job, redone=len(order) > 1)  # a group of one is not decoded again
             if len(order) == 1:
                 # Alone in its group: the crash is this video's, unless it had already finished.
                 if order[0] in in_flight:
@@ -375,6 +394,7 @@ def run_jobs(
     while engine.pending:
         engine.run_batch()
     summary = engine.summary
+    summary.batch_split_to = engine.fitting.limit if engine.fitting.split else 0
     summary.wall_seconds = time.perf_counter() - started
     summary.data_wait_seconds = waited
     return summary

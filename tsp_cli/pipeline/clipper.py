@@ -31,6 +31,7 @@ from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, ClipWindow, clip_windows, window_positions
 from tsp_cli.pipeline.segments import Segment, whole_video
 from tsp_cli.pipeline.transform import taps_per_frame, transform_for
+from tsp_cli.pipeline.truncation import Truncation
 from tsp_cli.pipeline.video import OpenVideo, SeekMissed, VideoInfo, decode_frames, open_probed
 
 
@@ -43,6 +44,7 @@ class VideoHeader:
     num_clips: int
     segments: int = 1
     pixel_format: str = ""
+    truncated: Truncation | None = None
 
 
 @dataclass
@@ -283,6 +285,7 @@ def video_messages(
                 num_clips=len(windows),
                 segments=decoding.segments,
                 pixel_format=info.pixel_format,
+                truncated=info.truncated,
             )
             yield from _segment_chunks(
                 job_index,

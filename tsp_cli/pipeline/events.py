@@ -95,6 +95,10 @@ class RunSummary:
     no_clips_names: list[str] = field(default_factory=list)
     #: ``(name, pixel format)`` of videos with more than 8 bits per sample, whose features depend on the FFmpeg build.
     high_bit_depth: list[tuple[str, str]] = field(default_factory=list)
+    #: ``(name, declared seconds, decoded seconds)`` of videos whose file declares more than its packets hold.
+    truncated: list[tuple[str, float, float]] = field(default_factory=list)
+    #: Clips per forward pass after a batch did not fit in memory and was split; 0 when none was.
+    batch_split_to: int = 0
 
     @property
     def failed(self) -> int:

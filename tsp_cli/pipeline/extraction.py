@@ -26,6 +26,7 @@ from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.devices import resolve_device
 from tsp_cli.pipeline.events import Event, RunStarted, RunSummary
 from tsp_cli.pipeline.inputs import VideoJob, plan_shard
+from tsp_cli.pipeline.memory import out_of_memory_stops_the_run
 from tsp_cli.pipeline.precision import PRECISIONS
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
@@ -235,18 +236,19 @@ def run_extraction(
                 notes=tuple(notes),
             )
         )
-    summary = run_jobs(
-        to_do,
-        plan.out_dir,
-        model,
-        plan.settings,
-        device=plan.device,
-        batch_size=options.batch_size,
-        workers=workers,
-        precision=options.precision,
-        shard=options.shard,
-        on_event=on_event,
-    )
+    with out_of_memory_stops_the_run(plan.device):
+        summary = run_jobs(
+            to_do,
+            plan.out_dir,
+            model,
+            plan.settings,
+            device=plan.device,
+            batch_size=options.batch_size,
+            workers=workers,
+            precision=options.precision,
+            shard=options.shard,
+            on_event=on_event,
+        )
     summary.videos, summary.skipped = len(plan.jobs), skipped
     return summary
 

@@ -213,14 +213,16 @@ def _scan_some(paths: Sequence[Path], skipped: list[SkippedPath]) -> list[_Found
     return videos
 
 
-def find_videos(paths: Iterable[Path]) -> list[VideoFile]:
+def find_videos(paths: Iterable[Path], skipped: list[SkippedPath] | None = None) -> list[VideoFile]:
     """Every video under the given folders (recursively, by file ending, sorted by relative path)
     plus the files given (whatever their ending), each once. Hidden files and folders under a
     folder given are skipped (macOS ``._*`` files are no videos); a hidden file named itself is kept.
+    Symbolic links are followed as ``find -L`` does; those that cannot be followed (dangling, a
+    loop) and unreadable folders are added to ``skipped`` (:func:`skipped_notes` words them).
 
     A path that does not exist is a :class:`UsageError`: a typo must not silently shorten a run.
     """
-    found = _scan([Path(p) for p in paths], [])
+    found = _scan([Path(p) for p in paths], [] if skipped is None else skipped)
     return [VideoFile(Path(_path(video)), _filename(video)) for video in found]
 
 

@@ -126,16 +126,28 @@ class Network:
         """Put the weights and the batch buffer in ``memory_format`` (nothing happens if they are)."""
         if self.model is not None:
             self.model.to(memory_format=MEMORY_FORMATS[memory_format])
-        if self._buffer is None or memory_format != self.memory_format:
-            # One batch tensor reused for every batch: allocating ~77 MB per batch costs more in
-            # page faults than filling it does.
+        if memory_format != self.memory_format:
+            self._buffer = None  # allocated again, in this layout, by the next batch
+        self.memory_format = memory_format
+
+    def _allocated_buffer(self) -> torch.Tensor:
+        """One batch tensor reused for every batch: allocating ~77 MB per batch costs more in page
+        faults than filling it does. Allocated by the first batch, so that a size that does not fit
+        fails where the engine splits batches (``tsp_cli.pipeline.memory``)."""
+        if self._buffer is None:
             self._buffer = torch.empty(
                 self.batch_shape,
                 dtype=torch.float32,
                 device=self.device,
-                memory_format=MEMORY_FORMATS[memory_format],
+                memory_format=MEMORY_FORMATS[self.memory_format],
             )
-        self.memory_format = memory_format
+        return self._buffer
+
+    def shrink_batches(self, count: int) -> None:
+        """Run at most ``count`` clips at a time from now on (a batch ran out of memory): the buffer
+        is freed, and the next batch allocates it at that size."""
+        self.batch_shape = (count, *self.batch_shape[1:])
+        self._buffer = None
 
     def batch_buffer(self, count: int) -> torch.Tensor:
         """The first ``count`` rows of the reused batch buffer, in the layout the next batch runs in.
@@ -144,8 +156,7 @@ class Network:
         """
         if self.trial is not None and count == self.batch_shape[0]:
             self._use(self.trial.next_format())
-        assert self._buffer is not None
-        return self._buffer[:count]
+        return self._allocated_buffer()[:count]
 
     def features(self, batch: torch.Tensor) -> np.ndarray:
         """The float32 feature rows (clips x 512) of ``batch``; a dry run's stand-in gives zeros."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 
 from tsp_cli.errors import VideoError
+from tsp_cli.pipeline.truncation import Truncation, check_truncation, declared_seconds
 
 #: File endings taken as videos when a folder is given.
 VIDEO_SUFFIXES = frozenset(
@@ -53,6 +54,8 @@ class VideoInfo:
     keyframes: tuple[Keyframe, ...] | None = None
     #: FFmpeg's name of the decoded frames' pixel format, e.g. ``yuv420p`` or ``yuv420p10le``.
     pixel_format: str = ""
+    #: Set when the file declares a longer video than its packets hold (counted frames only).
+    truncated: Truncation | None = None
 
 
 def describe_av_error(error: Exception) -> str:
@@ -104,18 +107,21 @@ def scan_packets(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream
 ) -> tuple[int, tuple[Keyframe, ...] | None]:
     """Demux the stream once: the packets that carry a frame, and its keyframes (``None`` if any pts is missing)."""
-    count, keyframes, _ = _scan(container, stream)
+    count, keyframes, _, _ = _scan(container, stream)
     return count, keyframes
 
 
 def _scan(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream
-) -> tuple[int, tuple[Keyframe, ...] | None, tuple[int | None, int | None, int | None]]:
-    """:func:`scan_packets`, and the first packet's (pts, dts, position) to recognise it after a rewind."""
+) -> tuple[int, tuple[Keyframe, ...] | None, tuple[int | None, int | None, int | None], tuple[int | None, int | None]]:
+    """:func:`scan_packets`, the first packet's (pts, dts, position) to recognise it after a rewind,
+    and the span of the packets' times (the earliest pts, the latest pts plus its duration)."""
     count = 0
     keyframes: list[Keyframe] = []
     complete = True
     first: tuple[int | None, int | None, int | None] = (None, None, None)
+    earliest: int | None = None
+    end: int | None = None
     for packet in container.demux(stream):
         if packet.size <= 0:
             continue
@@ -123,13 +129,17 @@ def _scan(
             first = (packet.pts, packet.dts, packet.pos)
         count += 1
         pts = packet.pts
+        if pts is not None:
+            earliest = pts if earliest is None else min(earliest, pts)
+            packet_end = pts + (packet.duration or 0)
+            end = packet_end if end is None else max(end, packet_end)
         if pts is None:
             complete = False
         elif packet.is_keyframe:
             keyframes.append(Keyframe(pts))
         elif keyframes and pts < keyframes[-1].pts and not keyframes[-1].leading:
             keyframes[-1] = Keyframe(keyframes[-1].pts, leading=True)
-    return count, tuple(keyframes) if complete else None, first
+    return count, tuple(keyframes) if complete else None, first, (earliest, end)
 
 
 def _rewound(
@@ -199,13 +209,14 @@ def open_probed(
             raise VideoError(
                 f"{path} has no time base on its video stream; re-encode it with `tsp standardize`.", path=path
             )
-        keyframes = None
+        keyframes, truncated = None, None
         packets: Iterator[av.Packet] | None = None
         if num_frames is None:
             try:
-                num_frames, keyframes, first = _scan(container, stream)
+                num_frames, keyframes, first, span = _scan(container, stream)
             except av.FFmpegError as error:
                 raise VideoError(f"{path} cannot be read to the end ({describe_av_error(error)}).", path=path) from None
+            truncated = check_truncation(declared_seconds(container, stream), *span, Fraction(stream.time_base))
             packets = _rewound(container, stream, first)
         else:
             packets = container.demux(stream)
@@ -220,6 +231,7 @@ def open_probed(
             height=stream.codec_context.height,
             keyframes=keyframes,
             pixel_format=stream.codec_context.pix_fmt or "",
+            truncated=truncated,
         )
         yield info, OpenVideo(container, stream, packets)
 
