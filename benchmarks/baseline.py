@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tsp_cli.models.recipe import TSP_RECIPE
 from tsp_cli.pipeline.sampling import ClipSettings, clip_windows, window_positions
-from tsp_cli.pipeline.transform import CROP_SIZE, CROP_TOP_LEFT, MEAN, RESIZE_HW, STD
 from tsp_cli.pipeline.video import probe
 
 _GC_COLLECTION_INTERVAL = 10
@@ -124,17 +124,18 @@ def read_video_frames(path: str, start_offset: int, end_offset: int) -> torch.Te
     return torch.as_tensor(np.stack([frame.to_ndarray(format="rgb24") for frame in result]))
 
 
-_MEAN = torch.tensor(MEAN, dtype=torch.float32)[:, None, None, None]
-_STD = torch.tensor(STD, dtype=torch.float32)[:, None, None, None]
+_MEAN = torch.tensor(TSP_RECIPE.mean, dtype=torch.float32)[:, None, None, None]
+_STD = torch.tensor(TSP_RECIPE.std, dtype=torch.float32)[:, None, None, None]
 
 
 def transform_clip(vframes: torch.Tensor) -> torch.Tensor:
     """The reference's clip transform: T x H x W x 3 uint8 -> 3 x T x 112 x 112 float32."""
     video = vframes.permute(3, 0, 1, 2).to(torch.float32) / 255
-    video = torch.nn.functional.interpolate(video, size=RESIZE_HW, mode="bilinear", align_corners=False)
+    video = torch.nn.functional.interpolate(video, size=TSP_RECIPE.resize, mode="bilinear", align_corners=False)
     video = (video - _MEAN) / _STD
-    top, left = CROP_TOP_LEFT
-    return video[..., top : top + CROP_SIZE, left : left + CROP_SIZE]
+    top, left = TSP_RECIPE.crop_top_left
+    crop = TSP_RECIPE.crop
+    return video[..., top : top + crop, left : left + crop]
 
 
 def read_clip(clip: ClipRead) -> torch.Tensor:

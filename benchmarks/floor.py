@@ -43,7 +43,7 @@ def decode_with_pixels(path: Path | str) -> int:
     import torch
 
     from tsp_cli.pipeline.sampling import ClipSettings, clip_start_indices, resampled_indices
-    from tsp_cli.pipeline.transform import CPU_BLEND_GROUP, TAPS_PER_FRAME, blend_frames, transform_for
+    from tsp_cli.pipeline.transform import CPU_BLEND_GROUP, blend_frames, taps_per_frame, transform_for
 
     settings = ClipSettings()
     with av.open(os.fspath(path), metadata_errors="ignore") as container:
@@ -56,7 +56,7 @@ def decode_with_pixels(path: Path | str) -> int:
         starts = set(clip_start_indices(fps, count, settings).tolist())
         first_positions = [k for k, index in enumerate(indices) if int(index) in starts]
         used = {int(indices[k + j]) for k in first_positions for j in range(settings.clip_len)}
-        taps = torch.empty(CPU_BLEND_GROUP, TAPS_PER_FRAME, dtype=torch.uint8)
+        taps = torch.empty(CPU_BLEND_GROUP, taps_per_frame(settings.recipe), dtype=torch.uint8)
         sizes: list[tuple[int, int]] = []
         decoded = 0
         for index, frame in enumerate(container.decode(stream)):
@@ -65,12 +65,12 @@ def decode_with_pixels(path: Path | str) -> int:
                 continue
             rgb = frame.to_ndarray(format="rgb24", threads=1)
             sizes.append((rgb.shape[0], rgb.shape[1]))
-            transform_for(*sizes[-1]).gather(rgb, out=taps[len(sizes) - 1])
+            transform_for(*sizes[-1], settings.recipe).gather(rgb, out=taps[len(sizes) - 1])
             if len(sizes) == CPU_BLEND_GROUP:
-                blend_frames(taps, sizes)
+                blend_frames(taps, sizes, settings.recipe)
                 sizes = []
         if sizes:
-            blend_frames(taps[: len(sizes)], sizes)
+            blend_frames(taps[: len(sizes)], sizes, settings.recipe)
     return decoded
 
 

@@ -154,7 +154,7 @@ def finished_folder(work: Path, count: int) -> tuple[Path, Path]:
 
 PLAN_SNIPPET = r"""
 import json, os, resource, sys, time
-from tsp_cli.pipeline.extraction import plan_extraction
+from tsp_cli.pipeline.extraction import ExtractionOptions, plan_extraction
 from tsp_cli.pipeline.sharding import Shard
 videos, out, metadata, index, count, plan = sys.argv[1:7]
 def rss_mb():
@@ -162,7 +162,8 @@ def rss_mb():
 before, cpu, wall = rss_mb(), time.process_time(), time.perf_counter()
 if plan == "0":  # the fixed costs only (device, output folder): one video, no CSV
     videos, metadata, index, count = os.path.join(os.path.dirname(out), "one-video"), "", "0", "1"
-jobs = len(plan_extraction([videos], out, metadata=metadata or None, shard=Shard(int(index), int(count)), device="cpu").jobs)
+options = ExtractionOptions(metadata=metadata or None, shard=Shard(int(index), int(count)), device="cpu")
+jobs = len(plan_extraction([videos], out, options).jobs)
 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"jobs": jobs, "cpu": cpu, "wall": wall, "growth_mb": max(0.0, peak - before)}))

@@ -72,8 +72,6 @@ def test_the_user_reads_the_flag_in_one_sentence(tmp_path, r3d_checkpoint) -> No
             str(tmp_path / "v"),
             "-o",
             str(tmp_path / "o"),
-            "--local",
-            str(tmp_path / "c.pth"),
             "--device",
             "tpu",
         ],

@@ -17,8 +17,8 @@ from tsp_cli.data.progress import Progress as StepEvent
 from tsp_cli.pipeline.events import ClipProgress, RunStarted, VideoEnded
 
 
-def invoke(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
+def invoke(*args: object, env: dict[str, str] | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
 
 
 @pytest.fixture
@@ -83,10 +83,11 @@ def test_a_dry_run_summary_names_clipless_videos_and_says_nothing_of_a_model_or_
     text = " ".join(result.output.split())
     assert result.exit_code == 1, result.output
     assert "1 checked (dry run), 0 skipped, 1 with no clips, 1 failed · 1 clip in" in text
-    assert "Shorter than one clip (saved as 0 clips): short" in text
+    assert "Shorter than one clip (would be saved as 0 clips): short" in text  # a dry run writes nothing
+    assert "short: shorter than one clip, would be saved as 0 clips" in text
     assert "waited" not in text and "network" not in text
     # an empty file never decodes: no advice to rerun, and no failures.jsonl in a dry run
-    assert "1 video failed, listed above. They cannot be decoded as they are" in text
+    assert "1 video failed, listed above. It cannot be decoded as it is (see the reason)." in text
     assert "Rerun" not in text and "failures.jsonl" not in text
 
 
@@ -115,13 +116,6 @@ def test_help_and_models_list_import_neither_torch_nor_the_data_libraries() -> N
     assert result.stdout.strip() == "[]"
 
 
-def test_the_export_targets_the_cli_offers_are_the_ones_the_core_knows() -> None:
-    from tsp_cli.cli.export import TARGET_NAMES
-    from tsp_cli.data.export import TARGETS
-
-    assert TARGET_NAMES == TARGETS
-
-
 COMMANDS = [
     [],
     ["extract"],
@@ -139,14 +133,38 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "tsp")
-def test_every_command_takes_h_and_its_help_shows_no_bool_or_lowercase_placeholders(command) -> None:
+def test_every_command_takes_h_and_its_help_at_80_columns_cuts_nothing(command) -> None:
+    """Click's plain help: flags without ``<bool>``, every paragraph re-wrapped, no value cut with ``…``."""
     import re
 
-    short, long = invoke(*command, "-h"), invoke(*command, "--help")
+    short, long = invoke(*command, "-h", env={"COLUMNS": "80"}), invoke(*command, "--help", env={"COLUMNS": "80"})
     assert short.exit_code == 0 and short.output == long.output
-    assert "<bool>" not in short.output and "<list[" not in short.output
+    assert "<bool>" not in short.output
+    assert "…" not in short.output.replace(", …", "")  # an ellipsis of ours ("30, 25, 30000/1001, …") is kept
+    assert max(len(line) for line in short.output.splitlines()) <= 80
     usage = next(line for line in short.output.splitlines() if "Usage:" in line)
     assert not re.search(r"\{[a-z]", usage) and "...}" not in usage, usage
+
+
+def test_extract_help_names_the_default_checkpoint_whole_and_wraps_its_paragraphs() -> None:
+    from tsp_cli.models.registry import DEFAULT_CHECKPOINT
+
+    text = invoke("extract", "-h", env={"COLUMNS": "80"}).output
+    assert DEFAULT_CHECKPOINT in text
+    paragraph = text.split("Resumes:")[1].split("Arguments:")[0]
+    assert all(len(line) > 60 for line in paragraph.strip().splitlines()[:-1])  # full lines, not ragged
+
+
+def test_the_precisions_the_cli_offers_are_the_ones_the_core_knows() -> None:
+    from tsp_cli.cli.common import PRECISION_NAMES
+    from tsp_cli.pipeline.precision import PRECISIONS
+
+    assert tuple(PRECISIONS) == PRECISION_NAMES
+
+
+def test_no_typer_internals_are_used() -> None:
+    source = "".join(p.read_text() for p in (Path(progress_module.__file__).parents[1]).rglob("*.py"))
+    assert "typer._" not in source and "TyperOption" not in source
 
 
 def test_extract_help_says_how_resume_and_failures_work() -> None:
@@ -181,3 +199,42 @@ def test_a_bad_option_value_is_refused_in_plain_words_not_pydantics(option, mess
     text = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 2 and message in text, result.output
     assert "Value error" not in text and "Input should be" not in text
+
+
+def test_the_live_eta_appears_after_the_first_batch_however_slow() -> None:
+    """Rich's own ETA keeps a 30 s window of speed samples, longer than a CPU batch takes to come:
+    it showed -:--:-- for a whole CPU run. Ours is the average since the start: one batch is enough."""
+    from rich.progress import Progress
+
+    now = [0.0]
+    rate, eta = progress_module._rate_and_eta_columns(lambda: now[0])
+    display = Progress(rate, eta, auto_refresh=False, disable=True)
+    task = display.add_task("extract", total=None, started=0.0)
+    assert eta.render(display.tasks[0]).plain == "ETA ?"
+    now[0] = 45.0  # the first batch of 32 clips, 45 s in (0.7 clips/s); 711 clips estimated in all
+    display.update(task, completed=32, total=711)
+    assert rate.render(display.tasks[0]).plain == "0.7 clips/s"
+    assert eta.render(display.tasks[0]).plain == "ETA 00:15:55"  # 679 clips at 32/45 clips/s: 955 s
+    now[0] = 60.0  # between batches the ETA keeps moving with the clock
+    assert eta.render(display.tasks[0]).plain == "ETA 00:21:13"
+
+
+def test_workers_beyond_the_cores_are_capped_with_one_plain_note(videos: Path, tmp_path: Path) -> None:
+    """No 100 processes on 2 cores, and none of torch's own UserWarning about it."""
+    from tsp_cli.parallel import available_cores
+
+    cores = available_cores()
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"}
+    command = ["extract", str(videos / "clip.mp4"), "-o", str(tmp_path / "o"), "--dry-run", "--device", "cpu"]
+    result = subprocess.run(
+        [sys.executable, "-m", "tsp_cli", *command, "--workers", str(cores + 98)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    note = f"Note: --workers {cores + 98} is more than the {cores} core"
+    assert result.stderr.count(note) == 1 and f"using {cores}." in result.stderr
+    assert f"with {cores} decoding worker" in result.stderr
+    assert "UserWarning" not in result.stderr and "Warning" not in result.stderr

@@ -17,9 +17,12 @@ import torch
 
 import tsp_cli.pipeline.clipper as clipper
 from tests.videos import frame_index, make_video
+from tsp_cli.models.recipe import TSP_RECIPE
 from tsp_cli.pipeline.clipper import FrameChunk, video_messages
+from tsp_cli.pipeline.handoff import LocalFrames
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, resampled_indices
+from tsp_cli.pipeline.transform import taps_per_frame
 from tsp_cli.pipeline.video import decode_frames, probe
 
 
@@ -62,7 +65,7 @@ def labelled_frames(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             out[0], out[1] = index % 256, index // 256
             return out
 
-    monkeypatch.setattr(clipper, "transform_for", lambda height, width: Labeller())
+    monkeypatch.setattr(clipper, "transform_for", lambda height, width, recipe: Labeller())
     return calls
 
 
@@ -159,10 +162,19 @@ class FakeFrame:
 
 
 def test_duplicate_pts_keep_the_last_frame_and_missing_start_takes_the_previous(monkeypatch) -> None:
-    monkeypatch.setattr(clipper, "transform_for", lambda h, w: FrameTransformStub())
+    monkeypatch.setattr(clipper, "transform_for", lambda h, w, recipe: FrameTransformStub())
     info = type("Info", (), {"path": Path("fake.mp4")})()
     windows = [clipper.ClipWindow(0, 0.0, 0, 30), clipper.ClipWindow(1, 0.5, 25, 60)]
-    assembler = clipper._ClipAssembler(0, info, windows, [0, 1, 2], 3, frames_per_chunk=48)
+    assembler = clipper._ClipAssembler(
+        job=0,
+        info=info,
+        windows=windows,
+        positions=[0, 1, 2],
+        clip_len=3,
+        frames_per_chunk=48,
+        recipe=TSP_RECIPE,
+        sink=LocalFrames(taps_per_frame(TSP_RECIPE)),
+    )
     # pts 20 twice (the second wins); no frame at pts 25, so clip 1 starts with the frame at 20
     for label, pts in enumerate([0, 10, 20, 20, 30, 40, 50, 61]):
         assembler.add(pts, FakeFrame(label))
@@ -180,10 +192,19 @@ def test_a_truncated_window_fails_the_video_with_a_clear_message(tmp_path: Path,
 
 
 def test_a_frame_that_completes_more_clips_than_a_chunk_holds_grows_the_chunk(monkeypatch) -> None:
-    monkeypatch.setattr(clipper, "transform_for", lambda h, w: FrameTransformStub())
+    monkeypatch.setattr(clipper, "transform_for", lambda h, w, recipe: FrameTransformStub())
     info = type("Info", (), {"path": Path("gap.mp4")})()
     windows = [clipper.ClipWindow(k, k * 0.1, k * 10, k * 10 + 30) for k in range(6)]
-    assembler = clipper._ClipAssembler(0, info, windows, [0, 1, 2], 3, frames_per_chunk=2)
+    assembler = clipper._ClipAssembler(
+        job=0,
+        info=info,
+        windows=windows,
+        positions=[0, 1, 2],
+        clip_len=3,
+        frames_per_chunk=2,
+        recipe=TSP_RECIPE,
+        sink=LocalFrames(taps_per_frame(TSP_RECIPE)),
+    )
     for label, pts in enumerate(range(0, 90, 5)):
         assembler.add(pts, FakeFrame(label))
     assembler.add(1000, FakeFrame(99))  # completes every clip at once

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import crash_this_process
 from tests.videos import make_video
 from tsp_cli.errors import UsageError
 from tsp_cli.pipeline import store
@@ -60,10 +61,16 @@ def test_outputs_are_clips_by_512_float32_named_without_the_last_extension(
 
 
 def test_workers_batches_and_in_process_decoding_agree_exactly(videos: Path, tmp_path: Path, tiny_network) -> None:
-    run(jobs_of(videos), tmp_path / "one", tiny_network, workers=0, batch_size=1)
-    run(jobs_of(videos), tmp_path / "two", tiny_network, workers=2, batch_size=7)
-    for path in (tmp_path / "one").glob("*.npy"):
-        np.testing.assert_allclose(np.load(path), np.load(tmp_path / "two" / path.name), rtol=1e-5, atol=1e-6)
+    one = run(jobs_of(videos), tmp_path / "one", tiny_network, workers=0, batch_size=1)
+    two = run(jobs_of(videos), tmp_path / "two", tiny_network, workers=2, batch_size=7)
+    assert (one.done, one.clips) == (two.done, two.clips) == (3, 14)
+    names = sorted(path.name for path in (tmp_path / "one").glob("*.npy"))
+    assert names == sorted(path.name for path in (tmp_path / "two").glob("*.npy"))
+    assert names == ["a.npy", "b.npy", "c.d.npy", "short.npy"]
+    for name in names:
+        np.testing.assert_allclose(
+            np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_batches_mix_clips_of_several_videos(videos: Path, tmp_path: Path) -> None:
@@ -94,7 +101,7 @@ def test_broken_empty_and_streamless_files_fail_alone_and_are_logged(
     summary = run(jobs_of(bad), out, tiny_network, workers=2, batch_size=2, on_event=events.append)
     assert summary.done == 1 and summary.failed == 3 and summary.exit_code == 1
     assert sorted(p.name for p in out.glob("*.npy")) == ["good.npy"]
-    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    failures = list(store.read_failures(out).values())
     assert sorted(f["video"] for f in failures) == ["empty", "garbage", "truncated"]
     assert all(f["error"] and "Traceback" not in f["error"] for f in failures)
     assert {e.name for e in events if isinstance(e, VideoEnded) and e.outcome == "failed"} == {
@@ -320,7 +327,7 @@ def test_a_decoder_that_crashes_its_process_fails_only_that_video(
 
     def crashing_messages(index, job, settings, **kwargs):
         if job.name == "b":
-            os.kill(os.getpid(), signal.SIGSEGV)  # what FFmpeg does on some damaged files
+            crash_this_process()  # what FFmpeg does on some damaged files
         yield from real_messages(index, job, settings, **kwargs)
 
     monkeypatch.setattr(workers_module, "video_messages", crashing_messages)  # inherited by forked workers
@@ -356,12 +363,12 @@ def test_a_video_retried_alone_whose_worker_dies_after_sending_all_of_it_is_done
         first = not any(attempts.iterdir())
         (attempts / str(os.getpid())).touch()
         if first:  # crash mid-group: b is then decoded again alone, in a group of its own
-            os.kill(os.getpid(), signal.SIGSEGV)
+            crash_this_process()
         yield from real_messages(index, job, settings, **kwargs)
         deadline = time.monotonic() + 60
         while not received.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGSEGV)  # all of b was sent: the crash is not b's
+        crash_this_process()  # all of b was sent: the crash is not b's
 
     monkeypatch.setattr(workers_module, "video_messages", crashing_messages)
     monkeypatch.setattr(batcher_module._Engine, "handle", handle)
@@ -397,7 +404,7 @@ def test_a_worker_dying_during_a_forward_pass_fails_its_video_instead_of_interru
             deadline = time.monotonic() + 60
             while not in_forward.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            os.kill(os.getpid(), signal.SIGSEGV)
+            crash_this_process()
         yield from real_messages(index, job, settings, **kwargs)
 
     monkeypatch.setattr(workers_module, "video_messages", crashing_messages)
@@ -510,13 +517,35 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_any_work(vide
 
 def test_a_refused_request_leaves_no_output_folder_behind(videos: Path, tmp_path: Path) -> None:
     from tsp_cli.errors import CheckpointError
-    from tsp_cli.pipeline.extraction import plan_extraction
+    from tsp_cli.pipeline.extraction import ExtractionOptions, plan_extraction
 
     with pytest.raises(CheckpointError):
         extract_features([videos], tmp_path / "a" / "out", checkpoint=tmp_path / "missing.pth", device="cpu")
     with pytest.raises(UsageError):
-        plan_extraction([tmp_path / "no-such-videos"], tmp_path / "b" / "out", device="cpu")
+        plan_extraction([tmp_path / "no-such-videos"], tmp_path / "b" / "out", ExtractionOptions(device="cpu"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("stride", 0, "`stride` must be at least 1, not 0."),
+        ("clip_len", 0, "`clip_len` must be at least 1, not 0."),
+        ("frame_rate", 0.0, "`frame_rate` must be positive, not 0.0."),
+        ("batch_size", 0, "`batch_size` must be at least 1, not 0."),
+        ("workers", -1, "`workers` must be 0 or more, not -1."),
+        ("precision", "fp8", "`precision` 'fp8' is not one of fp32, tf32, fp16, bf16."),
+    ],
+)
+def test_planning_refuses_every_bad_number_naming_its_parameter(
+    videos: Path, tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    from tsp_cli.pipeline.extraction import ExtractionOptions, plan_extraction
+
+    with pytest.raises(UsageError) as refused:
+        plan_extraction([videos], tmp_path / "out", ExtractionOptions(device="cpu", **{field: value}))
+    assert str(refused.value) == message and refused.value.parameter == field
+    assert not (tmp_path / "out").exists()
 
 
 def test_metadata_rows_without_a_usable_fps_or_frame_count_are_named(tmp_path: Path) -> None:
@@ -553,17 +582,25 @@ def test_ffmpeg_threads_only_for_large_unsplit_videos_when_a_worker_would_idle()
 
     from tsp_cli.pipeline.handoff import WorkList
     from tsp_cli.pipeline.video import VideoInfo
-    from tsp_cli.pipeline.workers import WorkerSide
+    from tsp_cli.pipeline.workers import SharedScheduler
 
     def info(width: int, height: int) -> VideoInfo:
-        return VideoInfo(Path("v.mp4"), 0, 30.0, 300, Fraction(1, 30), width, height)
+        return VideoInfo(
+            path=Path("v.mp4"),
+            stream_index=0,
+            fps=30.0,
+            num_frames=300,
+            time_base=Fraction(1, 30),
+            width=width,
+            height=height,
+        )
 
-    work = WorkList([0, 1], workers=2)
-    side = WorkerSide(jobs=[], work=work, settings=ClipSettings(), clips_per_chunk=8, slabs=None)
+    work = WorkList([0, 1], workers=2, paths=[Path("a.mp4"), Path("b.mp4")])
+    scheduler = SharedScheduler(work, job=0)
     assert work.claim() == 0  # the other worker still has video 1 to claim: nobody idles
-    assert side._decoder_threads(info(1280, 720), segments=1) == 1
+    assert scheduler.decoder_threads(info(1280, 720), segments=1) == 1
     assert work.claim() == 1  # the last video: one worker will find nothing to do
-    assert side._decoder_threads(info(1280, 720), segments=1) == 2
-    assert side._decoder_threads(info(640, 360), segments=1) == 2
-    assert side._decoder_threads(info(480, 360), segments=1) == 1  # measured no faster
-    assert side._decoder_threads(info(1280, 720), segments=3) == 1  # split: the idle worker takes segments
+    assert scheduler.decoder_threads(info(1280, 720), segments=1) == 2
+    assert scheduler.decoder_threads(info(640, 360), segments=1) == 2
+    assert scheduler.decoder_threads(info(480, 360), segments=1) == 1  # measured no faster
+    assert scheduler.decoder_threads(info(1280, 720), segments=3) == 1  # split: the idle worker takes segments

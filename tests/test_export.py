@@ -5,7 +5,8 @@ ActionFormer opens ``feat_folder/file_prefix + id + file_ext`` for annotation id
 OpenTAD skips the keys listed in ``block_list`` and ``LoadFeats`` opens
 ``data_path/prefix + key + suffix.npy``; G-TAD takes ``h5[video_name][()]``; BMN
 ``pandas.read_csv(feature_path + "csv_mean_" + str(temporal_scale) + "/" + video_name + ".csv").values``;
-PDVC ``os.path.join(folder, key[0:13] + '.npy')``.
+PDVC ``os.path.join(folder, key[0:13] + '.npy')``; TSP's training (GVF) ``h5[key]`` with
+``key = os.path.basename(filename).split('.')[0]``.
 """
 
 from __future__ import annotations
@@ -292,6 +293,84 @@ def test_pdvc_opens_first_13_characters_and_warns_about_long_and_colliding_names
     assert len(record["warnings"]) == 2
 
 
+def tsp_reads_gvf(h5_path: Path, filename: str) -> np.ndarray:
+    """As TSP's ``untrimmed_video_dataset.py`` looks up a video's global feature: by the file name
+    cut at its first dot."""
+    key = os.path.basename(filename).split(".")[0]
+    with h5py.File(h5_path, "r") as h5:
+        return h5[key][()]
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_tsp_gvf_is_one_pooled_vector_per_video_keyed_as_tsp_reads_it(tmp_path, pool):
+    clips = {"v_abcdefghijk": 4, "video_2.trimmed": 6, "clip": 3}
+    arrays = make_extraction(tmp_path / "features", clips)
+    out = tmp_path / "gvf.h5"
+    result = export(tmp_path / "features", out, "--to", "TSP-GVF", *(["--pool", pool] if pool != "max" else []))
+    assert result.exit_code == 0, result.output
+    assert f"Exported 3 videos (one {pool}-pooled row each) for tsp-gvf" in said(result)
+    assert "video_2.trimmed -> video_2" in said(result)  # its annotations must use the shorter key
+    for name, rows in arrays.items():
+        gvf = tsp_reads_gvf(out, f"/data/videos/{name}.mp4")
+        expected = rows.max(axis=0) if pool == "max" else rows.astype(np.float64).mean(axis=0).astype(np.float32)
+        assert gvf.shape == (512,) and gvf.dtype == np.float32
+        np.testing.assert_array_equal(gvf, expected)
+    with h5py.File(out, "r") as h5:
+        assert sorted(h5) == ["clip", "v_abcdefghijk", "video_2"] and h5.attrs["gvf_pool"] == pool
+    record = json.loads((tmp_path / "gvf.h5.export.json").read_text())
+    assert record["pool"] == pool and record["files"] == ["gvf.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "gvf.h5", "gvf.h5.export.json"]
+
+
+def test_tsp_gvf_refuses_videos_whose_keys_collide_by_name_and_overwrites_only_when_asked(tmp_path):
+    arrays = make_extraction(tmp_path / "features", {"a.left": 3, "a.right": 4, "b": 2})
+    out = tmp_path / "gvf.h5"
+    result = export(tmp_path / "features", out, "--to", "tsp-gvf")
+    assert result.exit_code == 1
+    text = said(result)
+    assert "2 videos would be read under the same name as another video and were left out" in text
+    assert "a.left: TSP would read it as a (each file name up to its first dot), as a.right" in text
+    with h5py.File(out, "r") as h5:
+        assert sorted(h5) == ["b"]  # neither a.left nor a.right under "a": TSP would train on the wrong one
+        np.testing.assert_array_equal(h5["b"][()], arrays["b"].max(axis=0))
+    again = export(tmp_path / "features", out, "--to", "tsp-gvf")
+    assert again.exit_code == 2 and "gvf.h5 exists; pass --overwrite to replace it" in said(again)
+    assert export(tmp_path / "features", out, "--to", "tsp-gvf", "--overwrite").exit_code == 1
+
+
+def test_pool_and_resize_are_refused_where_they_do_not_apply(extraction, tmp_path):
+    folder, _ = extraction
+    result = export(folder, tmp_path / "o", "--to", "gtad", "--pool", "avg")
+    assert result.exit_code == 2 and "--pool applies to tsp-gvf only, not to gtad" in said(result)
+    result = export(folder, tmp_path / "g.h5", "--to", "tsp-gvf", "--resize", "100")
+    assert result.exit_code == 2 and "tsp-gvf pools each video into one row, so it takes no --resize" in said(result)
+    result = export(folder, tmp_path / "o", "--to", "gtad", "--resize", "1")
+    assert result.exit_code == 2 and "--resize must be 0 (keep every clip) or a number of rows of at least 2" in said(
+        result
+    )
+    result = export(folder, tmp_path / "o", "--to", "tsp-gvf", "--pool", "median")
+    assert result.exit_code == 2 and "'median' is not one of 'max', 'avg'." in said(result)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "g.h5").exists()
+
+
+@pytest.mark.parametrize("name", ["tridet", "TriDet", "ActionFormer", "ACTIONFORMER"])
+def test_tridet_and_any_case_mean_actionformers_layout(extraction, tmp_path, name):
+    folder, _ = extraction
+    result = export(folder, tmp_path / "o", "--to", name)
+    assert result.exit_code == 1, result.output  # v_short and v_one are left out as for actionformer
+    assert "for actionformer into" in said(result) and (tmp_path / "o" / "actionformer.yaml").is_file()
+
+
+def test_one_row_resize_says_row_in_the_singular_and_counts_agree(extraction, tmp_path):
+    folder, _ = extraction
+    result = export(folder, tmp_path / "o", "--to", "gtad", "--resize", "2")
+    assert "(2 rows each)" in said(result)
+    clips = {"v_abcdefghijk": 4, "v_bcdefghijkl_trimmed": 6}
+    make_extraction(tmp_path / "f2", clips)
+    result = export(tmp_path / "f2", tmp_path / "p", "--to", "pdvc")
+    assert "1 video has a longer name and was written under that" in said(result)
+
+
 # --- sources, record, safety -----------------------------------------------------------------
 
 
@@ -301,6 +380,11 @@ def test_folder_and_merged_file_export_the_same_bytes(extraction, tmp_path, targ
     merged = tmp_path / "features.h5"
     assert runner.invoke(app, ["merge", str(folder), str(merged)]).exit_code == 0
     from_folder, from_file = tmp_path / "a", tmp_path / "b"
+    if exporting.TARGETS[target].writes_one_file:  # OUT is the file: compare it whole
+        assert export(folder, tmp_path / "a.h5", "--to", target).exit_code == 1
+        assert export(merged, tmp_path / "b.h5", "--to", target).exit_code == 1
+        assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
+        return
     assert export(folder, from_folder, "--to", target).exit_code == 1
     assert export(merged, from_file, "--to", target).exit_code == 1
     files = sorted(p.relative_to(from_folder) for p in from_folder.rglob("*") if p.is_file())
@@ -392,3 +476,9 @@ def test_videos_option_and_exit_codes(extraction, tmp_path):
     assert result.exit_code == 2 and "either --metadata or --videos" in said(result)
     result = export(tmp_path / "nothing", tmp_path / "o5", "--to", "pdvc")
     assert result.exit_code == 2 and "neither a tsp extract folder nor an HDF5 file" in said(result)
+
+
+def test_the_targets_write_the_stores_feature_suffix() -> None:
+    from tsp_cli.data.export_targets import FEATURE_SUFFIX
+
+    assert store.FEATURE_SUFFIX == FEATURE_SUFFIX

@@ -419,8 +419,14 @@ def test_a_missing_local_file_is_a_download_error(cache: Path, tmp_path: Path, m
         ({"backbone": "r3d_18", "url": "https://x.org/", "sha256": "0" * 8}, "entry 'bad': field 'url' 'https://x.org/' does not end in a file name"),
         ({"backbone": "r3d_18", "url": "https://x.org/m.pth", "sha256": "0" * 8, "sha": "0"}, "entry 'bad': unknown field 'sha'"),
         ({"backbone": "r3d_18", "url": "https://x.org/m.pth", "sha256": "0" * 8, "pretraining": "XYZ"}, "entry 'bad': field 'pretraining' is 'XYZ'"),
+        ({"backbone": "r3d_18", "url": "https://x.org/m.pth", "sha256": "0" * 8, "clip_len": "8"}, "entry 'bad': field 'clip_len' must be a whole number of at least 1, not '8'"),
+        ({"backbone": "r3d_18", "url": "https://x.org/m.pth", "sha256": "0" * 8, "frame_rate": 0}, "entry 'bad': field 'frame_rate' must be a positive number, not 0"),
+        ({"backbone": "r3d_18", "url": "https://x.org/m.pth", "sha256": "0" * 8, "resize": [128]}, "entry 'bad': field 'resize' must be a list of 2 numbers, not [128]"),
+        ({"backbone": "r3d_18", "url": "https://x.org/m.pth", "sha256": "0" * 8, "crop": 200}, "entry 'bad': field 'crop' (200) must not exceed the resized height and width (128, 171)"),
+        ({"backbone": "r3d_18", "url": "https://x.org/m.pth", "sha256": "0" * 8, "std": [0.2, 0, 0.2]}, "entry 'bad': field 'std' must be a positive number, not 0"),
     ],
-    ids=["backbone", "missing-sha256", "short-hash", "not-hex", "scheme", "no-file-name", "unknown-field", "pretraining"],
+    ids=["backbone", "missing-sha256", "short-hash", "not-hex", "scheme", "no-file-name", "unknown-field", "pretraining",
+         "clip_len-string", "frame_rate-zero", "resize-one-number", "crop-too-large", "std-zero"],
 )  # fmt: skip
 def test_a_malformed_entry_names_the_entry_and_the_field(cache: Path, models_file, entry: dict, message: str) -> None:
     path = models_file({"bad": entry})
@@ -560,3 +566,54 @@ def test_file_sha256_reuses_the_digest_remembered_for_a_checked_cache_file(tmp_p
     assert model_cache.file_sha256(file) == "f" * 64 and hashed == []
     file.write_bytes(b"edited weights")  # another size: the remembered digest no longer applies
     assert model_cache.file_sha256(file) == "0" * 64 and hashed == [file]
+
+
+def test_an_entry_declares_its_own_recipe_and_keeps_tsps_for_the_rest(cache: Path, models_file) -> None:
+    from tsp_cli.models.recipe import TSP_RECIPE, Recipe
+
+    models_file({
+        "eight": {**custom_entry("https://x.org/m.pth", "0" * 8), "clip_len": 8, "mean": [0.5, 0.5, 0.5]},
+        "plain": custom_entry("https://x.org/p.pth", "0" * 8),
+    })  # fmt: skip
+    assert registry.get("eight").recipe == Recipe(clip_len=8, mean=(0.5, 0.5, 0.5))
+    assert registry.get("plain").recipe == TSP_RECIPE
+
+
+@pytest.mark.timeout(300)
+def test_extract_with_an_entry_of_clip_len_8_makes_8_frame_clips_and_records_them(
+    cache: Path, tmp_path: Path, models_file, r3d_checkpoint: Path
+) -> None:
+    import av
+    import numpy as np
+    import torch
+
+    import tsp_cli
+    from tests.videos import make_video
+    from tsp_cli.pipeline import store
+
+    video = make_video(tmp_path / "v.mp4", frames=60, fps=30)  # 30 frames at 15 fps
+    entry = custom_entry(str(r3d_checkpoint), sha256(r3d_checkpoint.read_bytes()), backbone="r3d_18")
+    models_file({"eight": {**entry, "clip_len": 8}})
+    common = ["extract", str(video), "-c", "eight", "--stride", "4", "--workers", "0", "--device", "cpu"]
+
+    result = run(*common, "-o", str(tmp_path / "eight"))
+    assert result.exit_code == 0, result.output
+    features = np.load(tmp_path / "eight" / "v.npy")
+    assert features.shape == (6, 512)  # 8-frame clips start at 0, 4, ..., 20 of the 30 frames
+    manifest = store.read_manifest(tmp_path / "eight")
+    assert manifest is not None and manifest["settings"]["clip_len"] == 8
+    assert manifest["settings"]["checkpoint"] == "eight" and manifest["settings"]["crop"] == 112
+
+    model = tsp_cli.load_model("eight", offline=True)
+    assert model.recipe.clip_len == 8
+    with av.open(str(video)) as container:
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    with torch.no_grad():
+        first = model(model.recipe.transform(frames[0:16:2]))  # clip 0: 8 frames at 15 fps
+    np.testing.assert_allclose(features[0], first[0].numpy(), rtol=1e-4, atol=1e-5)
+
+    overridden = run(*common, "--clip-len", "16", "-o", str(tmp_path / "sixteen"))
+    assert overridden.exit_code == 0, overridden.output
+    assert np.load(tmp_path / "sixteen" / "v.npy").shape == (4, 512)  # starts 0, 4, 8, 12
+    manifest = store.read_manifest(tmp_path / "sixteen")
+    assert manifest is not None and manifest["settings"]["clip_len"] == 16

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 
+from tests.helpers import crash_this_process
 from tsp_cli.parallel import map_isolating_crashes
 
 
 def square_or_crash(item: int) -> int:
     if item == 3:
-        os.kill(os.getpid(), signal.SIGSEGV)  # what FFmpeg does on some damaged files
+        crash_this_process()  # what FFmpeg does on some damaged files
     return item * item
 
 

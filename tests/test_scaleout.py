@@ -16,17 +16,19 @@ from typer.testing import CliRunner
 
 from tests.videos import make_video
 from tsp_cli.atomic import TEMP_MARKER
+from tsp_cli.cli import fanout
 from tsp_cli.cli.app import app
+from tsp_cli.cli.fanout import FanoutResult, ShardRun
 from tsp_cli.errors import UsageError
-from tsp_cli.pipeline import fanout, store
+from tsp_cli.pipeline import records, store
+from tsp_cli.pipeline.events import ClipProgress, RunStarted, RunSummary, VideoEnded
 from tsp_cli.pipeline.extraction import extract_features
-from tsp_cli.pipeline.fanout import FanoutResult, ShardRun
 from tsp_cli.pipeline.sharding import Shard
 
 runner = CliRunner()
 BIN = Path(sys.executable).parent
-#: What an output folder may hold: features, the manifest, the records, lock files.
-OUTPUT_SUFFIXES = {".npy", ".json", ".jsonl", ".lock"}
+#: What an output folder may hold: features, the manifest, and the records' folder.
+OUTPUT_SUFFIXES = {".npy", ".json", ""}
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -55,7 +57,7 @@ def short_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def records_by_video(out: Path) -> dict[str, list[dict]]:
     by_video: dict[str, list[dict]] = {}
-    for record in store.read_jsonl(out / store.RECORDS_NAME):
+    for record in records.read_kind(out, records.VIDEOS):
         by_video.setdefault(record["video"], []).append(record)
     return by_video
 
@@ -65,8 +67,10 @@ def assert_folder_is_clean(out: Path) -> None:
     names = [path.name for path in out.iterdir()]
     assert not [name for name in names if TEMP_MARKER in name], names
     assert {Path(name).suffix for name in names} <= OUTPUT_SUFFIXES, names
+    assert [name for name in names if not Path(name).suffix] in ([], [records.RECORDS_DIR]), names
     json.loads((out / store.MANIFEST_NAME).read_text())
-    for path in out.glob("*.jsonl"):
+    for path in (out / records.RECORDS_DIR).glob("*"):
+        assert path.suffix == ".jsonl", path
         for line in path.read_text().splitlines():
             json.loads(line)
 
@@ -238,7 +242,7 @@ def test_devices_run_one_shard_per_device_into_one_folder(
     )
     assert result.exit_code == 0, result.output
     assert "Running 2 shards on cpu, cpu" in result.output
-    assert "2 shards: 0 done, 0 skipped, 7 with no clips, 0 failed" in result.output
+    assert "0 done, 0 skipped, 7 with no clips, 0 failed" in result.output
     records = records_by_video(out)
     assert sorted(records) == [f"s{i}" for i in range(7)] and all(len(rs) == 1 for rs in records.values())
     assert sorted(rs[0]["shard"] for rs in records.values()) == ["0/2"] * 3 + ["1/2"] * 4
@@ -278,9 +282,13 @@ def test_a_dry_run_on_devices_totals_what_its_shards_checked_and_calls_a_failed_
     )
     text = " ".join(result.output.split())
     assert result.exit_code == 1, result.output
-    assert "2 shards: 1 checked (dry run), 0 skipped, 7 with no clips, 1 failed · 2 clips" in text
+    # as one device says it: the combined summary, the failed video named with its reason
+    assert "all devices: 9 videos, 0 already done, 9 to do on cpu, cpu with 0 decoding workers." in text
+    assert "1 checked (dry run), 0 skipped, 7 with no clips, 1 failed · 2 clips in" in text
+    assert "✗ broken: " in text and "○ s0: shorter than one clip, would be saved as 0 clips" in text
+    assert "Shorter than one clip (would be saved as 0 clips): s0, s1, s2, s3, s4, s5, s6" in text
     assert "stopped" not in text and "could not start" not in text
-    assert "1 video failed, listed in the shards' logs. They cannot be decoded as they are" in text
+    assert "1 video failed, listed above. It cannot be decoded as it is" in text
     assert not out.exists()
 
 
@@ -290,22 +298,15 @@ def test_a_count_of_devices_means_the_first_cuda_devices() -> None:
 
 
 def test_a_crashing_shard_is_reported_with_its_log_and_sets_the_exit_code(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
-    store.save_features(out, "c", np.zeros((0, 512), np.float32))
-    result = fanout.run_shards(
-        ["--no-such-option"], ["cpu", "cpu"], ["a", "b", "c", "d"], out, tmp_path, poll_seconds=0.05
-    )
+    result = fanout.run_shards(["--no-such-option"], ["cpu", "cpu"], tmp_path, poll_seconds=0.05)
     assert [run.exit_code for run in result.runs] == [2, 2]
-    assert result.crashed == result.runs and result.exit_code == 2
+    assert result.crashed == result.runs and result.exit_code == 2 and result.summaries == []
     assert any("No such option" in line for line in result.runs[0].log_tail())
-    assert [(run.videos, run.skipped, run.settled) for run in result.runs] == [(2, 0, 0), (2, 1, 1)]
 
 
-def shard_run(exit_code: int | None, reported: bool = True, videos: int = 2) -> ShardRun:
-    names = frozenset(f"v{i}" for i in range(videos))
-    report = {"exit_code": exit_code} if reported else None
-    return ShardRun(Shard(0, 2), "cpu", names, Path("log"), exit_code=exit_code, report=report)
+def shard_run(exit_code: int | None, reported: bool = True) -> ShardRun:
+    summary = RunSummary(failed=int(exit_code == 1)) if reported else None
+    return ShardRun(Shard(0, 2), "cpu", Path("log"), exit_code=exit_code, summary=summary)
 
 
 @pytest.mark.parametrize(
@@ -323,16 +324,73 @@ def test_the_exit_code_is_the_worst_childs_and_at_least_1_on_a_crash(codes, repo
     assert (len(result.crashed), result.exit_code) == (crashed, exit_code)
 
 
+def test_a_childs_events_and_summary_come_back_as_the_same_typed_values(tmp_path: Path) -> None:
+    clock = [0.0]
+    report = fanout.ChildReport(tmp_path / "r.jsonl", clock=lambda: clock[0])
+    started = RunStarted(videos=3, to_do=2, skipped=1, workers=2, device="cpu", notes=("a note",))
+    summary = RunSummary(videos=3, done=1, failed=1, clips=7, failures=[("b", "no stream")], retryable_failures=0)
+    summary.high_bit_depth.append(("c", "yuv420p10le"))
+    report(started)
+    report(ClipProgress(computed=0, expected=4, probed=1, unprobed=1))
+    report(ClipProgress(computed=4, expected=4, probed=1, unprobed=1))  # within half a second: held back
+    report(VideoEnded("b", "failed", 0, "no stream"))  # ... and written before the video's end
+    report.finish(summary)
+    written = list(records.FileFollower(tmp_path / "r.jsonl", from_end=False).new_records())
+    events = [fanout.read_event(record) for record in written]
+    assert events == [
+        started,
+        ClipProgress(0, 4, 1, 1),
+        ClipProgress(4, 4, 1, 1),
+        VideoEnded("b", "failed", 0, "no stream"),
+        summary,
+    ]
+    assert fanout.read_event({"type": "os.system", "command": "x"}) is None
+
+
+def test_shard_summaries_combine_into_one_runs() -> None:
+    first = RunSummary(videos=3, done=2, no_clips=1, clips=10, wall_seconds=9.0, data_wait_seconds=1.0)
+    first.no_clips_names.append("s")
+    second = RunSummary(videos=2, done=1, failed=1, clips=4, wall_seconds=5.0, data_wait_seconds=3.0)
+    second.failures.append(("b", "no stream"))
+    combined = fanout.combine_summaries([first, second], wall_seconds=10.0)
+    assert (combined.videos, combined.done, combined.no_clips, combined.failed, combined.clips) == (5, 3, 1, 1, 14)
+    assert combined.failures == [("b", "no stream")] and combined.no_clips_names == ["s"]
+    assert combined.wall_seconds == 10.0 and combined.clips_per_second == 1.4
+    assert combined.data_wait_share == pytest.approx(0.2)  # the shards' average wait: 2 s of 10
+
+
+def test_the_shards_events_read_as_one_runs() -> None:
+    seen: list = []
+    events = fanout.ShardEvents(2, seen.append)
+    events.take(0, RunStarted(videos=3, to_do=3, skipped=0, workers=1, device="cpu"))
+    events.take(0, VideoEnded("a", "no clips", 0))
+    assert seen == []  # not until every shard has started: then the held events follow
+    events.take(1, RunStarted(videos=2, to_do=1, skipped=1, workers=1, device="cuda:1", notes=("n",)))
+    assert seen == [
+        RunStarted(videos=5, to_do=4, skipped=1, workers=2, device="cpu, cuda:1", notes=("n",)),
+        VideoEnded("a", "no clips", 0),
+    ]
+    events.take(0, ClipProgress(computed=32, expected=40, probed=2, unprobed=1))
+    assert seen[-1] == ClipProgress(computed=32, expected=40, probed=2, unprobed=2)  # + shard 1's one to do
+    assert seen[-1].estimated_total == 40 + 2 * 20
+    events.take(1, ClipProgress(computed=8, expected=10, probed=1, unprobed=0))
+    assert seen[-1] == ClipProgress(computed=40, expected=50, probed=3, unprobed=1)
+    events.take(1, VideoEnded("b", "failed", 0, "no stream"))
+    assert seen[-1] == VideoEnded("b", "failed", 0, "no stream")
+
+
 def test_progress_is_read_from_whole_record_lines_only(tmp_path: Path) -> None:
-    path = tmp_path / "videos.jsonl"
+    path = tmp_path / "videos-host-1-abc.jsonl"
     path.write_text('{"video": "old"}\n')
-    follower = fanout._JsonlFollower(path)
+    follower = records.FileFollower(path, from_end=True)  # what was there before is not new
     with path.open("a") as handle:
         handle.write('{"video": "a", "shard": "0/2"}\n{"video": "b", "sh')
     assert [r["video"] for r in follower.new_records()] == ["a"]
     with path.open("a") as handle:
         handle.write('ard": "1/2"}\n')
     assert [r["video"] for r in follower.new_records()] == ["b"]
+    assert list(follower.new_records()) == []
+    assert [r["video"] for r in records.FileFollower(path, from_end=False).new_records()] == ["old", "a", "b"]
 
 
 # ---- several writers in one folder ------------------------------------------------------------
@@ -393,4 +451,21 @@ def test_two_processes_creating_the_manifest_at_the_same_moment_both_go_on(tmp_p
             racer.join(timeout=30)
         assert [results.get(timeout=5), results.get(timeout=5)] == ["ok", "ok"]
         assert json.loads((folder / store.MANIFEST_NAME).read_text())["settings"]["stride"] == 16
-        assert sorted(p.name for p in folder.iterdir()) == sorted([store.MANIFEST_NAME, store.LOCK_NAME])
+        assert [p.name for p in folder.iterdir()] == [store.MANIFEST_NAME]
+
+
+def test_without_hard_links_the_manifest_is_created_exclusively_and_compared(tmp_path: Path, monkeypatch) -> None:
+    """A file system that refuses ``link`` (EPERM): an exclusive create decides, the loser compares."""
+    import errno
+
+    def no_links(source, target):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert store.claim_output_folder(tmp_path, {"stride": 16}, {"tsp": "1"}) == []
+    assert store.claim_output_folder(tmp_path, {"stride": 16}, {"tsp": "2"}) == [
+        "tsp is 2 now, 1 when this folder was started."
+    ]
+    with pytest.raises(UsageError, match="stride 16 there vs 4 now"):
+        store.claim_output_folder(tmp_path, {"stride": 4}, {"tsp": "1"})
+    assert [p.name for p in tmp_path.iterdir()] == [store.MANIFEST_NAME]

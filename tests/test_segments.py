@@ -16,12 +16,14 @@ import torch
 
 import tsp_cli.pipeline.workers as workers_module
 from tests.videos import make_video
+from tsp_cli.models.recipe import TSP_RECIPE
 from tsp_cli.pipeline.batcher import run_jobs
-from tsp_cli.pipeline.clipper import FrameChunk, segment_messages, video_messages
+from tsp_cli.pipeline.clipper import Decoding, FrameChunk, segment_messages, video_messages
 from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, clip_windows
-from tsp_cli.pipeline.segments import plan_segments, seek_point
+from tsp_cli.pipeline.segments import Segment, plan_segments, seek_point, split_video
+from tsp_cli.pipeline.transform import taps_per_frame
 from tsp_cli.pipeline.video import Keyframe, probe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,19 +53,56 @@ def clips_from(chunks: list[FrameChunk]) -> dict[int, torch.Tensor]:
     return clips
 
 
-def whole_and_split(path: Path, settings: ClipSettings, parts: int) -> tuple[dict, dict, list[PostedSegment]]:
+class SplitInto:
+    """A scheduler that splits every video into ``parts`` and keeps the segments other workers would get."""
+
+    def __init__(self, parts: int):
+        self.parts = parts
+        self.posted: list[PostedSegment] = []
+
+    def share(self, info, windows) -> Decoding:
+        segments = split_video(info, windows, self.parts)
+        self.posted += [PostedSegment(job=0, segment=segment, info=info) for segment in segments[1:]]
+        return Decoding(segment=segments[0], segments=len(segments))
+
+
+def whole_and_split(path: Path, settings: ClipSettings, parts: int) -> tuple[dict, dict, list[Segment]]:
     job = VideoJob(path, path.stem)
     whole = clips_from(list(video_messages(0, job, settings)))
-    posted: list[PostedSegment] = []
+    scheduler = SplitInto(parts)
+    chunks = list(video_messages(0, job, settings, scheduler=scheduler))
+    for posted in reversed(scheduler.posted):  # any order: each segment stands alone
+        chunks += segment_messages(job, posted, settings, sink=LocalFrames(taps_per_frame(TSP_RECIPE)))
+    return whole, clips_from(chunks), [posted.segment for posted in scheduler.posted]
 
-    def post(segments: list[PostedSegment]) -> bool:
-        posted.extend(segments)
-        return True
 
-    chunks = list(video_messages(0, job, settings, split=lambda info, clips: parts, post=post))
-    for segment in reversed(posted):  # any order: each segment stands alone
-        chunks += segment_messages(job, segment, settings, sink=LocalFrames())
-    return whole, clips_from(chunks), posted
+def test_a_posted_segment_opens_its_file_once_and_never_probes_it(tmp_path: Path, monkeypatch) -> None:
+    import tsp_cli.pipeline.clipper as clipper_module
+    import tsp_cli.pipeline.video as video_module
+
+    video = make_video(tmp_path / "v.mp4", frames=180, fps=30, gop=15)
+    job = VideoJob(video, "v")
+    scheduler = SplitInto(3)
+    list(video_messages(0, job, ClipSettings(stride=2), scheduler=scheduler))
+    assert len(scheduler.posted) == 2
+    opens = []
+    real_open = video_module.open_video_stream
+
+    def counting_open(path):
+        opens.append(path)
+        return real_open(path)
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("a posted segment probed its video again")
+
+    monkeypatch.setattr(video_module, "open_video_stream", counting_open)
+    monkeypatch.setattr(clipper_module, "open_probed", no_probe)
+    for posted in scheduler.posted:
+        chunks = list(
+            segment_messages(job, posted, ClipSettings(stride=2), sink=LocalFrames(taps_per_frame(TSP_RECIPE)))
+        )
+        assert chunks[-1].last and chunks[-1].error is None and chunks[-1].segment == posted.segment.index
+    assert opens == [video, video]  # one open per segment, to decode
 
 
 def assert_equal_clips(whole: dict, split: dict) -> None:
@@ -138,7 +177,7 @@ def test_engine_splits_one_video_over_workers_with_equal_features(
 
     def logged(job, posted, settings, **kwargs):
         with open(log, "a") as file:
-            file.write(f"{posted.index}\n")
+            file.write(f"{posted.segment.index}\n")
         yield from real(job, posted, settings, **kwargs)
 
     monkeypatch.setattr(workers_module, "segment_messages", logged)
@@ -210,3 +249,17 @@ def test_a_run_killed_during_a_split_video_resumes_to_identical_outputs(tmp_path
         assert ours.shape == reference.shape
         assert np.abs(ours - reference).max() <= 1e-6 * np.abs(reference).max()
     assert sorted(p.name for p in resumed.glob("*.npy")) == ["a_short.npy", "b_long.npy"]
+
+
+def test_the_work_list_hands_back_a_posted_segment_with_its_videos_probed_info(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tsp_cli.pipeline.handoff import WorkList
+
+    video = make_video(tmp_path / "v.mp4", frames=60, fps=30, gop=15)
+    info = replace(probe(video), keyframes=None, pixel_format="")
+    segment = Segment(index=2, first_clip=5, stop_clip=9, seek_pts=7680)
+    work = WorkList([0], workers=2, paths=[video])
+    assert work.claim() == 0
+    assert work.post(0, probe(video), [segment])
+    assert work.claim() == PostedSegment(job=0, segment=segment, info=info)

@@ -65,6 +65,23 @@ def test_slurm_tasks_are_used_when_nothing_more_specific_is_there() -> None:
     assert found.describe() == "shard 3/4 from the Slurm tasks"
 
 
+def test_google_batch_tasks_give_the_shard() -> None:
+    found = detect_shard({"BATCH_TASK_INDEX": "2", "BATCH_TASK_COUNT": "5", "BATCH_JOB_UID": "j-1"})
+    assert found.shard == Shard(2, 5) and found.describe() == "shard 2/5 from the Google Batch job"
+    assert found.local_rank is None
+    # torchrun across the job's tasks numbers every process: its RANK wins
+    found = detect_shard(
+        {"BATCH_TASK_INDEX": "1", "BATCH_TASK_COUNT": "2", **torchrun(rank=5, world_size=8, local_rank=1)}
+    )
+    assert found.shard == Shard(5, 8) and found.source == "torchrun"
+
+
+def test_the_tasks_of_a_google_batch_job_select_every_video_exactly_once() -> None:
+    videos = [f"video{i}" for i in range(11)]
+    shards = [detect_shard({"BATCH_TASK_INDEX": str(i), "BATCH_TASK_COUNT": "4"}).shard for i in range(4)]
+    assert [name for shard in shards for name in shard.select(videos)] == videos
+
+
 @pytest.mark.parametrize(
     "environment",
     [
@@ -81,7 +98,10 @@ def test_arrays_with_gaps_or_steps_are_refused_with_a_hint(environment: dict[str
 
 
 def test_no_launcher_is_a_clear_usage_error() -> None:
-    with pytest.raises(UsageError, match=r"found neither a Slurm job array .* give `shard` i/n instead") as raised:
+    with pytest.raises(
+        UsageError,
+        match=r"found neither a Slurm job array .*Google Batch job \(BATCH_TASK_INDEX, BATCH_TASK_COUNT\).* give `shard` i/n",
+    ) as raised:
         detect_shard({"HOME": "/home/me", "CUDA_VISIBLE_DEVICES": "0"})
     assert exit_code_for(raised.value) == 2
 
@@ -92,6 +112,11 @@ def test_no_launcher_is_a_clear_usage_error() -> None:
         ({"RANK": "0"}, "found torchrun but no WORLD_SIZE"),
         ({"RANK": "zero", "WORLD_SIZE": "2"}, "RANK='zero', which is not a whole number"),
         ({"RANK": "2", "WORLD_SIZE": "2"}, "shard 2/2 from torchrun, which is out of range"),
+        ({"BATCH_TASK_INDEX": "0"}, "found the Google Batch job but no BATCH_TASK_COUNT"),
+        (
+            {"BATCH_TASK_INDEX": "4", "BATCH_TASK_COUNT": "4"},
+            "shard 4/4 from the Google Batch job, which is out of range",
+        ),
         (
             {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "1"},
             "no SLURM_ARRAY_TASK_COUNT",
@@ -249,7 +274,8 @@ def test_the_scandir_scan_finds_what_rglob_found(tmp_path):
         (data / name).parent.mkdir(parents=True, exist_ok=True)
         (data / name).write_bytes(b"")
     (data / "link-to-z.mp4").symlink_to(data / "a" / "z.mp4")  # the same file twice: kept once, first by order
-    (data / "linked-folder").symlink_to(data / "b", target_is_directory=True)  # rglob did not follow it
+    # Followed now (as find -L), but its x.webm is b/x.webm again, kept once; so rglob's list still holds.
+    (data / "linked-folder").symlink_to(data / "b", target_is_directory=True)
     (data / "dangling.mp4").symlink_to(data / "nowhere.mp4")
     outside = tmp_path / "outside.mp4"
     outside.write_bytes(b"")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from tests.helpers import said
 from tsp_cli.cli.app import app
 from tsp_cli.data.status import RECENT_WINDOW_SECONDS, folder_status, recent_speed, slurm_array_spec
-from tsp_cli.pipeline import store
+from tsp_cli.pipeline import records, store
 from tsp_cli.pipeline.sharding import Shard
 
 runner = CliRunner()
@@ -31,8 +31,8 @@ def videos(tmp_path: Path) -> Path:
 
 
 def finish(out: Path, name: str, shard: str, finished_at: float, clips: int = 5) -> None:
-    store.append_jsonl(
-        out / store.RECORDS_NAME, {"video": name, "clips": clips, "shard": shard, "finished_at": finished_at}
+    records.append_record(
+        out, records.VIDEOS, {"video": name, "clips": clips, "shard": shard, "finished_at": finished_at}
     )
     store.save_features(out, name, np.zeros((clips, 512), np.float32))
 
@@ -162,6 +162,7 @@ def test_recent_speed_looks_only_at_the_last_window() -> None:
 
 
 def test_folder_status_needs_no_records_at_all(tmp_path: Path) -> None:
+    store.claim_output_folder(tmp_path, {"stride": 16}, {})
     status = folder_status(tmp_path, ["a", "b"])
     assert (status.missing, status.recent, status.shards, status.exit_code) == (["a", "b"], None, [], 1)
 
@@ -219,6 +220,7 @@ def test_per_shard_counts_equal_counting_each_shards_own_slice(tmp_path: Path, c
     out.mkdir()
     for name in names[::3]:
         store.save_features(out, name, np.zeros((0, 512), np.float32))
+        store.record_video(out, {"video": name, "clips": 0})
     for name in names[1::7]:
         store.record_failure(out, name, name, "broken")
     status = folder_status(out, names, shards=count)

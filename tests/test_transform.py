@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from tsp_cli.pipeline.transform import (
-    CROP_TOP_LEFT,
-    TAPS_PER_FRAME,
-    FrameTransform,
-    blend_frames,
-    reference_transform,
-    transform_for,
-)
+from tsp_cli.models.recipe import TSP_RECIPE, Recipe
+from tsp_cli.pipeline.transform import FrameTransform, blend_frames, taps_per_frame, transform_for
+
+
+def reference_transform(rgb: np.ndarray, recipe: Recipe = TSP_RECIPE) -> torch.Tensor:
+    """The recipe written plainly with ``interpolate`` (:meth:`Recipe.transform`), for one frame."""
+    return recipe.transform(rgb[None])[:, 0]
 
 
 @pytest.mark.parametrize(
@@ -29,7 +28,7 @@ def test_transform_matches_interpolate_to_float32_rounding(height: int, width: i
 
 def test_centre_crop_starts_at_row_8_column_30() -> None:
     # The reference rounds (171 - 112) / 2 = 29.5 half-to-even: column 30, not 29.
-    assert CROP_TOP_LEFT == (8, 30)
+    assert TSP_RECIPE.crop_top_left == (8, 30)
     rgb = np.zeros((128, 171, 3), dtype=np.uint8)
     rgb[:, 30] = 255  # at 128x171 the resize is the identity: column 30 is the crop's first
     out = FrameTransform.for_size(128, 171)(rgb)
@@ -49,7 +48,7 @@ def test_taps_gathered_in_workers_blend_in_chunks_of_mixed_sizes_to_the_per_fram
     rng = np.random.default_rng(7)
     sizes = [(240, 320)] * 5 + [(360, 640)] * 4 + [(240, 320)] * 2
     frames = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for size in sizes]
-    taps = torch.empty(len(frames), TAPS_PER_FRAME, dtype=torch.uint8)
+    taps = torch.empty(len(frames), taps_per_frame(TSP_RECIPE), dtype=torch.uint8)
     for row, (frame, size) in zip(taps, zip(frames, sizes, strict=True), strict=True):
         transform_for(*size).gather(frame, out=row)
     blended = blend_frames(taps, sizes)
@@ -57,3 +56,19 @@ def test_taps_gathered_in_workers_blend_in_chunks_of_mixed_sizes_to_the_per_fram
     for frame, size, ours in zip(frames, sizes, blended, strict=True):
         assert torch.equal(ours, FrameTransform.for_size(*size)(frame))
         assert torch.allclose(ours, reference_transform(frame), atol=3e-5, rtol=0)
+
+
+def test_another_recipe_drives_the_sizes_mean_and_std_of_the_gathered_and_blended_frames() -> None:
+    recipe = Recipe(resize=(100, 150), crop=64, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    rng = np.random.default_rng(3)
+    sizes = [(240, 320), (90, 120)]
+    frames = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for size in sizes]
+    taps = torch.empty(len(frames), taps_per_frame(recipe), dtype=torch.uint8)
+    assert taps.shape[1] == 4 * 64 * 64 * 3
+    for row, frame, size in zip(taps, frames, sizes, strict=True):
+        transform_for(*size, recipe).gather(frame, out=row)
+    blended = blend_frames(taps, sizes, recipe)
+    assert blended.shape == (2, 3, 64, 64)
+    for ours, frame in zip(blended, frames, strict=True):
+        assert torch.allclose(ours, reference_transform(frame, recipe), atol=3e-5, rtol=0)
+        assert not torch.allclose(ours, reference_transform(frame)[:, :64, :64], atol=1e-2)

@@ -20,6 +20,7 @@ _PUBLIC = {
     "extract_features": "tsp_cli.pipeline.extraction",
     "plan_extraction": "tsp_cli.pipeline.extraction",
     "run_extraction": "tsp_cli.pipeline.extraction",
+    "ExtractionOptions": "tsp_cli.pipeline.extraction",
     "RunSummary": "tsp_cli.pipeline.events",
     "Shard": "tsp_cli.pipeline.sharding",
     "ClipSettings": "tsp_cli.pipeline.sampling",

@@ -7,7 +7,9 @@ a half-written file that a later run would take for a finished one.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +17,9 @@ from pathlib import Path
 
 #: Part of every temporary name, so that readers of an output folder can skip them.
 TEMP_MARKER = ".tsp-tmp-"
+#: ``os.link`` errors meaning "this file system has no hard links", not "the name exists".
+NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK})
+_TEMP_NAME = re.compile(re.escape(TEMP_MARKER) + r"(?P<host>.+)-(?P<pid>\d+)$")
 
 
 def temp_path_for(final: Path) -> Path:
@@ -55,3 +60,59 @@ def folder_problem(folder: Path) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable"
     return None
+
+
+def process_is_alive(pid: int) -> bool:
+    """Whether a process of this host with ``pid`` runs (a process of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temp_files(folder: Path, final_name: str | None = None) -> list[Path]:
+    """Remove the temporary files that dead processes of this host left in ``folder``.
+
+    ``final_name`` limits it to the temporary files of that one output (a merged file in a
+    folder of other things). A live process's file is never touched, nor one of another host:
+    from here we cannot tell whether its writer still runs.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host = socket.gethostname()
+    removed = []
+    prefix = f"{final_name}{TEMP_MARKER}" if final_name is not None else ""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            match = _TEMP_NAME.search(entry.name)
+            if not match or not entry.name.startswith(prefix) or match["host"] != host:
+                continue
+            if not process_is_alive(int(match["pid"])):
+                path = folder / entry.name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return sorted(removed)
+
+
+def link_new_name(source: Path, final: Path) -> bool | None:
+    """Give the complete file ``source`` the name ``final`` too, unless ``final`` exists.
+
+    ``True``: linked (this caller's file is the one); ``False``: the name was taken (another
+    process's file is); ``None``: this file system has no hard links (the caller falls back).
+    ``link`` is atomic and refuses an existing name on NFS, Lustre and GPFS alike, unlike a
+    rename, which silently replaces. Over NFS a retried link can answer "exists" for the link it
+    made itself, so a link count of 2 on ``source`` also means ``True``.
+    """
+    try:
+        os.link(source, final)
+    except FileExistsError:
+        return os.stat(source).st_nlink == 2
+    except OSError as error:
+        if error.errno in NO_HARD_LINKS:
+            return None
+        raise
+    return True

@@ -1,98 +1,84 @@
-"""The ``tsp`` command: wires the sub-commands together; each lives in its own module."""
+"""The ``tsp`` command: every sub-command is registered here, the same way, from its own module.
+
+Typer is used through its public API only (``typer.Typer``, ``command``, ``add_typer``,
+``Option``/``Argument`` with ``parser=`` for plain-worded refusals), so any Typer in the range
+``pyproject.toml`` allows renders it. Help is Click's plain layout (``rich_markup_mode=None``):
+it re-wraps each paragraph to the terminal and wraps long values instead of cutting them with ``…``.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from tsp_cli import __version__
 from tsp_cli.cli import data, doctor, export, extract, models, status
 
-
-def _tidy_help_types() -> None:
-    """Show value types in help only where a value is typed: not ``<bool>`` on every flag, nor
-    ``<list[Path]>`` beside an argument whose name (VIDEOS, OUT_DIR) already says what it is.
-
-    These hooks are Typer internals (0.29): with a Typer that lacks them, its own help is kept."""
-    from typer.core import TyperArgument, TyperOption
-
-    if not hasattr(TyperOption, "display_type_rich"):
-        return
-    option_type = TyperOption.display_type_rich
-
-    def option_display_type(self: TyperOption, ctx):
-        return None if self.is_flag else option_type(self, ctx)
-
-    TyperOption.display_type_rich = option_display_type  # type: ignore[method-assign]
-    TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
-
-
-def _plain_validation_errors() -> None:
-    """Word Typer's refusals of a bad value in plain terms, not pydantic's ("Input should be greater
-    than or equal to 1", "Value error, 'x' is not one of ..."): "must be at least 1", "'x' is not one of ..."."""
-    try:  # Typer internals (0.29); with a Typer that lacks them, its own wording is kept
-        import typer._coercion
-        import typer._param_types
-    except ImportError:
-        return
-    if not hasattr(typer._coercion, "get_error_msg"):
-        return
-    original = typer._coercion.get_error_msg
-    plain = {
-        "greater_than_equal": lambda ctx: f"must be at least {ctx.get('ge')}.",
-        "greater_than": lambda ctx: f"must be more than {ctx.get('gt')}.",
-        "less_than_equal": lambda ctx: f"must be at most {ctx.get('le')}.",
-        "less_than": lambda ctx: f"must be less than {ctx.get('lt')}.",
-        "int_parsing": lambda ctx: "must be a whole number.",
-        "int_from_float": lambda ctx: "must be a whole number.",
-        "float_parsing": lambda ctx: "must be a number.",
-    }
-
-    def message(error: Any) -> str:
-        details = error.errors()
-        if not details:
-            return original(error)
-        first = details[0]
-        if first.get("type") in plain:
-            return plain[first["type"]](first.get("ctx") or {})
-        return original(error).removeprefix("Value error, ")
-
-    typer._coercion.get_error_msg = message  # type: ignore[assignment]
-    typer._param_types.get_error_msg = message  # type: ignore[assignment]
-
-
-_tidy_help_types()
-_plain_validation_errors()
+_HELP = "Extract TSP/TAC clip features from videos, exactly as the reference recipe, in one pass per video."
 
 app = typer.Typer(
     name="tsp",
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Extract TSP/TAC clip features from videos, exactly as the reference recipe, in one pass per video.",
+    help=_HELP,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
-app.add_typer(models.app, name="models")
+models_app = typer.Typer(
+    help="The released TSP/TAC checkpoints (and yours): list, download, locate.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
 app.command("extract")(extract.extract)
 app.command("status")(status.status)
-data.register(app)
+app.command("merge")(data.merge)
+app.command("inspect")(data.inspect)
+app.command("metadata")(data.metadata)
+app.command("standardize")(data.standardize)
 app.command("export")(export.export)
 app.command("doctor")(doctor.doctor)
+models_app.command("list")(models.list_models)
+models_app.command("download")(models.download)
+models_app.command("path")(models.path)
+app.add_typer(models_app, name="models")
+
+
+def version_text() -> str:
+    """``tsp --version``: ours and the versions a bug report needs (torch, CUDA, torchvision, PyAV, FFmpeg)."""
+    import torch
+
+    from tsp_cli.pipeline.extraction import tool_versions
+
+    versions = tool_versions()
+    cuda = torch.version.cuda or "none (a CPU build of torch)"
+    return "\n".join(
+        [
+            f"tsp {versions.pop('tsp')}",
+            f"torch {versions.pop('torch')} (CUDA {cuda})",
+            *(f"{name} {value}" for name, value in versions.items()),
+        ]
+    )
 
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"tsp {__version__}")
+        typer.echo(version_text())
         raise typer.Exit()
 
 
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the versions of tsp, torch, CUDA, PyAV and FFmpeg, and exit.",
+        ),
     ] = False,
 ) -> None:
     """Extract TSP/TAC clip features from videos, exactly as the reference recipe, in one pass per video."""
@@ -104,3 +90,6 @@ def main() -> None:
     # sleep instead of spinning (measured: stride-1 dry run 4.0 s -> 3.2 s on 2 cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()
+
+
+__all__ = ["__version__", "app", "main", "version_text"]

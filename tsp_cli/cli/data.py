@@ -10,26 +10,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, WorkersOption, count, err, handles_errors, out
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, WorkersOption, count, err, handles_errors, out, whole_number
 from tsp_cli.cli.progress import StepProgress
 from tsp_cli.errors import MissingVideosError, UsageError
 
 if TYPE_CHECKING:  # the data steps import h5py and PyAV: only when a command runs
     from rich.table import Table
 
-    from tsp_cli.data import merge as merging
+    from tsp_cli.data import inspection
     from tsp_cli.data.metadata import VideoTiming
     from tsp_cli.data.progress import Failure
 #: ``tsp inspect`` names at most this many videos with NaN (or foreign root items) in its summary table.
 INSPECT_TABLE_ROWS = 20
-
-
-def register(app: typer.Typer) -> None:
-    """Add the data-step commands to the root app."""
-    app.command("merge")(merge)
-    app.command("inspect")(inspect)
-    app.command("metadata")(metadata)
-    app.command("standardize")(standardize)
 
 
 def _report_failures(heading: str, failures: list[Failure]) -> None:
@@ -71,8 +63,7 @@ def merge(
         int | None,
         typer.Option(
             "--compression-level",
-            min=0,
-            max=9,
+            parser=whole_number(0, 9),
             help="gzip level: 1 (the default) is fastest, 9 smallest.",
             show_default=False,
         ),
@@ -98,6 +89,7 @@ def merge(
         except MissingVideosError as error:
             _list_missing(error.missing)
             raise
+    _warn(result.notes)
     if result.missing:
         _list_missing(result.missing)
         err.print(f"[yellow]Merged without {count(len(result.missing), 'missing video')} (--allow-missing).[/]")
@@ -105,6 +97,30 @@ def merge(
         f"Merged {count(result.videos, 'video')} ({count(result.rows, 'row')} × {result.width}) "
         f"into {escape(str(result.output))}."
     )
+    _say_failed_videos_left_out(out_dir, allowed=allow_missing)
+
+
+def _say_failed_videos_left_out(out_dir: Path, *, allowed: bool) -> None:
+    """A folder whose failures.jsonl names videos with no features: they are not in the file, so say so
+    and exit 1 (0 with ``--allow-missing``), as extract does for the same videos."""
+    from tsp_cli.pipeline import store
+
+    failed = sorted(store.read_failures(out_dir))
+    if not failed:
+        return
+    shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+    err.print(
+        f"[{'yellow' if allowed else 'red'}]{count(len(failed), 'video')} failed in extraction and {'is' if len(failed) == 1 else 'are'} not in "
+        f"the file: {escape(shown)} (see {store.FAILURES_NAME}; `tsp status {escape(str(out_dir))}` lists why).[/]"
+    )
+    if not allowed:
+        raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def _warn(notes: list[str]) -> None:
+    """Warnings about the folder read (unreadable record lines), each once, on stderr."""
+    for note in notes:
+        err.print(f"[yellow]Warning:[/] {escape(note)}")
 
 
 def _expected_videos(metadata: Path | None, videos: Path | None) -> dict[str, VideoTiming | None] | None:
@@ -158,13 +174,14 @@ def inspect(
     NaN or infinite values, if the HDF5 file holds no videos, or if its root holds anything but
     per-video datasets (downstream loaders iterate the root).
     """
-    from tsp_cli.data import merge as merging
+    from tsp_cli.data import inspection
 
     on_video = None
     if all_videos:
         on_video = _json_line if json_output else _VideoLines()
     with StepProgress("Reading") as on_progress:
-        summary = merging.inspect_features(path, on_video=on_video, on_progress=on_progress)
+        summary = inspection.inspect_features(path, on_video=on_video, on_progress=on_progress)
+    _warn(summary.notes)
     if json_output:
         _json_line(summary)
     else:
@@ -186,7 +203,7 @@ def inspect(
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
-def _json_line(record: merging.VideoSummary | merging.FeatureSummary) -> None:
+def _json_line(record: inspection.VideoSummary | inspection.FeatureSummary) -> None:
     """One JSON object on one line, straight to stdout (no Rich rendering per video)."""
     sys.stdout.write(json.dumps(record.to_json()) + "\n")
 
@@ -197,14 +214,14 @@ class _VideoLines:
     def __init__(self) -> None:
         self.started = False
 
-    def __call__(self, video: merging.VideoSummary) -> None:
+    def __call__(self, video: inspection.VideoSummary) -> None:
         if not self.started:
             sys.stdout.write("video\trows\twidth\tdtype\tfps\tframes\tclip starts (s)\tNaN/inf rows\n")
             self.started = True
         sys.stdout.write("\t".join(_video_fields(video)) + "\n")
 
 
-def _video_fields(video: merging.VideoSummary) -> tuple[str, ...]:
+def _video_fields(video: inspection.VideoSummary) -> tuple[str, ...]:
     """A video's row: name, rows, width, dtype, fps, frames, first clip starts, NaN/inf rows."""
     attributes = video.attributes
     return (
@@ -219,7 +236,7 @@ def _video_fields(video: merging.VideoSummary) -> tuple[str, ...]:
     )
 
 
-def _summary_table(summary: merging.FeatureSummary) -> Table:
+def _summary_table(summary: inspection.FeatureSummary) -> Table:
     from rich.table import Table
 
     table = Table(title=f"{escape(str(summary.path))} ({summary.kind})", show_header=False, title_justify="left")
@@ -245,13 +262,13 @@ def _some(names: list[str], limit: int = INSPECT_TABLE_ROWS) -> str:
     return ", ".join(names[:limit]) + (f" … and {more} more" if more > 0 else "")
 
 
-def _videos_table(summary: merging.FeatureSummary) -> Table:
+def _videos_table(summary: inspection.FeatureSummary) -> Table:
     from rich.table import Table
 
-    from tsp_cli.data import merge as merging
+    from tsp_cli.data import inspection
 
     shown = [*summary.first, *summary.last]
-    caption = f"{summary.videos} videos; the first and last {merging.INSPECT_ENDS} shown (--all lists every one)"
+    caption = f"{summary.videos} videos; the first and last {inspection.INSPECT_ENDS} shown (--all lists every one)"
     table = Table("video", "rows", "width", "dtype", "fps", "frames", caption=caption if summary.hidden else None)
     table.add_column("clip starts (s)", no_wrap=True)
     table.add_column("NaN/inf")

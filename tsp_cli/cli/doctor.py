@@ -12,8 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, JsonOption, err, handles_errors, out
-from tsp_cli.cli.extract import Precision
+from tsp_cli.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, JsonOption, err, handles_errors, out, precision_option
 
 
 @handles_errors
@@ -24,9 +23,7 @@ def doctor(
             "--device", help="cpu, cuda, cuda:N or mps (default: cuda when available, else cpu).", show_default=False
         ),
     ] = None,
-    precision: Annotated[
-        Precision, typer.Option("--precision", help="The precision to check and time besides fp32.")
-    ] = Precision.fp32,
+    precision: Annotated[str, precision_option("The precision to check and time besides fp32.")] = "fp32",
     throughput: Annotated[
         bool,
         typer.Option("--throughput/--no-throughput", help="Time decoding and the network (about 30 s on 2 cores)."),
@@ -41,7 +38,7 @@ def doctor(
 
     if not json_output:
         err.print("Checking the known answer" + (" and timing this machine…" if throughput else "…"))
-    report = run_doctor(device, precision.value, measure_throughput=throughput)
+    report = run_doctor(device, precision, measure_throughput=throughput)
     if json_output:
         out.out(json.dumps(report, indent=2), highlight=False)
     else:

@@ -44,6 +44,8 @@ FLAGS: Mapping[str, str] = {
     "overwrite": "--overwrite",
     "allow_missing": "--allow-missing",
     "resize": "--resize",
+    "pool": "--pool",
+    "target": "--to",
     "videos": "VIDEOS",
     "offline": "--offline",
     "force": "--force",

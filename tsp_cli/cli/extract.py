@@ -1,17 +1,16 @@
 """``tsp extract``: options, checkpoint resolution and the closing summary.
 
 One device runs in this process (:func:`_extract_on_one_device`); ``--devices`` runs one shard
-per device as child processes (``tsp_cli.pipeline.fanout``, :func:`_extract_on_devices`) and
-shows their progress side by side. ``--shard auto`` takes the shard from Slurm or torchrun.
+per device as child processes (``tsp_cli.cli.fanout``, :func:`_extract_on_devices`) and
+shows them as one run. ``--shard auto`` takes the shard from Slurm, torchrun or Google Batch.
 Progress displays live in ``tsp_cli.cli.progress``.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-from dataclasses import asdict, dataclass
-from enum import Enum
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,30 +22,26 @@ from tsp_cli.cli.common import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
     WorkersOption,
+    choices_metavar,
     count,
     err,
     handles_errors,
+    one_of,
     out,
+    positive_number,
+    precision_option,
+    whole_number,
 )
+from tsp_cli.cli.interrupts import sigterm_stops_like_ctrl_c
 from tsp_cli.errors import DeviceError, DownloadError, TspError, UsageError
+from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
-    from tsp_cli.pipeline.events import RunSummary
+    from tsp_cli.cli.fanout import FanoutResult
+    from tsp_cli.pipeline.events import Event, RunSummary
     from tsp_cli.pipeline.extraction import ExtractionPlan
-    from tsp_cli.pipeline.fanout import FanoutResult
     from tsp_cli.pipeline.sharding import Shard
-
-
-#: The --backbone choices, from the one list of backbones.
-Backbone = Enum("Backbone", {name: name for name in BACKBONES}, type=str)  # type: ignore[misc]
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    tf32 = "tf32"
-    fp16 = "fp16"
-    bf16 = "bf16"
 
 
 def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
@@ -60,7 +55,8 @@ def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
         line += f" · the model waited for decoded frames {summary.data_wait_share:.0%} of the time"
     out.print(line)
     if summary.no_clips_names:
-        out.print(f"Shorter than one clip (saved as 0 clips): {escape(', '.join(summary.no_clips_names))}")
+        saved = "would be saved as 0 clips" if dry_run else "saved as 0 clips"
+        out.print(f"Shorter than one clip ({saved}): {escape(', '.join(sorted(summary.no_clips_names)))}")
     if summary.high_bit_depth:
         listed = ", ".join(f"{name} ({pixel_format})" for name, pixel_format in summary.high_bit_depth)
         err.print(
@@ -78,20 +74,19 @@ def _print_failed(failed: int, retryable: int, *, where: str) -> None:
     elif retryable:
         advice = f" Rerun to retry the {retryable} that may succeed; the others cannot be decoded as they are."
     else:
-        advice = " They cannot be decoded as they are (see each reason)."
+        advice = f" {'It' if failed == 1 else 'They'} cannot be decoded as {'it is' if failed == 1 else 'they are'} (see {'the' if failed == 1 else 'each'} reason)."
     err.print(f"[red]{count(failed, 'video')} failed, {where}.{advice}[/]")
 
 
-def _resolve_checkpoint(
-    local: Path | None, name: str | None, backbone: str | None, offline: bool
-) -> tuple[Path, str | None, str | None]:
-    """The checkpoint file to load, its released name if any, and the backbone to expect."""
+def _checkpoint_entry(
+    local: Path | None, name: str | None, backbone: str | None
+) -> tuple[str | None, str | None, Recipe]:
+    """The checkpoint's registry name (``None`` for ``--local``), the backbone to expect and its recipe; nothing downloaded."""
     if local is not None and name is not None:
         raise UsageError("Give either --local PATH or --checkpoint NAME, not both.")
     if local is not None:
-        return local, None, backbone
-    from tsp_cli.cli.progress import DownloadBar, download_progress
-    from tsp_cli.models import cache, registry
+        return None, backbone, TSP_RECIPE
+    from tsp_cli.models import registry
 
     name = name or DEFAULT_CHECKPOINT
     entry = registry.get(name)
@@ -99,9 +94,16 @@ def _resolve_checkpoint(
         raise UsageError(
             f"Checkpoint {name} is a {entry.backbone} model, not {backbone}; drop --backbone or change it."
         )
+    return name, entry.backbone, entry.recipe
+
+
+def _fetch_checkpoint(name: str, offline: bool) -> Path:
+    """The cached file of a registry checkpoint, downloaded (with a progress bar) the first time."""
+    from tsp_cli.cli.progress import DownloadBar, download_progress
+    from tsp_cli.models import cache
+
     with download_progress(transient=True) as progress:
-        path = cache.fetch(name, offline=offline, progress=DownloadBar(progress, name))
-    return path, name, entry.backbone
+        return cache.fetch(name, offline=offline, progress=DownloadBar(progress, name))
 
 
 @dataclass(frozen=True)
@@ -118,26 +120,36 @@ class _Request:
     batch_size: int
     workers: int | None
     dry_run: bool
-    clip_len: int
-    frame_rate: float
+    clip_len: int | None
+    frame_rate: float | None
     precision: str
     offline: bool
     report: Path | None
 
     def plan(self, shard: Shard, device: str | None) -> ExtractionPlan:
-        """Validate the request and list ``shard``'s videos, before anything slow."""
-        from tsp_cli.pipeline.extraction import plan_extraction
+        """Validate the request and list ``shard``'s videos, before anything slow (the checkpoint is looked up, not fetched)."""
+        from tsp_cli.pipeline.extraction import ExtractionOptions, plan_extraction
 
-        return plan_extraction(
-            self.videos,
-            self.output,
+        name, backbone, recipe = None, self.backbone, TSP_RECIPE
+        if not self.dry_run or self.checkpoint is not None:  # a dry run needs a checkpoint only for its recipe
+            name, backbone, recipe = _checkpoint_entry(self.local, self.checkpoint, self.backbone)
+        options = ExtractionOptions(
+            checkpoint=self.local,
+            checkpoint_name=name,
+            backbone=backbone,
             stride=self.stride,
             clip_len=self.clip_len,
             frame_rate=self.frame_rate,
             metadata=self.metadata,
             shard=shard,
             device=device,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            precision=self.precision,
+            dry_run=self.dry_run,
+            recipe=recipe,
         )
+        return plan_extraction(self.videos, self.output, options)
 
 
 #: A checkpoint that cannot be downloaded stops ``extract`` before any video: nothing started (2).
@@ -148,19 +160,39 @@ _EXTRACT_EXIT_CODES: dict[type[TspError], int] = {DownloadError: EXIT_CANNOT_STA
 def extract(
     videos: Annotated[
         list[Path],
-        typer.Argument(metavar="VIDEOS", help="Video files and/or folders (searched recursively).", show_default=False),
+        typer.Argument(
+            metavar="VIDEOS", exists=True, help="Video files and/or folders (searched recursively).", show_default=False
+        ),
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", help="Folder for <name>.npy files (created if needed).", show_default=False),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="<folder>",
+            help="Folder for <name>.npy files (created if needed).",
+            show_default=False,
+        ),
     ],
     local: Annotated[
-        Path | None, typer.Option("--local", help="A checkpoint file of your own.", show_default=False)
+        Path | None,
+        typer.Option(
+            "--local",
+            metavar="<file>",
+            exists=True,
+            dir_okay=False,
+            help="A checkpoint file of your own.",
+            show_default=False,
+        ),
     ] = None,
     backbone: Annotated[
-        Backbone | None,
+        str | None,
         typer.Option(
-            "--backbone", help="Backbone of --local (detected from the file when left out).", show_default=False
+            "--backbone",
+            parser=one_of(BACKBONES),
+            metavar=choices_metavar(BACKBONES),
+            help="Backbone of --local (detected from the file when left out).",
+            show_default=False,
         ),
     ] = None,
     checkpoint: Annotated[
@@ -168,6 +200,7 @@ def extract(
         typer.Option(
             "--checkpoint",
             "-c",
+            metavar="<name>",
             help=f"A released checkpoint name (default {DEFAULT_CHECKPOINT}; see `tsp models list`).",
             show_default=False,
         ),
@@ -176,7 +209,7 @@ def extract(
         int,
         typer.Option(
             "--stride",
-            min=1,
+            parser=whole_number(1),
             help="Frames (at --frame-rate) between clip starts: 16 for ActivityNet features, 1 for THUMOS14.",
         ),
     ] = 16,
@@ -184,6 +217,8 @@ def extract(
         Path | None,
         typer.Option(
             "--metadata",
+            exists=True,
+            dir_okay=False,
             help="CSV filename,video-duration,fps,video-frames: process only these videos, with these fps and frame counts.",
             show_default=False,
         ),
@@ -192,25 +227,32 @@ def extract(
         str | None,
         typer.Option(
             "--shard",
-            help="Process shard i of n (0-based) of the ordered video list, e.g. 0/4; auto takes it from a Slurm job array, torchrun or Slurm tasks.",
+            metavar="<i/n|auto>",
+            help="Process shard i of n (0-based) of the ordered video list, e.g. 0/4; auto takes it from a Slurm job array, torchrun, a Google Batch job or Slurm tasks.",
             show_default=False,
         ),
     ] = None,
     device: Annotated[
         str | None,
         typer.Option(
-            "--device", help="cpu, cuda, cuda:N or mps (default: cuda when available, else cpu).", show_default=False
+            "--device",
+            metavar="<device>",
+            help="cpu, cuda, cuda:N or mps (default: cuda when available, else cpu).",
+            show_default=False,
         ),
     ] = None,
     devices: Annotated[
         str | None,
         typer.Option(
             "--devices",
+            metavar="<list|n>",
             help="Run one shard per device, all at once: cuda:0,cuda:1,... or a count N for cuda:0 to cuda:N-1 (cpu entries work too).",
             show_default=False,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Clips per forward pass.")] = 32,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", parser=whole_number(1), help="Clips per forward pass.")
+    ] = 32,
     workers: WorkersOption = None,
     dry_run: Annotated[
         bool,
@@ -219,39 +261,51 @@ def extract(
         ),
     ] = False,
     clip_len: Annotated[
-        int, typer.Option("--clip-len", min=1, help="Frames per clip (the released models use 16).")
-    ] = 16,
-    frame_rate: Annotated[
-        float,
-        typer.Option("--frame-rate", min=0.001, help="Frame rate clips are sampled at (the released models use 15)."),
-    ] = 15.0,
-    precision: Annotated[
-        Precision,
+        int | None,
         typer.Option(
-            "--precision",
-            help="fp32 (TF32 off) reproduces the reference; tf32, fp16 and bf16 are faster on GPUs, with small deviations.",
+            "--clip-len",
+            parser=whole_number(1),
+            help="Frames per clip (default: the checkpoint's recipe; 16 for the released models).",
+            show_default=False,
         ),
-    ] = Precision.fp32,
+    ] = None,
+    frame_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--frame-rate",
+            parser=positive_number,
+            help="Frame rate clips are sampled at (default: the checkpoint's recipe; 15 for the released models).",
+            show_default=False,
+        ),
+    ] = None,
+    precision: Annotated[
+        str,
+        precision_option(
+            "fp32 (TF32 off) reproduces the reference; tf32, fp16 and bf16 are faster on GPUs, with small deviations."
+        ),
+    ] = "fp32",
     offline: Annotated[
         bool,
         typer.Option("--offline", help="Never download a checkpoint; fail if it is not cached (also TSP_OFFLINE=1)."),
     ] = False,
     report: Annotated[
         Path | None,
-        typer.Option("--report", hidden=True, help="Write the run's counts as JSON here (used by --devices)."),
+        typer.Option(
+            "--report", hidden=True, help="Append the run's events and summary here as JSON lines (used by --devices)."
+        ),
     ] = None,
 ) -> None:
     """Extract one feature file per video: clips x 512 float32, exactly as the reference recipe.
 
     Resumes: finished videos (their <name>.npy exists) are skipped, so the same command run again
-    after a crash or Ctrl-C finishes the rest. A video that cannot be decoded never stops the run:
+    after a crash, Ctrl-C or SIGTERM finishes the rest. A video that cannot be decoded never stops the run:
     it is listed in OUTPUT/failures.jsonl with the reason, the run exits 1, and a rerun tries it again.
     """
     request = _Request(
         videos=videos,
         output=output,
         local=local,
-        backbone=backbone.value if backbone else None,
+        backbone=backbone,
         checkpoint=checkpoint,
         stride=stride,
         metadata=metadata,
@@ -260,53 +314,54 @@ def extract(
         dry_run=dry_run,
         clip_len=clip_len,
         frame_rate=frame_rate,
-        precision=precision.value,
+        precision=precision,
         offline=offline,
         report=report,
     )
-    if devices is not None:
-        _refuse_with_devices(shard, device)
-        raise typer.Exit(_extract_on_devices(request, devices))
-    raise typer.Exit(_extract_on_one_device(request, shard, device))
+    with sigterm_stops_like_ctrl_c():  # Slurm's SIGTERM: cleaned up, workers ended, exit 143
+        if devices is not None:
+            _refuse_with_devices(shard, device)
+            raise typer.Exit(_extract_on_devices(request, devices))
+        raise typer.Exit(_extract_on_one_device(request, shard, device))
 
 
 def _extract_on_one_device(request: _Request, shard: str | None, device: str | None) -> int:
     """Run one shard (all videos without ``--shard``) in this process; returns the exit code."""
+    from tsp_cli.pipeline.devices import refuse_absent_device
+
+    # Mistakes answered at once: the paths were checked while parsing, the shard and the
+    # device are checked here, all before torch (two seconds) is imported with the engine.
+    shard_spec, device, launcher = _choose_shard(shard, device)
+    refuse_absent_device(device)
     from tsp_cli.cli.progress import ExtractProgress
     from tsp_cli.pipeline.extraction import run_extraction
 
-    shard_spec, device, launcher = _choose_shard(shard, device)
     plan = request.plan(shard_spec, device)
-    checkpoint_path, checkpoint_name, backbone_name = None, None, request.backbone
-    if not request.dry_run:
-        checkpoint_path, checkpoint_name, backbone_name = _resolve_checkpoint(
-            request.local, request.checkpoint, backbone_name, request.offline
-        )
+    checkpoint_path = None
+    if not request.dry_run and request.local is None:
+        assert plan.options.checkpoint_name is not None
+        checkpoint_path = _fetch_checkpoint(plan.options.checkpoint_name, request.offline)
     label = f"shard {shard_spec}" if shard_spec.count > 1 else "extract"
-    with ExtractProgress(label) as progress:
-        summary = run_extraction(
-            plan,
-            checkpoint=checkpoint_path,
-            backbone=backbone_name,
-            checkpoint_name=checkpoint_name,
-            batch_size=request.batch_size,
-            workers=request.workers,
-            precision=request.precision,
-            dry_run=request.dry_run,
-            on_event=progress,
-        )
+    report = None
+    if request.report is not None:  # a child of --devices: its parent follows these events
+        from tsp_cli.cli.fanout import ChildReport
+
+        report = ChildReport(request.report)
+    with ExtractProgress(label, dry_run=request.dry_run) as progress:
+        on_event = progress if report is None else _both(progress, report)
+        summary = run_extraction(plan, checkpoint=checkpoint_path, on_event=on_event)
     _print_summary(summary, dry_run=request.dry_run)
-    if request.report is not None:
-        _write_report(request.report, summary)
+    if report is not None:
+        report.finish(summary)
     return _exit_code_for(EXIT_ITEMS_FAILED if summary.failed else EXIT_OK, launcher)
 
 
-def _write_report(path: Path, summary: RunSummary) -> None:
-    """The run's counts as JSON, for the ``--devices`` parent: a dry run writes no records it could read."""
-    from tsp_cli.atomic import atomic_path
+def _both(first: Callable[[Event], None], second: Callable[[Event], None]) -> Callable[[Event], None]:
+    def both(event: Event) -> None:
+        first(event)
+        second(event)
 
-    with atomic_path(path) as temp:
-        temp.write_text(json.dumps({**asdict(summary), "exit_code": 1 if summary.failed else 0}))
+    return both
 
 
 # ---- --shard auto ------------------------------------------------------------------------
@@ -365,12 +420,13 @@ def _refuse_with_devices(shard: str | None, device: str | None) -> None:
 
 def _checked_devices(spec: str) -> list[str]:
     """The devices of ``--devices``, each checked to exist here before any child starts; errors name ``--devices``."""
-    from tsp_cli.pipeline import fanout
-    from tsp_cli.pipeline.devices import resolve_device
+    from tsp_cli.cli import fanout
+    from tsp_cli.pipeline.devices import refuse_absent_device, resolve_device
 
     device_list = fanout.parse_devices(spec)
     for device in device_list:
         try:
+            refuse_absent_device(device)
             resolve_device(device)
         except DeviceError as error:
             meaning = f" (that is {', '.join(device_list)})" if spec.strip().isdigit() else ""
@@ -384,30 +440,31 @@ def _checked_devices(spec: str) -> list[str]:
 
 
 def _extract_on_devices(request: _Request, devices: str) -> int:
-    """Run one shard per device in child processes, show their progress, and return their worst exit code."""
-    from tsp_cli.cli.progress import ShardsProgress
-    from tsp_cli.pipeline import fanout
+    """Run one shard per device in child processes, shown and summed up as one device's run; the worst exit code."""
+    from tsp_cli.cli import fanout
+    from tsp_cli.cli.progress import ExtractProgress
     from tsp_cli.pipeline.sharding import Shard
 
     device_list = _checked_devices(devices)
     plan = request.plan(Shard(), device_list[0])  # every video: the children split them
+    for note in plan.notes:  # each child says them in its log; the user reads them here
+        err.print(f"[yellow]Note:[/] {escape(note)}")
     arguments = (
         []
         if request.dry_run
         else _checkpoint_arguments(request.local, request.checkpoint, request.backbone, request.offline)
     )
-    arguments += _shared_extract_arguments(request, len(device_list))
-    arguments += ["--", *map(str, request.videos)]
+    arguments += fanout.shared_arguments(request, len(device_list))
     log_dir = fanout.make_log_dir()
     err.print(
         f"Running {count(len(device_list), 'shard')} on {escape(', '.join(device_list))}; "
         f"their logs are in {escape(str(log_dir))}."
     )
-    with ShardsProgress() as progress:
-        result = fanout.run_shards(
-            arguments, device_list, [job.name for job in plan.jobs], request.output, log_dir, on_progress=progress
-        )
-    _print_shards_summary(result, dry_run=request.dry_run)
+    with ExtractProgress("all devices", dry_run=request.dry_run) as progress:
+        result = fanout.run_shards(arguments, device_list, log_dir, on_event=progress)
+    _report_crashes(result)
+    if result.summaries:
+        _print_summary(fanout.combine_summaries(result.summaries, result.wall_seconds), dry_run=request.dry_run)
     if result.exit_code == 0:
         shutil.rmtree(log_dir, ignore_errors=True)
     else:
@@ -419,39 +476,13 @@ def _checkpoint_arguments(local: Path | None, name: str | None, backbone: str | 
     """The children's checkpoint options; a released checkpoint is fetched here once, so children only read the cache."""
     if local is not None and name is None:
         return ["--local", str(local), *(["--backbone", backbone] if backbone else [])]
-    _, released_name, _ = _resolve_checkpoint(local, name, backbone, offline)
-    return ["--checkpoint", str(released_name), "--offline"]
+    released_name, _, _ = _checkpoint_entry(local, name, backbone)
+    assert released_name is not None
+    _fetch_checkpoint(released_name, offline)
+    return ["--checkpoint", released_name, "--offline"]
 
 
-def _shared_extract_arguments(request: _Request, shards: int) -> list[str]:
-    """Every child's options other than the checkpoint, --shard, --device and --report; decoders are shared out."""
-    from tsp_cli.pipeline.fanout import default_workers_per_shard
-
-    workers = default_workers_per_shard(shards) if request.workers is None else request.workers
-    arguments = [
-        "--output",
-        str(request.output),
-        "--stride",
-        str(request.stride),
-        "--batch-size",
-        str(request.batch_size),
-        "--workers",
-        str(workers),
-        "--clip-len",
-        str(request.clip_len),
-        "--frame-rate",
-        repr(request.frame_rate),
-        "--precision",
-        request.precision,
-    ]
-    if request.metadata is not None:
-        arguments += ["--metadata", str(request.metadata)]
-    if request.dry_run:
-        arguments.append("--dry-run")
-    return arguments
-
-
-def _print_shards_summary(result: FanoutResult, *, dry_run: bool) -> None:
+def _report_crashes(result: FanoutResult) -> None:
     for run in result.crashed:
         how = "could not start" if run.exit_code == EXIT_CANNOT_START else "stopped before its end"
         err.print(
@@ -459,22 +490,6 @@ def _print_shards_summary(result: FanoutResult, *, dry_run: bool) -> None:
         )
         for line in run.log_tail():
             err.print(f"  {escape(line)}", highlight=False)
-    reports = [run.report for run in result.runs if run.report is not None]
-    done = sum(report["done"] for report in reports)
-    skipped = sum(report["skipped"] for report in reports)
-    no_clips = sum(report["no_clips"] for report in reports)
-    failed = sum(report["failed"] for report in reports)
-    retryable = sum(report["retryable_failures"] for report in reports)
-    clips = sum(report["clips"] for report in reports)
-    rate = clips / result.wall_seconds if result.wall_seconds > 0 else 0.0
-    verb = "checked (dry run)" if dry_run else "done"
-    out.print(
-        f"{count(len(result.runs), 'shard')}: {done} {verb}, {skipped} skipped, {no_clips} with no clips, "
-        f"{failed} failed · {count(clips, 'clip')} in {result.wall_seconds:.1f} s ({rate:.1f} clips/s)"
-    )
-    unfinished = len(result.runs) - len(reports)
+    unfinished = len(result.runs) - len(result.summaries)
     if unfinished:
-        err.print(f"[red]{count(unfinished, 'shard')} did not finish, so these totals leave out its videos.[/]")
-    if failed:
-        where = "listed in the shards' logs" if dry_run else "listed in failures.jsonl in the output folder"
-        _print_failed(failed, retryable, where=where)
+        err.print(f"[red]{count(unfinished, 'shard')} did not finish, so the totals below leave out its videos.[/]")

@@ -16,15 +16,12 @@ if TYPE_CHECKING:
 
     from tsp_cli.models.registry import Checkpoint
 
-app = typer.Typer(help="The released TSP/TAC checkpoints (and yours): list, download, locate.", no_args_is_help=True)
-
 OfflineOption = Annotated[
     bool,
     typer.Option("--offline", help="Never touch the network; fail if the file is not cached (also TSP_OFFLINE=1)."),
 ]
 
 
-@app.command("list")
 @handles_errors
 def list_models(json_output: JsonOption = False) -> None:
     """List the known checkpoints, and whether each is in the cache."""
@@ -113,7 +110,6 @@ def _human_size(size_bytes: int) -> str:
     return f"{size / 1000:.1f} GB"
 
 
-@app.command("download")
 @handles_errors
 def download(
     names: Annotated[
@@ -162,7 +158,6 @@ def _selected(names: list[str], all_models: bool) -> list[Checkpoint]:
     return [registry.get(name) for name in dict.fromkeys(names)]
 
 
-@app.command("path")
 @handles_errors
 def path(
     name: Annotated[

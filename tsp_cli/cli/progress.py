@@ -4,8 +4,8 @@ On a terminal a Rich live display on stderr; without one (cluster logs, pipes) a
 most every :data:`LOG_INTERVAL_SECONDS`, plus the last one. Displays:
 
 - :class:`StepProgress`: the data steps (merge, inspect, metadata, standardize), items done of a total;
-- :class:`ExtractProgress`: ``tsp extract``'s engine events, in clips (known once a video is probed);
-- :class:`ShardsProgress`: ``tsp extract --devices``, one bar per shard and a total;
+- :class:`ExtractProgress`: ``tsp extract``'s engine events, in clips (known once a video is probed),
+  on one device or, summed by ``tsp_cli.cli.fanout.ShardEvents``, on several (``--devices``);
 - :class:`DownloadBar` and :func:`download_progress`: checkpoint downloads, in bytes.
 
 Rich is imported here and only when a display is made, so that ``tsp --help`` does not pay for it.
@@ -14,7 +14,7 @@ Rich is imported here and only when a display is made, so that ``tsp --help`` do
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tsp_cli.cli.common import count, err, is_interactive
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from tsp_cli.data.progress import Progress as StepEvent
     from tsp_cli.pipeline.events import ClipProgress, Event, RunStarted, VideoEnded
-    from tsp_cli.pipeline.fanout import ShardRun
 
 #: Without a terminal, one progress line at most this often (plus the last one), for every command.
 LOG_INTERVAL_SECONDS = 30.0
@@ -67,9 +66,37 @@ class _Display:
 
 
 def _eta(remaining: float, rate: float) -> str:
+    """``HH:MM:SS`` left at ``rate``, or ``?`` while nothing has been computed yet."""
     if rate <= 0 or remaining < 0:
         return "?"
-    return time.strftime("%H:%M:%S", time.gmtime(remaining / rate))
+    seconds = round(remaining / rate)
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _rate_and_eta_columns(clock: Callable[[], float]) -> tuple[Any, Any]:
+    """Rich columns for clips/s and the ETA, from the run's average rate since its start.
+
+    Rich's own speed keeps a 30-second window of samples, shorter than one batch on a CPU
+    (32 clips at 0.7 clips/s take 45 s), so its ETA stays ``-:--:--`` for a whole CPU run; the
+    average since the start moves with every batch and needs only the first one.
+    """
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    def rate(task: Any) -> float:
+        elapsed = clock() - task.fields["started"]
+        return task.completed / elapsed if elapsed > 0 else 0.0
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{rate(task):.1f} clips/s")
+
+    class EtaColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            remaining = task.total - task.completed if task.total is not None else -1
+            return Text(f"ETA {_eta(remaining, rate(task))}", style="progress.remaining")
+
+    return RateColumn(), EtaColumn()
 
 
 # ---- the data steps ----------------------------------------------------------------------------
@@ -118,9 +145,11 @@ class ExtractProgress(_Display):
     to end before moving.
     """
 
-    def __init__(self, label: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, label: str, clock: Callable[[], float] = time.monotonic, *, dry_run: bool = False) -> None:
         super().__init__(clock)
         self.label = label
+        #: A dry run writes nothing: a clip-less video "would be" saved as 0 clips.
+        self.saved = "would be saved as 0 clips" if dry_run else "saved as 0 clips"
         self.task: TaskID | None = None
         self.started = clock()
         self.clips = 0
@@ -129,24 +158,18 @@ class ExtractProgress(_Display):
         self._handlers: dict[type, Callable[[Any], None]] = {}
 
     def columns(self) -> tuple[Any, ...]:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        rate, eta = _rate_and_eta_columns(self.clock)
         return (
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("clips · {task.fields[videos_left]} videos to go · {task.fields[rate]:.1f} clips/s"),
+            TextColumn("clips · {task.fields[to_go]} to go ·"),
+            rate,
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            eta,
         )
 
     def __call__(self, event: Event) -> None:
@@ -174,7 +197,9 @@ class ExtractProgress(_Display):
         self.videos_left = event.to_do
         self.started = self.clock()
         if self.progress is not None:
-            self.task = self.progress.add_task(escape(self.label), total=None, videos_left=event.to_do, rate=0.0)
+            self.task = self.progress.add_task(
+                escape(self.label), total=None, to_go=count(event.to_do, "video"), started=self.started
+            )
 
     def on_clip_progress(self, event: ClipProgress) -> None:
         self.clips, self.total = event.computed, event.estimated_total
@@ -187,72 +212,23 @@ class ExtractProgress(_Display):
         if event.outcome == "failed":
             err.print(f"[red]✗[/] {escape(event.name)}: {escape(event.error or '')}")
         elif event.outcome == "no clips":
-            err.print(f"[yellow]○[/] {escape(event.name)}: shorter than one clip, saved as 0 clips")
+            err.print(f"[yellow]○[/] {escape(event.name)}: shorter than one clip, {self.saved}")
         self._refresh(last=self.videos_left == 0)
 
     def _refresh(self, *, last: bool = False) -> None:
-        elapsed = self.clock() - self.started
-        rate = self.clips / elapsed if elapsed > 0 else 0.0
         if self.progress is not None and self.task is not None:
             self.progress.update(
-                self.task, completed=self.clips, total=self.total, videos_left=self.videos_left, rate=rate
+                self.task, completed=self.clips, total=self.total, to_go=count(self.videos_left, "video")
             )
         elif self.line_due(last=last):
+            elapsed = self.clock() - self.started
+            rate = self.clips / elapsed if elapsed > 0 else 0.0
             total = "?" if self.total is None else str(self.total)
             remaining = (self.total - self.clips) if self.total is not None else -1
             err.print(
                 f"{self.label}: {self.clips}/{total} clips, {count(self.videos_left, 'video')} to go, "
                 f"{rate:.1f} clips/s, ETA {_eta(remaining, rate)}",
                 highlight=False,
-            )
-
-
-# ---- tsp extract --devices ---------------------------------------------------------------------
-
-
-class ShardsProgress(_Display):
-    """One bar per shard plus a total on a terminal; a plain line now and then in logs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tasks: dict[str, TaskID] = {}
-
-    def columns(self) -> tuple[Any, ...]:
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-
-        return (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("videos · {task.fields[failed]} failed · {task.fields[clips]} clips"),
-            TimeElapsedColumn(),
-        )
-
-    def __call__(self, runs: Sequence[ShardRun]) -> None:
-        from rich.markup import escape
-
-        rows = [
-            (f"shard {run.shard} on {run.device}", run.videos, run.settled, len(run.failed), run.clips) for run in runs
-        ]
-        rows.append(
-            (
-                "total",
-                sum(row[1] for row in rows),
-                sum(row[2] for row in rows),
-                sum(row[3] for row in rows),
-                sum(row[4] for row in rows),
-            )
-        )
-        if self.progress is not None:
-            for label, videos, settled, failed, clips in rows:
-                if label not in self.tasks:
-                    self.tasks[label] = self.progress.add_task(escape(label), total=max(videos, 1), failed=0, clips=0)
-                self.progress.update(self.tasks[label], completed=settled, failed=failed, clips=clips)
-        elif self.line_due():
-            err.print(
-                " · ".join(
-                    f"{label} {settled}/{videos} ({failed} failed)" for label, videos, settled, failed, _ in rows[::-1]
-                )
             )
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tsp_cli.cli.common import JsonOption, handles_errors, out
+from tsp_cli.cli.common import JsonOption, err, handles_errors, out, whole_number
 
 if TYPE_CHECKING:
     from tsp_cli.data.status import FolderStatus
@@ -43,7 +43,7 @@ def status(
         int | None,
         typer.Option(
             "--shards",
-            min=1,
+            parser=whole_number(1),
             help="The n of --shard i/n, to count every video under its shard (default: the n the records agree on).",
             show_default=False,
         ),
@@ -59,6 +59,8 @@ def status(
 
     names = folder.expected_videos(videos or [], metadata)
     result = folder.folder_status(out_dir, names, shards=shards)
+    for note in result.notes:
+        err.print(f"[yellow]Warning:[/] {escape(note)}")
     if json_output:
         out.out(json.dumps(result.to_json(), indent=2), highlight=False)
     else:
@@ -67,21 +69,29 @@ def status(
 
 
 def _print_status(result: FolderStatus) -> None:
+    bad = f" · [red]{len(result.bad)} bad[/]" if result.bad else ""
     if result.listed:
         out.print(
             f"[bold]{escape(str(result.out_dir))}[/]: {result.videos} videos · [green]{len(result.done)} done[/] · "
-            f"[red]{len(result.failed)} failed[/] · [yellow]{len(result.missing)} missing[/]"
+            f"[red]{len(result.failed)} failed[/]{bad} · [yellow]{len(result.missing)} missing[/]"
         )
     else:
         out.print(
             f"[bold]{escape(str(result.out_dir))}[/]: [green]{len(result.done)} done[/] · "
-            f"[red]{len(result.failed)} failed[/] (from its records; give the VIDEOS or --metadata CSV to see "
+            f"[red]{len(result.failed)} failed[/]{bad} (from its records; give the VIDEOS or --metadata CSV to see "
             "which videos are missing)"
         )
     if result.shards and result.shard_count != 1:
         _print_shards(result)
     if result.failed:
         out.print(_failures_table(result))
+    if result.bad:
+        shown = "; ".join(f"{escape(name)} ({escape(why)})" for name, why in list(result.bad.items())[:LISTED_AT_MOST])
+        more = len(result.bad) - LISTED_AT_MOST
+        out.print(
+            f"Bad (a rerun extracts them again): {shown}"
+            + (f" … and {more} more (--json lists them all)" if more > 0 else "")
+        )
     if result.missing:
         shown = ", ".join(escape(name) for name in result.missing[:LISTED_AT_MOST])
         more = len(result.missing) - LISTED_AT_MOST

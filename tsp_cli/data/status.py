@@ -1,9 +1,10 @@
 """``tsp status``: what an output folder holds against the videos it should hold.
 
 A user with 64 array tasks wants to see at a glance what is left, and which shards to
-resubmit. Everything here is read from the folder itself (feature files, ``videos.jsonl``
-and ``failures.jsonl``), so it works while the shards still run, and from any machine that
-sees the folder. Without the list of videos, it reports what the records hold (done and failed).
+resubmit. Everything here is read from the folder itself (feature files and every process's
+record files, see pipeline/records.py), so it works while the shards still run, and from any
+machine that sees the folder. A feature file counts as done only when it passes the same cheap
+check a rerun makes (pipeline/resume.py); one that fails is "bad", and a rerun redoes it. Without the list of videos, it reports what the records hold (done and failed).
 
 At Kinetics scale (650k videos, 1,000 shards) everything here is linear in the videos: the
 shards are counted from one pass over the list and cumulative sums, never by copying it per shard.
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tsp_cli.errors import UsageError
-from tsp_cli.pipeline import store
+from tsp_cli.pipeline import resume, store
 from tsp_cli.pipeline.inputs import listed_names
 from tsp_cli.pipeline.sharding import parse_shard, shard_edges
 
@@ -60,7 +61,10 @@ class RecentSpeed:
 @dataclass
 class FolderStatus:
     """``listed`` is False when no list of videos was given: then ``videos`` counts only what the
-    records name, and which videos are missing is not known (``missing`` stays empty)."""
+    records name, and which videos are missing is not known (``missing`` stays empty).
+
+    ``bad`` maps videos whose feature file failed the resume check to why (a rerun redoes them);
+    ``notes`` are warnings about the folder (unreadable record lines), each said once."""
 
     out_dir: Path
     videos: int
@@ -72,11 +76,13 @@ class FolderStatus:
     shard_count_source: str | None = None
     shards: list[ShardStatus] = field(default_factory=list)
     recent: RecentSpeed | None = None
+    bad: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0 when every video is done, 1 when any is missing or failed."""
-        return 1 if self.failed or self.missing else 0
+        """0 when every video is done, 1 when any is missing, failed or bad."""
+        return 1 if self.failed or self.missing or self.bad else 0
 
     @property
     def shards_with_work_left(self) -> list[int]:
@@ -99,6 +105,7 @@ class FolderStatus:
             "videos": self.videos if self.listed else None,
             "done": len(self.done),
             "failed": len(self.failed),
+            "bad": len(self.bad),
             "missing": len(self.missing) if self.listed else None,
             "shard_count": self.shard_count,
             "shard_count_source": self.shard_count_source,
@@ -113,7 +120,9 @@ class FolderStatus:
                 }
                 for name, record in self.failed.items()
             ],
+            "bad_videos": [{"video": name, "problem": why} for name, why in self.bad.items()],
             "missing_videos": self.missing if self.listed else None,
+            "notes": self.notes,
             "recent": vars(self.recent) if self.recent else None,
             "eta_seconds": self.eta_seconds,
         }
@@ -150,38 +159,44 @@ def folder_status(
             "`shards` splits the list of videos; give `videos` or `metadata` with it.",
             parameter="shards",
         )
-    all_records = store.read_jsonl(out_dir / store.RECORDS_NAME)
+    if not store.is_output_folder(out_dir):
+        raise UsageError(
+            f"{out_dir} is not a `tsp extract` output folder (no manifest, records or feature files); "
+            "give the `out_dir` folder of tsp extract."
+        )
+    check = resume.check_outputs(out_dir, names)
+    known = check.records
+    present = check.present
+    failures = {name: record for name, record in known.failures.items() if name not in present}
     now = time.time() if now is None else now
+    recent = recent_speed(known.all_videos, now=now)
     if names is None:
-        finished = sorted(store.finished_names(out_dir))
-        failures = store.read_failures(out_dir)
+        finished = sorted(check.finished)
         status = FolderStatus(
             out_dir,
-            len(finished) + len(failures),
+            len(finished) + len(failures) + len(check.bad),
             done=finished,
             failed={name: failures[name] for name in sorted(failures)},
             missing=[],
             listed=False,
-            recent=recent_speed(all_records, now=now),
+            recent=recent,
+            bad=dict(sorted(check.bad.items())),
         )
         expected: set[str] | None = None
     else:
         expected = set(names)
-        finished_set = store.finished_names(out_dir) & expected
-        failed = {name: record for name, record in store.read_failures(out_dir).items() if name in expected}
+        finished_set = check.finished & expected
         status = FolderStatus(
             out_dir,
             len(names),
             done=[n for n in names if n in finished_set],
-            failed={n: failed[n] for n in names if n in failed},
-            missing=[n for n in names if n not in finished_set and n not in failed],
-            recent=recent_speed(all_records, now=now),
+            failed={n: failures[n] for n in names if n in failures},
+            missing=[n for n in names if n not in finished_set and n not in failures and n not in check.bad],
+            recent=recent,
+            bad={n: check.bad[n] for n in names if n in check.bad},
         )
-    records = {
-        record["video"]: record
-        for record in all_records
-        if "video" in record and (expected is None or record["video"] in expected)
-    }
+    status.notes = [note for note in [known.damage_note()] if note]
+    records = {name: record for name, record in known.videos.items() if expected is None or name in expected}
     recorded_shards = {
         name: str(record["shard"]) for name, record in {**records, **status.failed}.items() if "shard" in record
     }

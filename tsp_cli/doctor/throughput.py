@@ -82,11 +82,11 @@ def gflop_per_clip(backbone: str, clip_len: int = 16) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from tsp_cli.models.backbones import build_backbone
-    from tsp_cli.pipeline.transform import CROP_SIZE
+    from tsp_cli.models.recipe import TSP_RECIPE
 
     with torch.device("meta"):
         model = build_backbone(backbone).eval()
-        clip = torch.empty(1, 3, clip_len, CROP_SIZE, CROP_SIZE)
+        clip = torch.empty(1, 3, clip_len, TSP_RECIPE.crop, TSP_RECIPE.crop)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(clip)
     return counter.get_total_flops() / 1e9

@@ -1,9 +1,16 @@
 """Checkpoint files in the local cache: download them with pooch, check their SHA-256, find them.
 
 Invariant: a file sits in the cache under its real name only after its hash was checked. Every
-download goes to a hidden staging name next to it and is renamed into place (atomically, on the
-same file system) once verified, so an interrupted, truncated or tampered download never looks
-like a good checkpoint, and ``--force`` keeps the old file until the new one has passed.
+download goes to a hidden staging name next to it, unique to its host and process, and is
+linked into place (atomically, on the same file system) once verified, so an interrupted,
+truncated or tampered download never looks like a good checkpoint, and ``--force`` keeps the old
+file until the new one has passed.
+
+A cache on a shared file system may see 64 array tasks start at once with nothing cached: each
+downloads to its own staging file, and the first verified file to be linked under the real name
+stays; the others find the name taken and use that file. A file in place is never replaced
+(except by ``--force``), so no task ever reads a file that another one is swapping under it
+(NFS answers ``ESTALE`` to a reader whose file was renamed over from another machine).
 
 Cached files are checked again before each use. Hashing a 250 MB checkpoint costs about a
 second, so the digest is remembered in a small hidden sidecar file together with the size and
@@ -18,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -27,6 +35,8 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from tsp_cli import settings
+from tsp_cli.atomic import link_new_name
+from tsp_cli.atomic import process_is_alive as _process_is_alive
 from tsp_cli.errors import (
     CachedFileCorruptError,
     DownloadError,
@@ -45,6 +55,7 @@ CHUNK_SIZE = 1 << 20
 #: The coarsest mtime clock we allow for (FAT's 2 s), see :func:`_remember_digest`.
 _MTIME_RESOLUTION_NS = 2_000_000_000
 _NOT_KEPT = ", so it was not kept"
+_HOST = re.sub(r"[^A-Za-z0-9._-]+", "_", socket.gethostname()) or "host"
 
 if TYPE_CHECKING:  # pooch and requests load only when a download starts: `tsp models list` needs neither
     import requests
@@ -96,7 +107,7 @@ def fetch(name: str, *, offline: bool = False, force: bool = False, progress: Pr
         return path
     if offline or settings.offline():
         raise OfflineError(_offline_message(checkpoint, path, already_cached=path.exists()))
-    _download(checkpoint, path, progress)
+    _download(checkpoint, path, progress, replace=force)
     return path
 
 
@@ -121,9 +132,31 @@ def _local_path(checkpoint: Checkpoint) -> Path:
 
 
 def _staging_path(path: Path) -> Path:
-    """A hidden, unique name beside ``path``: same file system (atomic rename), no clash between
-    two processes downloading the same checkpoint at once."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+    """A hidden name beside ``path``, unique to this host and process: same file system (atomic
+    rename and link), no clash between processes on any machine downloading the same checkpoint."""
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
+
+
+def _remove_dead_staging_files(path: Path) -> None:
+    """Staging files of ``path`` that killed downloads of this host left; others' are not ours to judge."""
+    pattern = re.compile(re.escape(f".{path.name}.{_HOST}-") + r"(?P<pid>\d+)-[0-9a-f]+\.part$")
+    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            match = pattern.match(entry.name)
+            if match and not _process_is_alive(int(match["pid"])):
+                Path(entry.path).unlink(missing_ok=True)
+
+
+def _put_in_place(staging: Path, path: Path, *, replace: bool) -> None:
+    """Give the verified ``staging`` file its real name, unless another process's verified file has it.
+
+    ``link`` fails when the name exists, so the first of many tasks wins and a file in use is
+    never swapped; ``replace`` (``--force``) renames over the old file on purpose. A file
+    system without hard links gets a rename, which is still atomic.
+    """
+    if replace or link_new_name(staging, path) is None:
+        os.replace(staging, path)
+    # else linked, or the name is another task's file, verified before it got it: use that one
 
 
 def _sidecar_path(path: Path) -> Path:
@@ -216,17 +249,18 @@ def _remember_digest(path: Path, digest: str, status: os.stat_result, hashing_st
 # --- Downloads ---------------------------------------------------------------------------------
 
 
-def _download(checkpoint: Checkpoint, path: Path, progress: ProgressBar | None) -> None:
-    """Fetch into a staging file, verify it, then rename it into place; never leave a partial file."""
+def _download(checkpoint: Checkpoint, path: Path, progress: ProgressBar | None, *, replace: bool) -> None:
+    """Fetch into a staging file, verify it, then put it into place; never leave a partial file."""
     with _as_download_error(checkpoint, path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_staging_files(path)
         staging = _staging_path(path)
         try:
             if registry.is_remote(checkpoint.url):
                 _download_over_http(checkpoint, staging, progress)
             else:
                 _copy_local_file(checkpoint, staging, progress)
-            os.replace(staging, path)
+            _put_in_place(staging, path, replace=replace)
         finally:
             staging.unlink(missing_ok=True)
 

@@ -176,6 +176,8 @@ def _with_mirror(checkpoint: Checkpoint) -> Checkpoint:
 
 _REQUIRED_FIELDS = ("backbone", "url", "sha256")
 _OPTIONAL_FIELDS = ("description", "pretraining", "dataset", "group")
+#: Fields of the entry's :class:`Recipe`, each defaulting to TSP's: numbers, not strings.
+_RECIPE_FIELDS = ("clip_len", "frame_rate", "resize", "crop", "mean", "std")
 
 
 def load_models_file() -> list[Checkpoint]:
@@ -230,10 +232,11 @@ def _parse_entry(path: Path, name: str, fields: Any, released_names: set[str]) -
     for field in _REQUIRED_FIELDS:
         if field not in fields:
             raise problem(f"field {field!r} is missing.")
+    known = _REQUIRED_FIELDS + _OPTIONAL_FIELDS + _RECIPE_FIELDS
     for field, value in fields.items():
-        if field not in _REQUIRED_FIELDS + _OPTIONAL_FIELDS:
-            raise problem(f"unknown field {field!r}; expected {', '.join(_REQUIRED_FIELDS + _OPTIONAL_FIELDS)}.")
-        if not isinstance(value, str):
+        if field not in known:
+            raise problem(f"unknown field {field!r}; expected {', '.join(known)}.")
+        if field not in _RECIPE_FIELDS and not isinstance(value, str):
             raise problem(f"field {field!r} must be a string.")
 
     backbone = fields["backbone"]
@@ -258,7 +261,51 @@ def _parse_entry(path: Path, name: str, fields: Any, released_names: set[str]) -
         url=url,
         sha256=_normalised_hash(fields["sha256"], problem),
         released=False,
+        recipe=_recipe(fields, problem),
     )
+
+
+def _recipe(fields: dict[str, Any], problem: Callable[[str], ModelsFileError]) -> Recipe:
+    """TSP's recipe with the entry's own ``clip_len``, ``frame_rate``, ``resize``, ``crop``, ``mean`` and ``std``."""
+
+    def whole(field: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise problem(f"field {field!r} must be a whole number of at least 1, not {value!r}.")
+        return value
+
+    def positive(field: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise problem(f"field {field!r} must be a positive number, not {value!r}.")
+        return float(value)
+
+    def numbers(field: str, count: int, check: Callable[[str, Any], Any]) -> tuple[Any, ...]:
+        value = fields[field]
+        if not isinstance(value, list) or len(value) != count:
+            raise problem(f"field {field!r} must be a list of {count} numbers, not {value!r}.")
+        return tuple(check(field, item) for item in value)
+
+    def any_number(field: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise problem(f"field {field!r} must hold numbers, not {value!r}.")
+        return float(value)
+
+    own: dict[str, Any] = {}
+    if "clip_len" in fields:
+        own["clip_len"] = whole("clip_len", fields["clip_len"])
+    if "frame_rate" in fields:
+        own["frame_rate"] = positive("frame_rate", fields["frame_rate"])
+    if "resize" in fields:
+        own["resize"] = numbers("resize", 2, whole)
+    if "crop" in fields:
+        own["crop"] = whole("crop", fields["crop"])
+    if "mean" in fields:
+        own["mean"] = numbers("mean", 3, any_number)
+    if "std" in fields:
+        own["std"] = numbers("std", 3, positive)
+    recipe = dataclasses.replace(TSP_RECIPE, **own)
+    if recipe.crop > min(recipe.resize):
+        raise problem(f"field 'crop' ({recipe.crop}) must not exceed the resized height and width {recipe.resize}.")
+    return recipe
 
 
 def _normalised_hash(value: str, problem: Callable[[str], ModelsFileError]) -> str:

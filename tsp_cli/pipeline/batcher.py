@@ -39,7 +39,7 @@ from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.network import Network
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
-from tsp_cli.pipeline.transform import blend_frames
+from tsp_cli.pipeline.transform import blend_frames, taps_per_frame
 from tsp_cli.pipeline.workers import SLABS_PER_WORKER, WorkerSide, decoded_messages, worker_died
 
 
@@ -65,6 +65,35 @@ def _writing(out_dir: Path, name: str) -> Iterator[None]:
             f"Cannot write the output of {name} in {out_dir} ({error.strerror or error}); "
             "make room or fix the folder, then run the same command again to resume."
         ) from None
+
+
+class _Tally:
+    """Which jobs were probed or ended, and the clips expected: what :class:`ClipProgress` reports, kept in one place."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+        self.ended: set[int] = set()
+        self._probed: set[int] = set()
+        #: Jobs neither probed nor ended, counted as they become known: O(1) per progress event, not O(jobs).
+        self._unknown = jobs
+        #: Clips of the probed videos, computed ones included; a video forgotten takes off those it will not get.
+        self.expected = 0
+
+    def probed(self, job: int, clips: int) -> None:
+        self._learn(job)
+        self._probed.add(job)
+        self.expected += clips
+
+    def end(self, job: int) -> None:
+        self._learn(job)
+        self.ended.add(job)
+
+    def _learn(self, job: int) -> None:
+        if job not in self._probed and job not in self.ended:
+            self._unknown -= 1
+
+    def progress(self, computed: int) -> ClipProgress:
+        return ClipProgress(computed=computed, expected=self.expected, probed=len(self._probed), unprobed=self._unknown)
 
 
 class _Engine:
@@ -94,22 +123,23 @@ class _Engine:
         self.slabs: SlabPool | None = None  # the current decoding group's shared frame slabs
         self.videos: dict[int, _Video] = {}
         self.early: dict[int, list[tuple[FrameChunk, torch.Tensor | None]]] = {}
-        self.ended: set[int] = set()
-        self.probed: set[int] = set()
-        #: Jobs probed or ended, so that the unprobed count is O(1) per progress event, not O(jobs).
-        self.known: set[int] = set()
-        self.clips_expected = 0
+        self.tally = _Tally(len(jobs))
         self.pending: list[tuple[int, int, list[torch.Tensor]]] = []
         # The model in the memory format its device runs fastest, and the batch buffer in the same layout.
         self.network = Network(
-            model, device=device, precision=precision, batch_size=batch_size, clip_len=settings.clip_len
+            model,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            clip_len=settings.clip_len,
+            crop=settings.recipe.crop,
         )
         self.summary = RunSummary()
 
     def handle(self, chunk: Message) -> None:
         frames = self._receive_frames(chunk)
         job = chunk.job
-        if job in self.ended:
+        if job in self.tally.ended:
             return
         if chunk.error is not None:
             self.fail(job, chunk.error, retryable=chunk.retryable)
@@ -117,18 +147,16 @@ class _Engine:
         if chunk.header is not None:
             header = chunk.header
             self.videos[job] = _Video(
-                self.jobs[job],
-                np.zeros((header.num_clips, FEATURE_DIM), np.float32),
-                header.num_clips,
-                header.fps,
-                header.num_frames,
-                header.segments,
-                header.pixel_format,
+                job=self.jobs[job],
+                features=np.zeros((header.num_clips, FEATURE_DIM), np.float32),
+                remaining=header.num_clips,
+                fps=header.fps,
+                num_frames=header.num_frames,
+                segments_left=header.segments,
+                pixel_format=header.pixel_format,
             )
-            self.probed.add(job)
-            self.known.add(job)
-            self.clips_expected += header.num_clips
-            self.emit(VideoBegan(self.jobs[job].name, header.num_clips))
+            self.tally.probed(job, header.num_clips)
+            self.emit(VideoBegan(name=self.jobs[job].name, clips=header.num_clips))
             self._emit_progress()
         video = self.videos.get(job)
         if video is None:  # a segment overtook its video's first chunk
@@ -152,20 +180,20 @@ class _Engine:
 
     def _blend(self, taps: torch.Tensor, chunk: FrameChunk) -> torch.Tensor:
         if taps.device.type != "cpu":
-            return blend_frames(taps, chunk.frame_sizes)
+            return blend_frames(taps, chunk.frame_sizes, self.settings.recipe)
         with one_torch_thread():  # the decoding workers have the cores
-            return blend_frames(taps, chunk.frame_sizes)
+            return blend_frames(taps, chunk.frame_sizes, self.settings.recipe)
 
     def _add_chunk(self, video: _Video, chunk: FrameChunk, frames: torch.Tensor | None) -> None:
         job = chunk.job
-        store = video.frames.setdefault(chunk.segment, {})
+        kept = video.frames.setdefault(chunk.segment, {})
         if chunk.frame_ids:
             assert frames is not None
-            store.update(zip(chunk.frame_ids, frames, strict=True))
+            kept.update(zip(chunk.frame_ids, frames, strict=True))
         for clip_index, frame_ids in chunk.clips:
-            self.pending.append((job, clip_index, [store[i] for i in frame_ids]))
-        for stale in [i for i in store if i < chunk.keep_from]:
-            del store[stale]
+            self.pending.append((job, clip_index, [kept[i] for i in frame_ids]))
+        for stale in [i for i in kept if i < chunk.keep_from]:
+            del kept[stale]
         if chunk.last:
             del video.frames[chunk.segment]
             video.segments_left -= 1
@@ -196,22 +224,20 @@ class _Engine:
             video.remaining -= 1
             touched.add(job)
         self.summary.clips += len(clips)
-        self.emit(ClipsComputed(len(clips)))
+        self.emit(ClipsComputed(count=len(clips)))
         self._emit_progress()
         for job in touched:
             self._finish_if_complete(job)
 
     def _emit_progress(self) -> None:
-        unprobed = len(self.jobs) - len(self.known)
-        self.emit(ClipProgress(self.summary.clips, self.clips_expected, len(self.probed), unprobed))
+        self.emit(self.tally.progress(self.summary.clips))
 
     def _finish_if_complete(self, job: int) -> None:
         video = self.videos[job]
         if video.segments_left > 0 or video.remaining > 0:
             return
         del self.videos[job]
-        self.ended.add(job)
-        self.known.add(job)
+        self.tally.end(job)
         name, clips = video.job.name, len(video.features)
         if not self.dry_run:
             with _writing(self.out_dir, name):
@@ -232,39 +258,36 @@ class _Engine:
         if clips:
             self.summary.done += 1
         else:
-            self.summary.no_clips += 1
             self.summary.no_clips_names.append(name)
         if is_high_bit_depth(video.pixel_format):
             self.summary.high_bit_depth.append((name, video.pixel_format))
-        self.emit(VideoEnded(name, "done" if clips else "no clips", clips))
+        self.emit(VideoEnded(name=name, outcome="done" if clips else "no clips", clips=clips))
         self._emit_progress()
 
     def fully_received(self, job: int) -> bool:
         """Whether every message of the video arrived (it ended, or only waits for its clips' batches)."""
-        return job in self.ended or (job in self.videos and self.videos[job].segments_left == 0)
+        return job in self.tally.ended or (job in self.videos and self.videos[job].segments_left == 0)
 
     def forget(self, job: int) -> None:
         """Drop what was received of a video whose decoding will start again (or never finish)."""
         video = self.videos.pop(job, None)
         self.early.pop(job, None)
         if video is not None:
-            self.clips_expected -= video.remaining  # its clips not computed yet; a restart counts them again
+            self.tally.expected -= video.remaining  # its clips not computed yet; a restart counts them again
         self.pending = [clip for clip in self.pending if clip[0] != job]
 
     def fail(self, job: int, error: str, *, retryable: bool = True) -> None:
         self.forget(job)
-        self.ended.add(job)
-        self.known.add(job)
+        self.tally.end(job)
         name = self.jobs[job].name
         if not self.dry_run:
             with _writing(self.out_dir, name):
                 store.record_failure(
                     self.out_dir, name, str(self.jobs[job].path), error, shard=str(self.shard), retryable=retryable
                 )
-        self.summary.failed += 1
         self.summary.failures.append((name, error))
         self.summary.retryable_failures += retryable
-        self.emit(VideoEnded(name, "failed", 0, error))
+        self.emit(VideoEnded(name=name, outcome="failed", clips=0, error=error))
         self._emit_progress()
 
 
@@ -307,9 +330,16 @@ def run_jobs(
     groups = deque([(list(range(len(engine.jobs))), workers)] if engine.jobs else [])
     while groups:
         order, group_workers = groups.popleft()
-        work = WorkList(order, max(group_workers, 1))
+        work = WorkList(order, max(group_workers, 1), [job.path for job in engine.jobs])
         slabs = (
-            SlabPool(group_workers, SLABS_PER_WORKER, FRAMES_PER_CHUNK + settings.clip_len) if group_workers else None
+            SlabPool(
+                workers=group_workers,
+                slabs=SLABS_PER_WORKER,
+                frames=FRAMES_PER_CHUNK + settings.clip_len,
+                taps=taps_per_frame(settings.recipe),
+            )
+            if group_workers
+            else None
         )
         dataset = WorkerSide(
             jobs=engine.jobs, work=work, settings=settings, clips_per_chunk=clips_per_chunk, slabs=slabs

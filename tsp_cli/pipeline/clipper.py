@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,12 +25,13 @@ import av
 import torch
 
 from tsp_cli.errors import VideoError
+from tsp_cli.models.recipe import Recipe
 from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment, SlabRef
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.sampling import ClipSettings, ClipWindow, clip_windows, window_positions
-from tsp_cli.pipeline.segments import Segment, plan_segments
-from tsp_cli.pipeline.transform import transform_for
-from tsp_cli.pipeline.video import OpenVideo, SeekMissed, VideoInfo, decode_frames, open_probed, with_keyframes
+from tsp_cli.pipeline.segments import Segment, whole_video
+from tsp_cli.pipeline.transform import taps_per_frame, transform_for
+from tsp_cli.pipeline.video import OpenVideo, SeekMissed, VideoInfo, decode_frames, open_probed
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class FrameChunk:
     a segment, and ``error`` says why the video failed (its earlier clips are void);
     ``retryable``: whether trying again may help. A :class:`VideoError` is the file itself (not a
     video, no stream, breaks at the same frame every time), so it is not; anything unexpected is.
-    ``frames``: each frame's uint8 taps (:data:`TAPS_PER_FRAME`), in a tensor or, by a
+    ``frames``: each frame's uint8 taps (:func:`~tsp_cli.pipeline.transform.taps_per_frame`), in a tensor or, by a
     :class:`SlabRef`, in shared memory; ``frame_sizes[i]`` is the (height, width) they were
     gathered from, which says how to blend them (:func:`tsp_cli.pipeline.transform.blend_frames`).
     ``keep_from``: frames of this segment with a smaller id will never be used again.
@@ -107,8 +108,9 @@ class _ClipAssembler:
     positions: list[int]
     clip_len: int
     frames_per_chunk: int
+    recipe: Recipe
+    sink: FrameSink
     segment: int = 0
-    sink: FrameSink = field(default_factory=LocalFrames)
     header: VideoHeader | None = None  # sent with the first chunk
     buffer: list[_Buffered] = field(default_factory=list)
     next_clip: int = 0
@@ -121,7 +123,7 @@ class _ClipAssembler:
 
     def add(self, pts: int, frame: av.VideoFrame) -> None:
         """Add a decoded frame; frames sharing a pts keep only the last one, as the reference's dict does."""
-        entry = _Buffered(pts, self.next_id, frame)
+        entry = _Buffered(pts=pts, id=self.next_id, frame=frame)
         self.next_id += 1
         if not self.buffer or pts > self.buffer[-1].pts:
             self.buffer.append(entry)
@@ -179,7 +181,7 @@ class _ClipAssembler:
         # swscale's own threads (threads=0, PyAV's default) only compete with the other workers.
         rgb = entry.frame.to_ndarray(format="rgb24", threads=1)
         size = (rgb.shape[0], rgb.shape[1])
-        transform_for(*size).gather(rgb, out=self.new_frames[len(self.new_ids)])
+        transform_for(*size, self.recipe).gather(rgb, out=self.new_frames[len(self.new_ids)])
         entry.frame, entry.gathered = None, True
         self.new_ids.append(entry.id)
         self.new_sizes.append(size)
@@ -201,11 +203,19 @@ class _ClipAssembler:
         count = len(self.new_ids)
         frames: torch.Tensor | SlabRef | None = None
         if self.slab is not None:
-            frames = SlabRef(self.slab.worker, self.slab.slab, count)
+            frames = SlabRef(worker=self.slab.worker, slab=self.slab.slab, count=count)
         elif self.new_frames is not None:  # the filled part of this chunk's own buffer
             frames = self.new_frames[:count]
         chunk = FrameChunk(
-            self.job, self.segment, self.new_ids, frames, self.new_sizes, self.ready_clips, keep_from, self.header, last
+            job=self.job,
+            segment=self.segment,
+            frame_ids=self.new_ids,
+            frames=frames,
+            frame_sizes=self.new_sizes,
+            clips=self.ready_clips,
+            keep_from=keep_from,
+            header=self.header,
+            last=last,
         )
         self.new_ids, self.new_sizes, self.ready_clips, self.new_frames, self.slab = [], [], [], None, None
         self.header = None
@@ -218,12 +228,31 @@ FRAMES_PER_CHUNK = 64
 MIN_SEGMENT_SECONDS = 10.0
 
 
-def _no_split(info: VideoInfo, clips: int) -> int:
-    return 1
+@dataclass(frozen=True)
+class Decoding:
+    """How the worker that probed a video decodes it: ``segment`` of ``segments`` in all, with ``threads`` FFmpeg threads."""
+
+    segment: Segment
+    segments: int = 1
+    threads: int = 1
 
 
-def _one_thread(info: VideoInfo, segments: int) -> int:
-    return 1
+class Scheduler(Protocol):
+    """What a worker asks once it has probed a video: how to share it with the other workers.
+
+    :meth:`share` is called exactly once per video, unless the video fails first; it may post
+    segments after the first for other workers (:func:`segment_messages` decodes them) and
+    returns this worker's part.
+    """
+
+    def share(self, info: VideoInfo, windows: list[ClipWindow]) -> Decoding: ...
+
+
+class DecodeAlone:
+    """No other worker to share with: the whole video, one FFmpeg thread."""
+
+    def share(self, info: VideoInfo, windows: list[ClipWindow]) -> Decoding:
+        return Decoding(segment=whole_video(len(windows)))
 
 
 def video_messages(
@@ -233,87 +262,63 @@ def video_messages(
     *,
     clips_per_chunk: int = 32,
     sink: FrameSink | None = None,
-    split: Callable[[VideoInfo, int], int] = _no_split,
-    post: Callable[[list[PostedSegment]], bool] = lambda segments: not segments,
-    decoder_threads: Callable[[VideoInfo, int], int] = _one_thread,
+    scheduler: Scheduler | None = None,
 ) -> Iterator[FrameChunk]:
     """Decode one video (its first segment, if split) and yield its chunks; a failure ends it with ``error``.
 
-    ``split(info, clips)`` says into how many segments to cut the video (1: none), ``post``
-    (called once, before any chunk, unless the video fails first) hands the segments after the
-    first to other workers (``False``: it could not, so this worker decodes the whole video);
-    ``decoder_threads(info, segments)``: FFmpeg threads for this worker's part, once the cut is known.
+    ``scheduler`` (:class:`DecodeAlone` by default) decides, once the video is probed, whether
+    other workers take segments of it and how many FFmpeg threads this worker's part gets.
     A chunk goes out once it holds ``FRAMES_PER_CHUNK`` new frames or ``clips_per_chunk`` complete clips: few enough messages that passing them costs
     little (dense strides make a clip per frame), soon enough that batches fill without
     waiting for whole videos.
     """
     try:
         with open_probed(job.path, num_frames=job.num_frames, fps=job.fps) as (info, opened):
-            yield from _first_segment(
-                job_index, info, opened, settings, clips_per_chunk, sink, split, post, decoder_threads
+            windows = clip_windows(info.fps, info.num_frames, info.time_base, settings)
+            decoding = (scheduler or DecodeAlone()).share(info, windows)
+            header = VideoHeader(
+                fps=info.fps,
+                num_frames=info.num_frames,
+                num_clips=len(windows),
+                segments=decoding.segments,
+                pixel_format=info.pixel_format,
+            )
+            yield from _segment_chunks(
+                job_index,
+                info,
+                windows,
+                decoding.segment,
+                settings,
+                clips_per_chunk,
+                sink or LocalFrames(taps_per_frame(settings.recipe)),
+                header,
+                opened,
+                threads=decoding.threads,
             )
     except VideoError as error:
-        yield FrameChunk(job_index, error=str(error), last=True, retryable=False)
+        yield FrameChunk(job=job_index, error=str(error), last=True, retryable=False)
     except Exception as error:  # a damaged file must never stop the other videos
-        yield FrameChunk(job_index, error=f"{job.path}: {type(error).__name__}: {error}", last=True)
-
-
-def _first_segment(
-    job_index: int,
-    info: VideoInfo,
-    opened: OpenVideo | None,
-    settings: ClipSettings,
-    clips_per_chunk: int,
-    sink: FrameSink | None,
-    split: Callable[[VideoInfo, int], int],
-    post: Callable[[list[PostedSegment]], bool],
-    decoder_threads: Callable[[VideoInfo, int], int],
-) -> Iterator[FrameChunk]:
-    """The probed video's first (or only) segment, after posting the others for other workers."""
-    windows = clip_windows(info.fps, info.num_frames, info.time_base, settings)
-    segments = [Segment(0, 0, len(windows), None)]
-    wanted = split(info, len(windows)) if windows else 1
-    if wanted > 1:
-        info = with_keyframes(info)
-        if info.keyframes:
-            segments = plan_segments(windows, info.keyframes, wanted)
-    if not post(
-        [
-            PostedSegment(job_index, s.index, s.first_clip, s.stop_clip, s.seek_pts, info.num_frames, info.fps)
-            for s in segments[1:]
-        ]
-    ):
-        segments = [Segment(0, 0, len(windows), None)]
-    header = VideoHeader(info.fps, info.num_frames, len(windows), len(segments), info.pixel_format)
-    yield from _segment_chunks(
-        job_index,
-        info,
-        windows,
-        segments[0],
-        settings,
-        clips_per_chunk,
-        sink or LocalFrames(),
-        header,
-        opened,
-        threads=decoder_threads(info, len(segments)),
-    )
+        yield FrameChunk(job=job_index, error=f"{job.path}: {type(error).__name__}: {error}", last=True)
 
 
 def segment_messages(
     job: VideoJob, posted: PostedSegment, settings: ClipSettings, *, clips_per_chunk: int = 32, sink: FrameSink
 ) -> Iterator[FrameChunk]:
-    """Decode a segment another worker posted and yield its chunks (``segment`` set; no header)."""
+    """Decode a segment another worker posted and yield its chunks (``segment`` set; no header).
+
+    The posting carries the video's probed facts, so the file is opened once, to decode, and
+    not probed again.
+    """
+    segment = posted.segment
     try:
-        with open_probed(job.path, num_frames=posted.num_frames, fps=posted.fps) as (info, opened):
-            windows = clip_windows(info.fps, info.num_frames, info.time_base, settings)
-            segment = Segment(posted.index, posted.first_clip, posted.stop_clip, posted.seek_pts)
-            yield from _segment_chunks(
-                posted.job, info, windows, segment, settings, clips_per_chunk, sink, None, opened
-            )
+        windows = clip_windows(posted.info.fps, posted.info.num_frames, posted.info.time_base, settings)
+        yield from _segment_chunks(posted.job, posted.info, windows, segment, settings, clips_per_chunk, sink, None)
     except VideoError as error:
-        yield FrameChunk(posted.job, posted.index, error=str(error), last=True, retryable=False)
+        yield FrameChunk(job=posted.job, segment=segment.index, error=str(error), last=True, retryable=False)
     except Exception as error:
-        yield FrameChunk(posted.job, posted.index, error=f"{job.path}: {type(error).__name__}: {error}", last=True)
+        yield FrameChunk(
+            job=posted.job, segment=segment.index, error=f"{job.path}: {type(error).__name__}: {error}", last=True
+        )
 
 
 def _segment_chunks(
@@ -331,16 +336,17 @@ def _segment_chunks(
 ) -> Iterator[FrameChunk]:
     windows = all_windows[segment.first_clip : segment.stop_clip]
     if not windows:
-        yield FrameChunk(job_index, segment.index, header=header, last=True)
+        yield FrameChunk(job=job_index, segment=segment.index, header=header, last=True)
         return
     assembler = _ClipAssembler(
-        job_index,
-        info,
-        windows,
-        [int(p) for p in window_positions(info.fps, settings)],
-        settings.clip_len,
+        job=job_index,
+        info=info,
+        windows=windows,
+        positions=[int(p) for p in window_positions(info.fps, settings)],
+        clip_len=settings.clip_len,
         frames_per_chunk=min(FRAMES_PER_CHUNK + settings.clip_len, len(windows) * settings.clip_len),
         segment=segment.index,
+        recipe=settings.recipe,
         sink=sink,
         header=header,
     )

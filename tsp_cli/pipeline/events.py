@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 
 def is_high_bit_depth(pixel_format: str) -> bool:
@@ -76,13 +76,15 @@ Event = RunStarted | VideoBegan | ClipsComputed | VideoEnded | ClipProgress
 
 @dataclass
 class RunSummary:
-    """What a run did; ``exit_code`` is 1 when any video failed."""
+    """What a run did; ``exit_code`` is 1 when any video failed.
+
+    ``failed`` and ``no_clips`` are counted from the lists that name those videos, so they can
+    never disagree with them.
+    """
 
     videos: int = 0
     done: int = 0
     skipped: int = 0
-    no_clips: int = 0
-    failed: int = 0
     clips: int = 0
     wall_seconds: float = 0.0
     data_wait_seconds: float = 0.0
@@ -93,6 +95,18 @@ class RunSummary:
     no_clips_names: list[str] = field(default_factory=list)
     #: ``(name, pixel format)`` of videos with more than 8 bits per sample, whose features depend on the FFmpeg build.
     high_bit_depth: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def no_clips(self) -> int:
+        return len(self.no_clips_names)
+
+    def counts(self) -> dict[str, object]:
+        """Every field and count as plain JSON-ready values (``dataclasses.asdict`` leaves out the derived counts)."""
+        return {**asdict(self), "failed": self.failed, "no_clips": self.no_clips, "exit_code": self.exit_code}
 
     @property
     def clips_per_second(self) -> float:

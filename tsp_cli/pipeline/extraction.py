@@ -10,20 +10,22 @@ batches, runs the network and writes (``batcher``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from tsp_cli import __version__
 from tsp_cli.atomic import folder_problem
 from tsp_cli.errors import UsageError
+from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 from tsp_cli.parallel import default_workers
 from tsp_cli.pipeline import store
 from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.devices import resolve_device
 from tsp_cli.pipeline.events import Event, RunStarted, RunSummary
-from tsp_cli.pipeline.inputs import VideoJob, plan_shard_jobs
+from tsp_cli.pipeline.inputs import VideoJob, plan_shard
 from tsp_cli.pipeline.precision import PRECISIONS
 from tsp_cli.pipeline.sampling import ClipSettings
 from tsp_cli.pipeline.sharding import Shard
@@ -41,21 +43,6 @@ def tool_versions() -> dict[str, str]:
         "av": av.__version__,
         "ffmpeg": str(getattr(av, "ffmpeg_version_info", "unknown")),
     }
-
-
-@dataclass(frozen=True)
-class ExtractionPlan:
-    """A validated request: the shard's ordered jobs, the device and the clip settings.
-
-    Planning checks everything a user can get wrong cheaply (paths, metadata CSV, shard,
-    device, output folder) before anything slow happens, such as downloading a checkpoint.
-    """
-
-    jobs: list[VideoJob]
-    out_dir: Path
-    device: torch.device
-    settings: ClipSettings
-    shard: Shard
 
 
 def _check_output_folder(out_dir: Path) -> None:
@@ -77,58 +64,141 @@ def _create_output_folder(out_dir: Path) -> None:
         ) from None
 
 
+@dataclass(frozen=True)
+class ExtractionOptions:
+    """How to extract: every option of a run besides the videos and the output folder, in one object.
+
+    ``checkpoint`` is a local checkpoint file (for a released one, get its path with
+    ``tsp_cli.models.cache.fetch(name)``); ``checkpoint_name`` is what the manifest records
+    (the file's name when left out); ``backbone`` is detected from the file when left out.
+    ``recipe`` is the checkpoint's preprocessing (a registry entry's ``recipe``; TSP's by
+    default); ``clip_len`` and ``frame_rate``, when given, override its own. ``dry_run`` decodes
+    and assembles every batch but loads no checkpoint, runs no network and writes nothing.
+    ``precision`` is ``fp32`` (full float32, TF32 off: the reference's numbers), ``tf32``,
+    ``fp16`` or ``bf16``; the TF32 switches it sets are restored when the run ends.
+    ``workers``: decoding processes (``None``: one per core, up to a limit; 0: decode here).
+    """
+
+    checkpoint: Path | str | None = None
+    checkpoint_name: str | None = None
+    backbone: str | None = None
+    recipe: Recipe = TSP_RECIPE
+    stride: int = 16
+    clip_len: int | None = None
+    frame_rate: float | None = None
+    metadata: Path | str | None = None
+    shard: Shard = Shard()
+    device: str | None = None
+    batch_size: int = 32
+    workers: int | None = None
+    precision: str = "fp32"
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """A validated request: the shard's ordered jobs, the device, the clip settings and the options they came from.
+
+    Planning checks everything a user can get wrong cheaply (paths, metadata CSV, shard,
+    device, output folder, numbers) before anything slow happens, such as downloading a checkpoint.
+    """
+
+    jobs: list[VideoJob]
+    out_dir: Path
+    device: torch.device
+    settings: ClipSettings
+    options: ExtractionOptions
+    #: Sentences for the run's start: what the folder scan skipped (dangling links, loops).
+    notes: tuple[str, ...] = ()
+
+    @property
+    def shard(self) -> Shard:
+        return self.options.shard
+
+
+def _check_options(options: ExtractionOptions) -> None:
+    """The numbers and names of ``options``, each refused in one sentence naming its parameter."""
+    if options.stride < 1:
+        raise UsageError(f"`stride` must be at least 1, not {options.stride}.", parameter="stride")
+    if options.clip_len is not None and options.clip_len < 1:
+        raise UsageError(f"`clip_len` must be at least 1, not {options.clip_len}.", parameter="clip_len")
+    if options.frame_rate is not None and not options.frame_rate > 0:
+        raise UsageError(f"`frame_rate` must be positive, not {options.frame_rate}.", parameter="frame_rate")
+    if options.batch_size < 1:
+        raise UsageError(f"`batch_size` must be at least 1, not {options.batch_size}.", parameter="batch_size")
+    if options.workers is not None and options.workers < 0:
+        raise UsageError(f"`workers` must be 0 or more, not {options.workers}.", parameter="workers")
+    if options.precision not in PRECISIONS:
+        raise UsageError(
+            f"`precision` {options.precision!r} is not one of {', '.join(PRECISIONS)}.", parameter="precision"
+        )
+
+
+def clip_settings(options: ExtractionOptions) -> ClipSettings:
+    """The clips and pixels of ``options``: its recipe, with ``clip_len`` and ``frame_rate`` overriding the recipe's."""
+    recipe = options.recipe
+    if options.clip_len is not None:
+        recipe = replace(recipe, clip_len=options.clip_len)
+    if options.frame_rate is not None:
+        recipe = replace(recipe, frame_rate=options.frame_rate)
+    return ClipSettings(stride=options.stride, recipe=recipe)
+
+
+def recipe_settings(recipe: Recipe) -> dict[str, object]:
+    """The recipe as the manifest records it: clip length, frame rate, resize, crop, mean and std."""
+    return {
+        "clip_len": recipe.clip_len,
+        "frame_rate": recipe.frame_rate,
+        "resize": list(recipe.resize),
+        "crop": recipe.crop,
+        "mean": list(recipe.mean),
+        "std": list(recipe.std),
+    }
+
+
 def plan_extraction(
-    videos: Sequence[Path | str],
-    out_dir: Path | str,
-    *,
-    stride: int = 16,
-    clip_len: int = 16,
-    frame_rate: float = 15.0,
-    metadata: Path | str | None = None,
-    shard: Shard = Shard(),
-    device: str | None = None,
+    videos: Sequence[Path | str], out_dir: Path | str, options: ExtractionOptions = ExtractionOptions()
 ) -> ExtractionPlan:
     """Validate a request and list the shard's videos, in the reference's order."""
-    if stride < 1 or clip_len < 1 or not frame_rate > 0:
-        raise UsageError("--stride and --clip-len must be at least 1, and --frame-rate positive.")
+    _check_options(options)
     out_dir = Path(out_dir)
     _check_output_folder(out_dir)
-    jobs = plan_shard_jobs(videos, metadata, shard)  # only the shard's rows are read, checked and built
-    settings = ClipSettings(clip_len=clip_len, frame_rate=frame_rate, stride=stride)
-    return ExtractionPlan(jobs, out_dir, resolve_device(device), settings, shard)
+    planned = plan_shard(videos, options.metadata, options.shard)  # only the shard's rows are read, checked and built
+    return ExtractionPlan(
+        jobs=planned.jobs,
+        out_dir=out_dir,
+        device=resolve_device(options.device),
+        settings=clip_settings(options),
+        options=options,
+        notes=tuple(planned.notes),
+    )
 
 
 def run_extraction(
     plan: ExtractionPlan,
     *,
     checkpoint: Path | str | None = None,
-    backbone: str | None = None,
-    checkpoint_name: str | None = None,
-    batch_size: int = 32,
-    workers: int | None = None,
-    precision: str = "fp32",
-    dry_run: bool = False,
     on_event: Callable[[Event], None] | None = None,
 ) -> RunSummary:
     """Load the checkpoint, create and claim the output folder, skip finished videos and run the rest.
 
+    ``checkpoint``: the file, when it was fetched after planning (the CLI downloads a checkpoint
+    only once the request is known to be valid); ``plan.options.checkpoint`` otherwise.
     A dry run writes nothing (no folder, no features, no records).
     """
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1.")
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
-    workers = default_workers() if workers is None else workers
-    model, notes = None, []
+    options = plan.options
+    checkpoint = checkpoint if checkpoint is not None else options.checkpoint
+    workers = default_workers() if options.workers is None else options.workers
+    model, notes = None, list(plan.notes)
     if plan.device.type == "cuda" and plan.device.index is not None:
         torch.cuda.set_device(plan.device)  # pinned memory and cuDNN state then live on this GPU, not cuda:0
-    if not dry_run:
+    if not options.dry_run:
         from tsp_cli.models.cache import file_sha256
         from tsp_cli.models.loading import load_backbone  # torchvision: ~1 s a dry run need not pay
 
         if checkpoint is None:
-            raise UsageError("Give a checkpoint: --checkpoint NAME or --local PATH.")
-        model, backbone = load_backbone(Path(checkpoint), backbone)
+            raise UsageError("Give a `checkpoint` file, or set `dry_run`.", parameter="checkpoint")
+        model, backbone = load_backbone(Path(checkpoint), options.backbone)
         model = model.to(plan.device)
         if plan.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -137,25 +207,31 @@ def run_extraction(
         notes += store.claim_output_folder(
             plan.out_dir,
             {
-                "checkpoint": checkpoint_name or Path(checkpoint).name,
+                "checkpoint": options.checkpoint_name or Path(checkpoint).name,
                 "checkpoint_sha256": file_sha256(Path(checkpoint)),
                 "backbone": backbone,
-                "clip_len": settings.clip_len,
-                "frame_rate": settings.frame_rate,
+                **recipe_settings(settings.recipe),
                 "stride": settings.stride,
-                "precision": precision,
+                "precision": options.precision,
             },
             tool_versions(),
         )
         removed = store.remove_stale_temp_files(plan.out_dir)
         if removed:
             notes.append(f"Removed {len(removed)} temporary file(s) left by an interrupted run.")
-    finished = set() if dry_run else store.finished_names(plan.out_dir)
+    finished = set() if options.dry_run else store.finished_names(plan.out_dir)
     to_do = [job for job in plan.jobs if job.name not in finished]
     skipped = len(plan.jobs) - len(to_do)
     if on_event:
         on_event(
-            RunStarted(len(plan.jobs), len(to_do), skipped, workers if to_do else 0, str(plan.device), tuple(notes))
+            RunStarted(
+                videos=len(plan.jobs),
+                to_do=len(to_do),
+                skipped=skipped,
+                workers=workers if to_do else 0,
+                device=str(plan.device),
+                notes=tuple(notes),
+            )
         )
     summary = run_jobs(
         to_do,
@@ -163,10 +239,10 @@ def run_extraction(
         model,
         plan.settings,
         device=plan.device,
-        batch_size=batch_size,
+        batch_size=options.batch_size,
         workers=workers,
-        precision=precision,
-        shard=plan.shard,
+        precision=options.precision,
+        shard=options.shard,
         on_event=on_event,
     )
     summary.videos, summary.skipped = len(plan.jobs), skipped
@@ -176,49 +252,16 @@ def run_extraction(
 def extract_features(
     videos: Sequence[Path | str],
     out_dir: Path | str,
+    options: ExtractionOptions | None = None,
     *,
-    checkpoint: Path | str | None = None,
-    backbone: str | None = None,
-    checkpoint_name: str | None = None,
-    stride: int = 16,
-    clip_len: int = 16,
-    frame_rate: float = 15.0,
-    metadata: Path | str | None = None,
-    shard: Shard = Shard(),
-    device: str | None = None,
-    batch_size: int = 32,
-    workers: int | None = None,
-    precision: str = "fp32",
-    dry_run: bool = False,
     on_event: Callable[[Event], None] | None = None,
+    **fields: Any,
 ) -> RunSummary:
     """Extract TSP features of ``videos`` (folders and/or files) into ``out_dir/<name>.npy``.
 
-    ``checkpoint`` is a local checkpoint file (for a released one, get its path with
-    ``tsp_cli.models.cache.fetch(name)``); ``backbone`` is detected from it when left out. Finished
-    videos are skipped, so a killed run resumes where it stopped. ``dry_run`` decodes and
-    assembles every batch but loads no checkpoint, runs no network and writes nothing.
-    ``precision`` is ``fp32`` (full float32, TF32 off: the reference's numbers), ``tf32``, ``fp16``
-    or ``bf16``; the TF32 switches it sets are restored when the run ends.
+    ``options`` (:class:`ExtractionOptions`) says how; keyword ``fields`` are the same options
+    given one by one (``checkpoint=path, stride=4``), set on top of ``options``. Finished videos
+    are skipped, so a killed run resumes where it stopped.
     """
-    plan = plan_extraction(
-        videos,
-        out_dir,
-        stride=stride,
-        clip_len=clip_len,
-        frame_rate=frame_rate,
-        metadata=metadata,
-        shard=shard,
-        device=device,
-    )
-    return run_extraction(
-        plan,
-        checkpoint=checkpoint,
-        backbone=backbone,
-        checkpoint_name=checkpoint_name,
-        batch_size=batch_size,
-        workers=workers,
-        precision=precision,
-        dry_run=dry_run,
-        on_event=on_event,
-    )
+    options = replace(options or ExtractionOptions(), **fields)
+    return run_extraction(plan_extraction(videos, out_dir, options), on_event=on_event)

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from tsp_cli.pipeline.transform import TAPS_PER_FRAME
+from tsp_cli.pipeline.segments import Segment
+from tsp_cli.pipeline.video import VideoInfo
 
-#: A frame in a slab or chunk: its uint8 taps (``FrameTransform.gather``).
-FRAME_SHAPE = (TAPS_PER_FRAME,)
+#: A frame in a slab or chunk is its uint8 taps (``FrameTransform.gather``), ``taps_per_frame(recipe)`` of them.
 FRAME_DTYPE = torch.uint8
 
 
@@ -40,25 +43,28 @@ class SlabRef:
 
 
 class LocalFrames:
-    """Frame buffers for decoding in the main process: plain tensors, nothing to hand over."""
+    """Frame buffers of ``taps`` values a frame for decoding in the main process: plain tensors, nothing to hand over."""
+
+    def __init__(self, taps: int):
+        self.taps = taps
 
     def buffer(self, capacity: int) -> tuple[torch.Tensor, SlabRef | None]:
-        return torch.empty(capacity, *FRAME_SHAPE, dtype=FRAME_DTYPE), None
+        return torch.empty(capacity, self.taps, dtype=FRAME_DTYPE), None
 
     def release(self, ref: SlabRef) -> None:  # pragma: no cover - never handed out
         raise AssertionError("local buffers are not slabs")
 
 
 class SlabPool:
-    """``slabs`` reusable shared-memory buffers of ``frames`` frames for each of ``workers`` workers.
+    """``slabs`` reusable shared-memory buffers of ``frames`` frames (``taps`` values each) for each of ``workers`` workers.
 
     Made in the main process before the workers start, inherited by them (fork); the memory is
     reserved, not touched, until a worker writes a slab.
     """
 
-    def __init__(self, workers: int, slabs: int, frames: int):
-        self.shape = (workers, slabs, frames, *FRAME_SHAPE)
-        storage = torch.UntypedStorage._new_shared(workers * slabs * frames * TAPS_PER_FRAME)
+    def __init__(self, workers: int, slabs: int, frames: int, taps: int):
+        self.shape = (workers, slabs, frames, taps)
+        storage = torch.UntypedStorage._new_shared(workers * slabs * frames * taps)
         self.frames = torch.empty(0, dtype=FRAME_DTYPE).set_(storage, 0, self.shape)  # type: ignore[call-overload]
         self.busy: Any = multiprocessing.RawArray("b", workers * slabs)
         self.worker: int | None = None  # set in each worker process
@@ -77,9 +83,11 @@ class SlabPool:
                 for slab in range(slabs):
                     if not self.busy[first + slab]:
                         self.busy[first + slab] = 1
-                        return self.frames[self.worker, slab, :capacity], SlabRef(self.worker, slab, 0)
+                        return self.frames[self.worker, slab, :capacity], SlabRef(
+                            worker=self.worker, slab=slab, count=0
+                        )
                 time.sleep(0.001)
-        return torch.empty(capacity, *FRAME_SHAPE, dtype=FRAME_DTYPE), None
+        return torch.empty(capacity, self.shape[3], dtype=FRAME_DTYPE), None
 
     def view(self, ref: SlabRef) -> torch.Tensor:
         return self.frames[ref.worker, ref.slab, : ref.count]
@@ -90,27 +98,32 @@ class SlabPool:
 
 @dataclass(frozen=True)
 class PostedSegment:
-    """A segment of a video posted for any worker: what it needs to decode it without probing again."""
+    """A segment of job ``job`` posted for any worker, with its video's probed ``info``: no second probe.
+
+    ``info`` has no keyframes and no pixel format (only the first segment's header reports it).
+    """
 
     job: int
-    index: int
-    first_clip: int
-    stop_clip: int
-    seek_pts: int | None
-    num_frames: int
-    fps: float
+    segment: Segment
+    info: VideoInfo
 
 
-_FIELDS = 7  # job, index, first clip, stop clip, has a seek point, seek pts, frames
+#: Integers of a posted segment: job, index, first clip, stop clip, has a seek point, seek pts,
+#: and the video's frames, stream index, time base (numerator, denominator), width and height.
+_FIELDS = 12
 
 
 class WorkList:
-    """The order of jobs to claim, and segments of split videos, shared by every worker (fork)."""
+    """The order of jobs to claim, and segments of split videos, shared by every worker (fork).
+
+    ``paths[job]`` is each job's file, so that a posted segment comes back with its video's info.
+    """
 
     CAPACITY = 4096
 
-    def __init__(self, order: list[int], workers: int):
+    def __init__(self, order: list[int], workers: int, paths: Sequence[Path]):
         self.order = order
+        self.paths = paths
         self.workers = workers
         self.next_position: Any = multiprocessing.Value("i", 0)
         self._ints: Any = multiprocessing.RawArray("q", self.CAPACITY * _FIELDS)
@@ -134,8 +147,7 @@ class WorkList:
                 if self._head.value < self._tail.value:
                     slot = self._head.value % self.CAPACITY
                     self._head.value += 1
-                    job, index, first, stop, has_seek, seek, frames = self._ints[slot * _FIELDS : (slot + 1) * _FIELDS]
-                    return PostedSegment(job, index, first, stop, seek if has_seek else None, frames, self._fps[slot])
+                    return self._posted(slot)
                 position = self.next_position.value
                 if position < len(self.order):
                     self.next_position.value += 1
@@ -145,14 +157,38 @@ class WorkList:
                     return None
             time.sleep(0.002)
 
+    def _posted(self, slot: int) -> PostedSegment:
+        job, index, first, stop, has_seek, seek, frames, stream, tb_num, tb_den, width, height = self._ints[
+            slot * _FIELDS : (slot + 1) * _FIELDS
+        ]
+        info = VideoInfo(
+            path=self.paths[job],
+            stream_index=stream,
+            fps=self._fps[slot],
+            num_frames=frames,
+            time_base=Fraction(tb_num, tb_den),
+            width=width,
+            height=height,
+        )
+        segment = Segment(index=index, first_clip=first, stop_clip=stop, seek_pts=seek if has_seek else None)
+        return PostedSegment(job=job, segment=segment, info=info)
+
     def idle_workers(self) -> int:
         """Workers (besides the caller) that would find nothing to claim now."""
         with self.next_position.get_lock():
             waiting = max(0, len(self.order) - self.next_position.value) + self._tail.value - self._head.value
         return max(0, self.workers - 1 - waiting)
 
-    def post(self, segments: list[PostedSegment]) -> bool:
-        """Post segments of a claimed job for other workers; ``False`` (nothing posted) if the list is full."""
+    def post_nothing(self) -> None:
+        """What a claimed job that failed before deciding posts: no segments, so no worker waits for them."""
+        with self.next_position.get_lock():
+            self._probing.value -= 1
+
+    def post(self, job: int, info: VideoInfo, segments: Sequence[Segment]) -> bool:
+        """Post segments of claimed ``job`` (probed as ``info``) for other workers; ``False`` (nothing posted) if the list is full.
+
+        Called once per claimed job (with no segments if it is not split), or :meth:`post_nothing`.
+        """
         with self.next_position.get_lock():
             self._probing.value -= 1
             if self._tail.value - self._head.value + len(segments) > self.CAPACITY:
@@ -160,15 +196,21 @@ class WorkList:
             for segment in segments:
                 slot = self._tail.value % self.CAPACITY
                 seek = segment.seek_pts
+                time_base = Fraction(info.time_base)
                 self._ints[slot * _FIELDS : (slot + 1) * _FIELDS] = [
-                    segment.job,
+                    job,
                     segment.index,
                     segment.first_clip,
                     segment.stop_clip,
                     int(seek is not None),
                     seek or 0,
-                    segment.num_frames,
+                    info.num_frames,
+                    info.stream_index,
+                    time_base.numerator,
+                    time_base.denominator,
+                    info.width,
+                    info.height,
                 ]
-                self._fps[slot] = segment.fps
+                self._fps[slot] = info.fps
                 self._tail.value += 1
         return True

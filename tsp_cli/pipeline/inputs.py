@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import stat
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -64,29 +65,86 @@ def _is_video_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in VIDEO_SUFFIXES
 
 
-def _walk_videos(root: str) -> Iterator[tuple[str, str | None]]:
-    """``(relative posix path, resolved target of a symbolic link or None)`` of every video file
-    under ``root``, in no particular order.
+@dataclass(frozen=True)
+class SkippedPath:
+    """A path under a VIDEOS folder that the scan could not follow, named in the plan instead of dropped in silence."""
 
-    As ``Path.rglob`` did: symbolic links to folders are not followed, symbolic links to files
-    are. Hidden files and folders (a name starting with a dot) are passed over. ``DirEntry`` answers "is it a file?" from the directory listing itself, so a regular
-    file costs no ``stat`` call; only a symbolic link is followed to see what it points to.
+    path: str
+    reason: str  # a key of _SKIP_REASONS
+
+
+#: Why a path was skipped: the reason's key, and how :func:`skipped_notes` words one and several.
+_SKIP_REASONS = {
+    "dangling": ("symbolic link whose target does not exist", "symbolic links whose targets do not exist"),
+    "loop": ("symbolic link to a folder above it (a loop)", "symbolic links to a folder above them (loops)"),
+    "unreadable": ("folder that cannot be read", "folders that cannot be read"),
+}
+
+
+def _walk_videos(root: str, skipped: list[SkippedPath]) -> Iterator[tuple[str, str | None]]:
+    """``(relative posix path, real path or None)`` of every video file under ``root``, in no
+    particular order; what cannot be followed is added to ``skipped``.
+
+    Symbolic links are followed, to files and to folders, as ``find -L`` does. A file reached
+    through a link (itself, or a folder above it) comes with its real path, so that the caller
+    keeps each real file once; one reached without any link comes with ``None``. A link to a
+    folder that holds it (a loop) is not entered. Hidden files and folders (a name starting
+    with a dot) are passed over. ``DirEntry`` answers "is it a folder? a file? a link?" from
+    the directory listing itself, so a regular file costs no ``stat`` call; only a symbolic
+    link is followed (one ``stat``, and a ``realpath`` for a folder or a video).
+
+    Each folder to list carries its real path, built from its parent's without a system call,
+    and the real paths of the folders whose links led to it: a link whose target holds any of
+    those would walk in a circle.
     """
-    folders = [("", root)]
+    # (relative prefix, path to list, its real path, reached through a link, real paths of the links' folders)
+    folders: list[tuple[str, str, str, bool, tuple[str, ...]]] = [("", root, os.path.realpath(root), False, ())]
     while folders:
-        prefix, folder = folders.pop()
+        prefix, folder, real, linked, above = folders.pop()
         try:
             entries = os.scandir(folder)
-        except PermissionError:  # rglob passed over folders it could not read; so do we
+        except PermissionError:  # passed over, as rglob did, but named
+            skipped.append(SkippedPath(folder, "unreadable"))
             continue
         with entries:
             for entry in entries:
-                if entry.name.startswith("."):  # macOS ``._x.mp4`` resource forks, ``.Trash``, editors' copies
+                name = entry.name
+                if name.startswith("."):  # macOS ``._x.mp4`` resource forks, ``.Trash``, editors' copies
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    folders.append((prefix + entry.name + "/", entry.path))
-                elif _is_video_name(entry.name) and entry.is_file():
-                    yield prefix + entry.name, os.path.realpath(entry.path) if entry.is_symlink() else None
+                    folders.append((prefix + name + "/", entry.path, real + os.sep + name, linked, above))
+                elif not entry.is_symlink():
+                    if _is_video_name(name) and entry.is_file(follow_symlinks=False):
+                        yield prefix + name, real + os.sep + name if linked else None
+                else:
+                    try:
+                        mode = entry.stat().st_mode  # follows the link
+                    except OSError:  # its target is missing, or links point at each other
+                        skipped.append(SkippedPath(entry.path, "dangling"))
+                        continue
+                    if stat.S_ISDIR(mode):
+                        target = os.path.realpath(entry.path)
+                        if any(_holds(target, path) for path in (real, *above)):
+                            skipped.append(SkippedPath(entry.path, "loop"))
+                        else:
+                            folders.append((prefix + name + "/", entry.path, target, True, (*above, real)))
+                    elif stat.S_ISREG(mode) and _is_video_name(name):
+                        yield prefix + name, os.path.realpath(entry.path)
+
+
+def _holds(folder: str, path: str) -> bool:
+    """Whether real path ``path`` is ``folder`` or lies inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def skipped_notes(skipped: Sequence[SkippedPath]) -> list[str]:
+    """One sentence per kind of skipped path, naming the first few, for the plan's notes."""
+    notes = []
+    for reason, (one, several) in _SKIP_REASONS.items():
+        paths = sorted(item.path for item in skipped if item.reason == reason)
+        if paths:
+            notes.append(f"Skipped {len(paths)} {one if len(paths) == 1 else several}: {_list_some(paths, 5)}.")
+    return notes
 
 
 #: A video found: ``(folder given, path relative to it)``, or ``(None, file given)``. Paths are
@@ -104,12 +162,13 @@ def _filename(found: _Found) -> str:
     return os.path.basename(relative) if base is None else relative
 
 
-def _scan(paths: Sequence[Path]) -> list[_Found]:
-    """Every video in the given folders and files, in order, each file once.
+def _scan(paths: Sequence[Path], skipped: list[SkippedPath]) -> list[_Found]:
+    """Every video in the given folders and files, in order, each file once; what the walk could
+    not follow (a dangling link, a loop, an unreadable folder) is added to ``skipped``.
 
     Folders come out sorted by relative path; a file reached twice (given twice, through two
     folders, or through a symbolic link) is kept where it first appears, as ``Path.resolve``
-    tells. A folder's regular files resolve to the resolved folder plus their relative path, so
+    tells. A folder's regular files (reached without a link) resolve to the resolved folder plus their relative path, so
     only symbolic links cost a ``realpath``, and one folder without links needs no bookkeeping.
     """
     missing = [str(p) for p in paths if not p.exists()]
@@ -124,7 +183,7 @@ def _scan(paths: Sequence[Path]) -> list[_Found]:
                 found.append((None, str(root)))
             continue
         base, real_root = str(root), os.path.realpath(root)
-        listed = sorted(_walk_videos(base))
+        listed = sorted(_walk_videos(base, skipped))
         alone = len(paths) == 1 and all(target is None for _, target in listed)
         for relative, target in listed:
             if not alone:  # regular files of one folder cannot be one file; links and other inputs can
@@ -142,13 +201,14 @@ def _refuse_duplicates_found(videos: Sequence[_Found], names: Sequence[str]) -> 
         refuse_duplicate_names(zip(names, map(_path, videos), strict=True))
 
 
-def _scan_some(paths: Sequence[Path]) -> list[_Found]:
-    """:func:`_scan`, refusing inputs that hold no video at all."""
-    videos = _scan(paths)
+def _scan_some(paths: Sequence[Path], skipped: list[SkippedPath]) -> list[_Found]:
+    """:func:`_scan`, refusing inputs that hold no video at all (and saying what was skipped)."""
+    videos = _scan(paths, skipped)
     if not videos:
+        notes = "".join(f" {note}" for note in skipped_notes(skipped))
         raise UsageError(
             f"No video files found in {_list_some([str(p) for p in paths])} "
-            f"(looked for {', '.join(sorted(s[1:] for s in VIDEO_SUFFIXES))})."
+            f"(looked for {', '.join(sorted(s[1:] for s in VIDEO_SUFFIXES))}).{notes}"
         )
     return videos
 
@@ -160,19 +220,22 @@ def find_videos(paths: Iterable[Path]) -> list[VideoFile]:
 
     A path that does not exist is a :class:`UsageError`: a typo must not silently shorten a run.
     """
-    return [VideoFile(Path(_path(found)), _filename(found)) for found in _scan([Path(p) for p in paths])]
+    found = _scan([Path(p) for p in paths], [])
+    return [VideoFile(Path(_path(video)), _filename(video)) for video in found]
 
 
-def _jobs_from_paths(inputs: Sequence[Path], shard: Shard) -> list[VideoJob]:
+def _jobs_from_paths(inputs: Sequence[Path], shard: Shard) -> ShardPlan:
     """The shard's part of every video in the given folders and files (see :func:`find_videos`).
 
     The whole list is needed for the order, and names clash across shards, so duplicate names
     are refused over the whole list; paths are built for the shard only.
     """
-    videos = _scan_some(inputs)
+    skipped: list[SkippedPath] = []
+    videos = _scan_some(inputs, skipped)
     _refuse_duplicates_found(videos, [output_name(_filename(found)) for found in videos])
     start, stop = shard.bounds(len(videos))
-    return [VideoJob(path=Path(_path(found)), name=output_name(_filename(found))) for found in videos[start:stop]]
+    jobs = [VideoJob(path=Path(_path(found)), name=output_name(_filename(found))) for found in videos[start:stop]]
+    return ShardPlan(jobs, tuple(skipped))
 
 
 # ---- metadata CSVs ----------------------------------------------------------------------------
@@ -358,17 +421,35 @@ def refuse_duplicate_names(named_paths: Iterable[tuple[str, str]]) -> None:
         )
 
 
-def plan_shard_jobs(
-    inputs: Sequence[Path | str], metadata: Path | str | None = None, shard: Shard = Shard()
-) -> list[VideoJob]:
+@dataclass(frozen=True)
+class ShardPlan:
+    """A shard's ordered jobs, and the paths of a folder scan that could not be followed."""
+
+    jobs: list[VideoJob]
+    skipped: tuple[SkippedPath, ...] = ()
+
+    @property
+    def notes(self) -> list[str]:
+        """The skipped paths in sentences, for the run's notes: nothing under VIDEOS is dropped in silence."""
+        return skipped_notes(self.skipped)
+
+
+def plan_shard(inputs: Sequence[Path | str], metadata: Path | str | None = None, shard: Shard = Shard()) -> ShardPlan:
     """The ordered jobs of ``shard`` for ``tsp extract``: the same as cutting the whole list, at a
     cost that grows with the shard (a CSV) or with a directory listing (folders), not with jobs."""
     if not inputs:
         raise UsageError("Give at least one VIDEOS folder or file.")
     paths = [Path(p) for p in inputs]
     if metadata:
-        return _jobs_from_metadata(Path(metadata), paths, shard)
+        return ShardPlan(_jobs_from_metadata(Path(metadata), paths, shard))
     return _jobs_from_paths(paths, shard)
+
+
+def plan_shard_jobs(
+    inputs: Sequence[Path | str], metadata: Path | str | None = None, shard: Shard = Shard()
+) -> list[VideoJob]:
+    """:func:`plan_shard`'s jobs alone."""
+    return plan_shard(inputs, metadata, shard).jobs
 
 
 def listed_names(inputs: Sequence[Path | str], metadata: Path | str | None = None) -> list[str]:
@@ -389,7 +470,7 @@ def listed_names(inputs: Sequence[Path | str], metadata: Path | str | None = Non
         return names
     if not inputs:
         raise UsageError("Give at least one VIDEOS folder or file.")
-    videos = _scan_some([Path(p) for p in inputs])
+    videos = _scan_some([Path(p) for p in inputs], [])
     names = [output_name(_filename(found)) for found in videos]
     _refuse_duplicates_found(videos, names)
     return names

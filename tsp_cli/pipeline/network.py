@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from tsp_cli.models.recipe import TSP_RECIPE
 from tsp_cli.models.registry import FEATURE_DIM
 from tsp_cli.pipeline.precision import autocast_dtype, float32_math
-from tsp_cli.pipeline.transform import CROP_SIZE
 
 #: The layouts a batch (and the model's weights) can have, by the name ``memory_format`` takes.
 MEMORY_FORMATS: dict[str, torch.memory_format] = {
@@ -101,7 +101,8 @@ class Network:
         precision: str = "fp32",
         memory_format: str = "auto",
         batch_size: int = 32,
-        clip_len: int = 16,
+        clip_len: int = TSP_RECIPE.clip_len,
+        crop: int = TSP_RECIPE.crop,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if memory_format not in ("auto", "measure", *MEMORY_FORMATS):
@@ -111,7 +112,7 @@ class Network:
         self.device = device
         self.precision = precision
         self.autocast_dtype = autocast_dtype(precision)
-        self.batch_shape = (batch_size, 3, clip_len, CROP_SIZE, CROP_SIZE)
+        self.batch_shape = (batch_size, 3, clip_len, crop, crop)
         self.clock = clock
         self.model = None if model is None else model.to(device).eval()
         measure = memory_format == "measure" or (memory_format == "auto" and device.type == "cuda")

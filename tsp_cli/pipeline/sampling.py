@@ -8,23 +8,37 @@ or features drift far beyond tolerance.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
 
+from tsp_cli.models.recipe import TSP_RECIPE, Recipe
+
 
 @dataclass(frozen=True)
 class ClipSettings:
-    """The settings that decide which frames make each clip."""
+    """What decides which frames make each clip, and their pixels: the recipe, and the stride between clips.
 
-    clip_len: int = 16
-    frame_rate: float = 15.0
+    The recipe's ``clip_len`` and ``frame_rate`` are the clip plan's; a run that overrides them
+    carries a recipe with the overrides (``dataclasses.replace(recipe, clip_len=8)``), so that
+    the clips, the pixels and the manifest all read one recipe.
+    """
+
     stride: int = 16
+    recipe: Recipe = TSP_RECIPE
 
     def __post_init__(self) -> None:
         if self.clip_len < 1 or self.stride < 1 or not self.frame_rate > 0:
             raise ValueError("clip_len and stride must be at least 1 and frame_rate positive")
+
+    @property
+    def clip_len(self) -> int:
+        return self.recipe.clip_len
+
+    @property
+    def frame_rate(self) -> float:
+        return self.recipe.frame_rate
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,7 @@ def _whole_step(fps: float, frame_rate: float) -> int | None:
     return int(step) if step.is_integer() else None
 
 
-def resampled_indices(fps: float, num_frames: int, frame_rate: float = 15.0) -> np.ndarray:
+def resampled_indices(fps: float, num_frames: int, frame_rate: float = TSP_RECIPE.frame_rate) -> np.ndarray:
     """Frame indices of the video resampled from ``fps`` to ``frame_rate`` (section 1)."""
     whole = _whole_step(fps, frame_rate)
     if whole is not None:
@@ -66,10 +80,15 @@ def clip_start_indices(fps: float, num_frames: int, settings: ClipSettings = Cli
 
 
 def clip_start_times(
-    fps: float, num_frames: int, *, clip_len: int = 16, frame_rate: float = 15.0, stride: int = 16
+    fps: float,
+    num_frames: int,
+    *,
+    clip_len: int = TSP_RECIPE.clip_len,
+    frame_rate: float = TSP_RECIPE.frame_rate,
+    stride: int = 16,
 ) -> np.ndarray:
-    """Start time in seconds (float64) of each clip: row k of a feature file starts there."""
-    settings = ClipSettings(clip_len=clip_len, frame_rate=frame_rate, stride=stride)
+    """Start time in seconds (float64) of each clip: row k of a feature file starts there (a manifest's settings)."""
+    settings = ClipSettings(stride=stride, recipe=replace(TSP_RECIPE, clip_len=clip_len, frame_rate=frame_rate))
     return clip_start_indices(fps, num_frames, settings) / float(fps)
 
 

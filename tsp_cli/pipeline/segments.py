@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tsp_cli.pipeline.sampling import ClipWindow
-from tsp_cli.pipeline.video import Keyframe
+from tsp_cli.pipeline.video import Keyframe, VideoInfo, with_keyframes
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,19 @@ class Segment:
     seek_pts: int | None
 
 
+def whole_video(clips: int) -> Segment:
+    """The one segment of a video that is not split: every clip, decoded from the start."""
+    return Segment(index=0, first_clip=0, stop_clip=clips, seek_pts=None)
+
+
+def split_video(info: VideoInfo, windows: Sequence[ClipWindow], count: int) -> list[Segment]:
+    """Up to ``count`` segments of a probed video; its keyframes are read (one demux) if the probe did not collect them."""
+    if count <= 1 or not windows:
+        return [whole_video(len(windows))]
+    keyframes = with_keyframes(info).keyframes
+    return plan_segments(windows, keyframes, count) if keyframes else [whole_video(len(windows))]
+
+
 def seek_point(keyframes: Sequence[Keyframe], start_pts: int) -> int | None:
     """The keyframe to decode from so that every frame from the last one at or before ``start_pts`` is exact."""
     at = bisect.bisect_right([k.pts for k in keyframes], start_pts) - 1
@@ -51,7 +64,7 @@ def plan_segments(windows: Sequence[ClipWindow], keyframes: Sequence[Keyframe], 
     """Up to ``count`` segments covering ``windows`` in order; fewer when boundaries cannot be placed."""
     total = len(windows)
     if count <= 1 or total < 2 or not keyframes:
-        return [Segment(0, 0, total, None)]
+        return [whole_video(total)]
     spread = max(1, total // (4 * count))  # how far from the even split a boundary may move
     boundaries: list[tuple[int, int | None]] = []
     for part in range(1, count):
@@ -70,6 +83,11 @@ def plan_segments(windows: Sequence[ClipWindow], keyframes: Sequence[Keyframe], 
             boundaries.append((best[1], best[2]))
     starts = [(0, None), *boundaries]
     return [
-        Segment(index, first, starts[index + 1][0] if index + 1 < len(starts) else total, seek)
+        Segment(
+            index=index,
+            first_clip=first,
+            stop_clip=starts[index + 1][0] if index + 1 < len(starts) else total,
+            seek_pts=seek,
+        )
         for index, (first, seek) in enumerate(starts)
     ]

@@ -1,8 +1,10 @@
 """Splitting the ordered video list into shards, and finding this process's shard in its launcher.
 
 ``--shard auto`` rides the launchers our users already run, so no scheduler of ours is needed:
-a Slurm job array, torchrun, or plain Slurm tasks (``srun``) each tell a process its index and
-the number of its peers through environment variables. Every shard selects a contiguous,
+a Slurm job array, torchrun, a Google Cloud Batch job, or plain Slurm tasks (``srun``) each tell
+a process its index and the number of its peers through environment variables. (A Kubernetes
+Indexed Job and an AWS Batch array job give the index only: ``--shard $INDEX/N``, see
+docs/cluster.md.) Every shard selects a contiguous,
 disjoint part of the same ordered list, so together they cover each video exactly once.
 """
 
@@ -11,11 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, TypeVar
 
 from tsp_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 T = TypeVar("T")
 
@@ -25,7 +28,8 @@ _SHARD_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 TORCHRUN = "torchrun"
 #: What ``--shard auto`` looks for, in this order, for the message when none is there.
 _LAUNCHERS_LOOKED_FOR = (
-    "a Slurm job array (SLURM_ARRAY_TASK_ID), torchrun (RANK, WORLD_SIZE) or Slurm tasks (SLURM_PROCID, SLURM_NTASKS)"
+    "a Slurm job array (SLURM_ARRAY_TASK_ID), torchrun (RANK, WORLD_SIZE), a Google Batch job "
+    "(BATCH_TASK_INDEX, BATCH_TASK_COUNT) or Slurm tasks (SLURM_PROCID, SLURM_NTASKS)"
 )
 
 
@@ -54,6 +58,8 @@ class Shard:
 def shard_edges(total: int, count: int) -> np.ndarray:
     """The reference's shard boundaries, ``linspace(0, total, count+1).astype(int)``: shard i is
     ``[edges[i], edges[i+1])``. One array for all shards, so that counting every shard is linear."""
+    import numpy as np  # here, so that a mistyped --shard is answered without waiting for NumPy
+
     return np.linspace(0, total, count + 1).astype(int)
 
 
@@ -96,9 +102,10 @@ def detect_shard(environment: Mapping[str, str]) -> LauncherShard:
 
     Order matters: a Slurm array task also carries ``SLURM_PROCID`` (always 0), and torchrun
     started by ``srun`` carries the Slurm task variables of its one task per node, so the more
-    specific launcher is asked first.
+    specific launcher is asked first. torchrun across the tasks of a Google Batch job numbers
+    every process of the job (``RANK``), where ``BATCH_TASK_INDEX`` numbers only the tasks.
     """
-    for detect in (_from_slurm_array, _from_torchrun, _from_slurm_tasks):
+    for detect in (_from_slurm_array, _from_torchrun, _from_google_batch, _from_slurm_tasks):
         found = detect(environment)
         if found is not None:
             return found
@@ -145,6 +152,14 @@ def _from_torchrun(environment: Mapping[str, str]) -> LauncherShard | None:
     world_size = _integer(environment, "WORLD_SIZE", source)
     local_rank = _integer(environment, "LOCAL_RANK", source) if "LOCAL_RANK" in environment else None
     return LauncherShard(_checked(rank, world_size, source), source, local_rank)
+
+
+def _from_google_batch(environment: Mapping[str, str]) -> LauncherShard | None:
+    if "BATCH_TASK_INDEX" not in environment:
+        return None
+    source = "the Google Batch job"
+    index = _integer(environment, "BATCH_TASK_INDEX", source)
+    return LauncherShard(_checked(index, _integer(environment, "BATCH_TASK_COUNT", source), source), source)
 
 
 def _from_slurm_tasks(environment: Mapping[str, str]) -> LauncherShard | None:

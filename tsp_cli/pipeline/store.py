@@ -1,57 +1,84 @@
-"""The output folder of ``tsp extract``: per-video feature files, the run manifest, and two logs.
+"""The output folder of ``tsp extract``: per-video feature files, the run manifest, and the records.
 
 Layout of ``OUT_DIR``::
 
     <name>.npy          float32, clips x 512, written atomically (temp file + rename)
     tsp-manifest.json   the settings that change features, and tool versions for the record
-    videos.jsonl        one line per finished video: fps, frame count, clips (for merge/status)
-    failures.jsonl      one line per failed attempt: video and error
+    tsp-records/        each process's own record files: finished videos (fps, frame count,
+                        clips, for merge/status) and failed attempts (see records.py)
 
-A finished ``.npy`` is never rewritten, so a rerun skips it; a video that failed has no
-``.npy`` and is simply tried again. Lines are appended with single ``O_APPEND`` writes, which
-keeps the logs whole when several processes share the folder.
+A finished ``.npy`` is checked cheaply before a rerun skips it (its header, dtype, shape and
+size against its record, see resume.py); a video that failed, or whose file is damaged or has
+no record, is simply done again. Folders of earlier versions, with one shared ``videos.jsonl``
+and ``failures.jsonl``, are read the same way.
+
+What this needs of the file system is only what NFS, Lustre and GPFS all give (docs/cluster.md):
+a rename within one folder is atomic, and ``os.link`` fails when the name exists. No file is
+ever appended to by two processes, and no lock is taken.
 """
 
 from __future__ import annotations
 
-import fcntl
+import errno
 import json
 import os
-import re
-import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tsp_cli.atomic import TEMP_MARKER, atomic_path
+from tsp_cli.atomic import atomic_path, link_new_name, remove_dead_temp_files, temp_path_for
 from tsp_cli.errors import UsageError
+from tsp_cli.pipeline import records, resume
+from tsp_cli.pipeline.resume import FEATURE_SUFFIX, feature_path
 
-FEATURE_SUFFIX = ".npy"
+__all__ = ["FEATURE_SUFFIX", "feature_path"]
+
 MANIFEST_NAME = "tsp-manifest.json"
-RECORDS_NAME = "videos.jsonl"
-FAILURES_NAME = "failures.jsonl"
-LOCK_NAME = "tsp-manifest.lock"
+#: The shared record files of folders written by earlier versions; still read, no longer written.
+RECORDS_NAME = records.LEGACY_RECORDS_NAME
+FAILURES_NAME = records.LEGACY_FAILURES_NAME
 
 #: The manifest entries that change features; a rerun must agree on all of them.
 FEATURE_SETTINGS = ("checkpoint_sha256", "backbone", "clip_len", "frame_rate", "stride", "precision")
+#: A run first writes this much (then removes it), so that a full disk fails at once, not after minutes.
+PROBE_BYTES = 1 << 20
+#: How long a shard waits for the manifest another shard is still writing (only without ``os.link``).
+_MANIFEST_WAIT_S = 5.0
 
-_TEMP_NAME = re.compile(re.escape(TEMP_MARKER) + r"(?P<host>.+)-(?P<pid>\d+)$")
-
-
-def feature_path(out_dir: Path, name: str) -> Path:
-    return Path(out_dir) / f"{name}{FEATURE_SUFFIX}"
+#: How long the folder check of a claim serves the ``finished_names`` that follows it.
+_CHECK_REUSE_S = 120.0
+#: The folder check of the last claim, with the folder's state when it was made, so that the
+#: ``finished_names`` right after it reads 20k headers once, not twice.
+_last_check: dict[Path, tuple[tuple[int, int, float], resume.OutputCheck]] = {}
 
 
 def finished_names(out_dir: Path) -> set[str]:
-    """Names of videos whose features are complete (only whole files ever carry the final name)."""
+    """Names of videos whose features are whole and agree with their record (others are done again)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return set()
-    return {path.name[: -len(FEATURE_SUFFIX)] for path in out_dir.iterdir() if path.name.endswith(FEATURE_SUFFIX)}
+    state, check = _last_check.pop(out_dir.resolve(), (None, None))
+    if check is None or state is None or not _unchanged_since(out_dir, state):
+        check = resume.check_outputs(out_dir)
+    return check.finished
+
+
+def _folder_state(out_dir: Path) -> tuple[int, int, float]:
+    """What changes when a feature file or a record file appears: both folders' modification times."""
+    records_dir = out_dir / records.RECORDS_DIR
+    return (
+        out_dir.stat().st_mtime_ns,
+        records_dir.stat().st_mtime_ns if records_dir.is_dir() else 0,
+        time.monotonic(),
+    )
+
+
+def _unchanged_since(out_dir: Path, state: tuple[int, int, float]) -> bool:
+    now = _folder_state(out_dir)
+    return now[:2] == state[:2] and now[2] - state[2] < _CHECK_REUSE_S
 
 
 def save_features(out_dir: Path, name: str, features: np.ndarray) -> Path:
@@ -64,120 +91,177 @@ def save_features(out_dir: Path, name: str, features: np.ndarray) -> Path:
     return final
 
 
-def _process_is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_temp_files(out_dir: Path) -> list[Path]:
-    """Remove temporary files left by dead processes of this host; never those of a live one.
-
-    A temporary file of another host is left alone: from here we cannot tell whether its
-    writer still runs.
-    """
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return []
-    host = socket.gethostname()
-    removed = []
-    for path in out_dir.iterdir():
-        match = _TEMP_NAME.search(path.name)
-        if match and match["host"] == host and not _process_is_alive(int(match["pid"])):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
+    """Remove temporary files left by dead processes of this host; never those of a live one."""
+    return remove_dead_temp_files(Path(out_dir))
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line with a single write, so concurrent writers never interleave."""
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    """Append one JSON line to ``path`` (a file only this process writes), never onto a broken last line."""
+    records.append_line(Path(path), (json.dumps(record, sort_keys=True) + "\n").encode())
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every whole JSON line of ``path`` (a line cut short by a crash is skipped)."""
-    if not Path(path).is_file():
+    """Every readable JSON line of one file (a line cut short by a crash, or damaged, is skipped)."""
+    try:
+        return records.parse_lines(Path(path).read_bytes())[0]
+    except FileNotFoundError:
         return []
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def read_video_records(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """The latest ``videos.jsonl`` record of each video, by name."""
-    return {record["video"]: record for record in read_jsonl(Path(out_dir) / RECORDS_NAME) if "video" in record}
+    """The latest record of each finished video, from every record file of the folder."""
+    return records.read_records(out_dir).videos
 
 
 def read_failures(out_dir: Path) -> dict[str, dict[str, Any]]:
     """The latest failure of each video that still has no features (``failed_at`` also for older records' ``time``)."""
-    finished = finished_names(out_dir)
-    failures = {r["video"]: _with_failed_at(r) for r in read_jsonl(Path(out_dir) / FAILURES_NAME) if "video" in r}
-    return {name: record for name, record in failures.items() if name not in finished}
-
-
-def _with_failed_at(record: dict[str, Any]) -> dict[str, Any]:
-    """Failure records written before ``failed_at`` called it ``time``; folders of either kind still resume."""
-    if "failed_at" not in record and "time" in record:
-        return {**record, "failed_at": record["time"]}
-    return record
-
-
-# Every time in the records and the manifest is ``<event>_at``, in Unix epoch seconds.
+    out_dir = Path(out_dir)
+    present = resume.feature_names(out_dir)
+    return {name: r for name, r in records.read_records(out_dir).failures.items() if name not in present}
 
 
 def record_video(out_dir: Path, record: dict[str, Any]) -> None:
-    append_jsonl(Path(out_dir) / RECORDS_NAME, {**record, "finished_at": time.time()})
+    records.append_record(out_dir, records.VIDEOS, {**record, "finished_at": records.now()})
 
 
 def record_failure(out_dir: Path, video: str, path: str, error: str, **extra: Any) -> None:
-    append_jsonl(
-        Path(out_dir) / FAILURES_NAME,
-        {"video": video, "path": path, "error": error, "failed_at": time.time(), **extra},
+    records.append_record(
+        out_dir,
+        records.FAILURES,
+        {"video": video, "path": path, "error": error, "failed_at": records.now(), **extra},
     )
+
+
+def is_output_folder(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds anything ``tsp extract`` writes: a manifest, records or feature files."""
+    out_dir = Path(out_dir)
+    return (out_dir / MANIFEST_NAME).is_file() or records.has_records(out_dir) or bool(resume.feature_names(out_dir))
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:
     path = Path(out_dir) / MANIFEST_NAME
-    if not path.is_file():
-        return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise UsageError(f"Cannot read {path} ({error.strerror or error}).") from None
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+        if not isinstance(manifest, dict):
+            raise ValueError("not an object")
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both
         raise UsageError(f"{path} is not valid JSON; remove it if the folder holds no features yet.") from None
+    return manifest
 
 
-@contextmanager
-def _folder_lock(out_dir: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``tsp-manifest.lock``, so that shards starting together agree on one manifest."""
-    with open(Path(out_dir) / LOCK_NAME, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def claim_output_folder(out_dir: Path, settings: dict[str, Any], versions: dict[str, str]) -> list[str]:
+def claim_output_folder(
+    out_dir: Path, settings: dict[str, Any], versions: dict[str, str], *, videos: Collection[str] | None = None
+) -> list[str]:
     """Create the manifest, or check that the folder's features were made with these settings.
 
-    Returns notes for the user (tool versions that differ from the recorded ones). Mixed
-    features in one folder are refused, also between processes starting at the same moment.
+    Returns notes for the user: tool versions that differ from the recorded ones, finished files
+    found damaged (they are done again), unreadable record lines. Mixed features in one folder
+    are refused, also between processes on many machines starting at the same moment: the
+    first complete manifest to be linked into place wins, and every later process compares
+    against it. Features without a manifest are refused (their settings are unknown). A folder
+    that cannot hold a small write (a full disk) is refused before any work. ``videos`` limits
+    the resume check to the videos this process will run (default: every file of the folder).
     """
-    with _folder_lock(out_dir):
-        return _claim(Path(out_dir), settings, versions)
+    out_dir = Path(out_dir)
+    existing = read_manifest(out_dir)
+    check = resume.check_outputs(out_dir, videos)
+    if existing is None and check.present:
+        raise UsageError(
+            f"{out_dir} holds {len(check.present)} feature file(s) but no {MANIFEST_NAME}, so the settings they "
+            "were made with are unknown; use another `out_dir` folder, or remove the features first."
+        )
+    _probe_free_space(out_dir)
+    if existing is None and _publish_manifest(out_dir, settings, versions):
+        notes: list[str] = []
+    else:
+        notes = _compare(out_dir, existing or _winning_manifest(out_dir), settings, versions)
+    _last_check[out_dir.resolve()] = (_folder_state(out_dir), check)
+    return notes + check.notes()
+
+
+def _probe_free_space(out_dir: Path) -> None:
+    """Write and remove :data:`PROBE_BYTES`, so that a disk still full is one sentence now, not after the first video."""
+    probe = temp_path_for(out_dir / ".tsp-space-probe")
+    try:
+        with open(probe, "wb") as handle:
+            handle.write(bytes(PROBE_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason = "its disk (or your quota there) is full"
+        else:
+            reason = error.strerror or str(error)
+        raise UsageError(
+            f"Cannot write in {out_dir} ({reason}); free some space or give another `out_dir`.", parameter="out_dir"
+        ) from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def _publish_manifest(out_dir: Path, settings: dict[str, Any], versions: dict[str, str]) -> bool:
+    """Put a complete manifest in place unless one exists; ``True`` when this process's is the one.
+
+    A whole temporary file is linked to the final name: ``link`` fails if the name exists (a
+    rename would silently replace another process's manifest).
+    """
+    created_at = time.time()
+    manifest = {
+        "settings": settings,
+        "versions": versions,
+        "created_at": created_at,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(created_at)),  # for people reading the file
+    }
+    text = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    final = out_dir / MANIFEST_NAME
+    temp = temp_path_for(final)
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        linked = link_new_name(temp, final)
+        return _create_exclusively(final, text) if linked is None else linked
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _create_exclusively(final: Path, text: bytes) -> bool:
+    """Where hard links are not allowed: ``O_EXCL`` creation (atomic on NFSv3+, Lustre, GPFS), then the content."""
+    try:
+        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, text)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _winning_manifest(out_dir: Path) -> dict[str, Any]:
+    """The manifest another process put in place (waiting briefly if it is still being filled)."""
+    deadline = time.monotonic() + _MANIFEST_WAIT_S
+    while True:
+        try:
+            manifest = read_manifest(out_dir)
+        except UsageError:
+            if time.monotonic() > deadline:
+                raise
+            manifest = None
+        if manifest is not None:
+            return manifest
+        if time.monotonic() > deadline:
+            raise UsageError(f"{out_dir / MANIFEST_NAME} vanished while this run started; run it again.")
+        time.sleep(0.05)
 
 
 def _difference(key: str, recorded: dict[str, Any], settings: dict[str, Any]) -> str:
@@ -192,19 +276,7 @@ def _difference(key: str, recorded: dict[str, Any], settings: dict[str, Any]) ->
     return f"{key} {recorded.get(key)!r} there vs {settings.get(key)!r} now"
 
 
-def _claim(out_dir: Path, settings: dict[str, Any], versions: dict[str, str]) -> list[str]:
-    existing = read_manifest(out_dir)
-    if existing is None:
-        now = time.time()
-        manifest = {
-            "settings": settings,
-            "versions": versions,
-            "created_at": now,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),  # for people reading the file
-        }
-        with atomic_path(out_dir / MANIFEST_NAME) as temp:
-            temp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        return []
+def _compare(out_dir: Path, existing: dict[str, Any], settings: dict[str, Any], versions: dict[str, str]) -> list[str]:
     recorded = existing.get("settings", {})
     differing = [key for key in FEATURE_SETTINGS if recorded.get(key) != settings.get(key)]
     if differing:

@@ -1,4 +1,7 @@
-"""Per-frame pixels of the recipe: float bilinear resize to 128x171, normalise, centre crop 112.
+"""Per-frame pixels of the recipe: float bilinear resize (128x171 for TSP), normalise, centre crop (112).
+
+The sizes, mean and std are the checkpoint's :class:`~tsp_cli.models.recipe.Recipe`; nothing here
+repeats them.
 
 ``torch.nn.functional.interpolate`` on the whole frame followed by the crop would compute
 pixels that the crop throws away and convert every source pixel to float. Bilinear resizing is
@@ -18,13 +21,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-RESIZE_HW = (128, 171)
-CROP_SIZE = 112
-#: Top-left corner of the centre crop: ``round((128-112)/2), round((171-112)/2)`` with Python's
-#: round-half-to-even, as the reference's ``CenterCrop`` computes it, so columns 30..141.
-CROP_TOP_LEFT = (8, 30)
-MEAN = (0.43216, 0.394666, 0.37645)
-STD = (0.22803, 0.22145, 0.216989)
+from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 
 
 def _bilinear_taps(
@@ -45,9 +42,10 @@ def _bilinear_taps(
     return torch.from_numpy(lower), torch.from_numpy(upper), torch.from_numpy(weight)
 
 
-#: What a frame is sent as: the 4 uint8 source values (2 rows x 2 columns) that each of the crop's
-#: 112 x 112 x 3 outputs blends, 150,528 bytes, as many as the float32 crop they become.
-TAPS_PER_FRAME = 4 * CROP_SIZE * CROP_SIZE * 3
+def taps_per_frame(recipe: Recipe) -> int:
+    """What a frame is sent as: the 4 uint8 source values (2 rows x 2 columns) that each of the crop's
+    outputs blends; for TSP's 112 x 112 x 3, 150,528 bytes, as many as the float32 crop they become."""
+    return 4 * recipe.crop * recipe.crop * 3
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ class FrameTransform:
 
     Each output value blends four source values (two rows, two columns). Their positions in the
     flattened ``H*W*3`` uint8 frame are precomputed, so one gather reads just the 4 x 112 x 336
-    bytes the crop needs (whatever the frame size), with no transposed or whole-row copy. The
+    bytes TSP's crop needs (whatever the frame size), with no transposed or whole-row copy. The
     blend (two ``lerp``, rows then columns, as ``interpolate`` weights them, and one ``addcmul``
     for the folded normalisation) is plain arithmetic on those bytes: the decoding workers
     gather, and the blend runs where the frames go, on the GPU in a real run, for a whole chunk
@@ -64,25 +62,26 @@ class FrameTransform:
     frame from 320x240 to 1080p, and the blend about 0.1 ms a frame on the CPU.
     """
 
-    taps: torch.Tensor  # flat source indices, (row lo/hi) x 112 x (column lo/hi) x (112 * 3)
-    row_weights: torch.Tensor  # 112 x 1 x 1: weight of the upper row
-    col_weights: torch.Tensor  # 112 * 3: weight of the right column, per column and channel
+    taps: torch.Tensor  # flat source indices, (row lo/hi) x crop x (column lo/hi) x (crop * 3)
+    row_weights: torch.Tensor  # crop x 1 x 1: weight of the upper row
+    col_weights: torch.Tensor  # crop * 3: weight of the right column, per column and channel
     scale: torch.Tensor  # 3 x 1 x 1
     shift: torch.Tensor  # 3 x 1 x 1
     size: tuple[int, int]
+    crop: int
 
     @classmethod
-    def for_size(cls, height: int, width: int) -> FrameTransform:
-        out_h, out_w = RESIZE_HW
-        top, left = CROP_TOP_LEFT
-        std = torch.tensor(STD, dtype=torch.float32).view(3, 1, 1)
-        mean = torch.tensor(MEAN, dtype=torch.float32).view(3, 1, 1)
-        row_lo, row_hi, row_w = _bilinear_taps(height, out_h, top, CROP_SIZE)
-        col_lo, col_hi, col_w = _bilinear_taps(width, out_w, left, CROP_SIZE)
+    def for_size(cls, height: int, width: int, recipe: Recipe = TSP_RECIPE) -> FrameTransform:
+        out_h, out_w = recipe.resize
+        top, left = recipe.crop_top_left
+        std = torch.tensor(recipe.std, dtype=torch.float32).view(3, 1, 1)
+        mean = torch.tensor(recipe.mean, dtype=torch.float32).view(3, 1, 1)
+        row_lo, row_hi, row_w = _bilinear_taps(height, out_h, top, recipe.crop)
+        col_lo, col_hi, col_w = _bilinear_taps(width, out_w, left, recipe.crop)
         channels = torch.arange(3)
         rows = torch.stack([row_lo, row_hi]) * (width * 3)  # 2 x 112: offsets of the source rows
         cols = torch.stack([col_lo, col_hi])[:, :, None] * 3 + channels  # 2 x 112 x 3: offsets within a row
-        taps = rows[:, :, None, None] + cols.reshape(2, -1)[None, None]  # 2 x 112 x 2 x 336
+        taps = rows[:, :, None, None] + cols.reshape(2, -1)[None, None]  # 2 x crop x 2 x (crop * 3)
         return cls(
             taps=taps.reshape(-1),
             row_weights=row_w.view(-1, 1, 1),
@@ -90,6 +89,7 @@ class FrameTransform:
             scale=1.0 / (255.0 * std),
             shift=-mean / std,
             size=(height, width),
+            crop=recipe.crop,
         )
 
     def to(self, device: torch.device | str) -> FrameTransform:
@@ -103,7 +103,7 @@ class FrameTransform:
         )
 
     def gather(self, rgb: np.ndarray | torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 H x W x 3 RGB frame -> its ``TAPS_PER_FRAME`` uint8 taps (written to ``out`` if given)."""
+        """uint8 H x W x 3 RGB frame -> its :func:`taps_per_frame` uint8 taps (written to ``out`` if given)."""
         image = torch.as_tensor(rgb)
         if tuple(image.shape) != (*self.size, 3):
             raise ValueError(f"expected a {self.size[0]}x{self.size[1]}x3 frame, got {tuple(image.shape)}")
@@ -112,35 +112,33 @@ class FrameTransform:
         return torch.index_select(image.reshape(-1), 0, self.taps, out=out)
 
     def blend(self, taps: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 taps of N frames (N x ``TAPS_PER_FRAME``) -> float32 N x 3 x 112 x 112, ready for the network.
+        """uint8 taps of N frames (N x :func:`taps_per_frame`) -> float32 N x 3 x crop x crop, ready for the network.
 
         Runs where ``taps`` are, with this transform's weights there (:meth:`to`).
         """
-        count = len(taps)
-        values = taps.view(count, 2, CROP_SIZE, 2, CROP_SIZE * 3).float()
-        rows = torch.lerp(values[:, 0], values[:, 1], self.row_weights)  # N x 112 x (column lo/hi) x 336
-        crop = torch.lerp(rows[:, :, 0], rows[:, :, 1], self.col_weights)  # N x 112 x 336
+        count, side = len(taps), self.crop
+        values = taps.view(count, 2, side, 2, side * 3).float()
+        rows = torch.lerp(values[:, 0], values[:, 1], self.row_weights)  # N x crop x (column lo/hi) x (crop * 3)
+        crop = torch.lerp(rows[:, :, 0], rows[:, :, 1], self.col_weights)  # N x crop x (crop * 3)
         if out is None:
-            out = torch.empty(count, 3, CROP_SIZE, CROP_SIZE, device=taps.device)
-        return torch.addcmul(
-            self.shift, crop.view(count, CROP_SIZE, CROP_SIZE, 3).permute(0, 3, 1, 2), self.scale, out=out
-        )
+            out = torch.empty(count, 3, side, side, device=taps.device)
+        return torch.addcmul(self.shift, crop.view(count, side, side, 3).permute(0, 3, 1, 2), self.scale, out=out)
 
     def __call__(self, rgb: np.ndarray | torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 H x W x 3 RGB frame -> float32 3 x 112 x 112: :meth:`gather` then :meth:`blend`."""
+        """uint8 H x W x 3 RGB frame -> float32 3 x crop x crop: :meth:`gather` then :meth:`blend`."""
         frame = self.blend(self.gather(rgb)[None], out=None if out is None else out[None])
         return frame[0]
 
 
 @lru_cache(maxsize=8)
-def transform_for(height: int, width: int) -> FrameTransform:
+def transform_for(height: int, width: int, recipe: Recipe = TSP_RECIPE) -> FrameTransform:
     """The transform for frames of this size, made once per process."""
-    return FrameTransform.for_size(height, width)
+    return FrameTransform.for_size(height, width, recipe)
 
 
 @lru_cache(maxsize=16)
-def _transform_on(height: int, width: int, device: str) -> FrameTransform:
-    return transform_for(height, width).to(device)
+def _transform_on(height: int, width: int, recipe: Recipe, device: str) -> FrameTransform:
+    return transform_for(height, width, recipe).to(device)
 
 
 #: Frames blended at once on the CPU: measured fastest (63 us a 320x240 frame, against 98 one by
@@ -148,30 +146,19 @@ def _transform_on(height: int, width: int, device: str) -> FrameTransform:
 CPU_BLEND_GROUP = 8
 
 
-def blend_frames(taps: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """Frames' uint8 taps (N x ``TAPS_PER_FRAME``, on any device) -> float32 N x 3 x 112 x 112 there.
+def blend_frames(taps: torch.Tensor, sizes: Sequence[tuple[int, int]], recipe: Recipe = TSP_RECIPE) -> torch.Tensor:
+    """Frames' uint8 taps (N x :func:`taps_per_frame`, on any device) -> float32 N x 3 x crop x crop there.
 
     ``sizes[i]``: the (height, width) frame ``i`` was gathered from (a video may change size).
     On a GPU a chunk is one blend; on the CPU, groups of :data:`CPU_BLEND_GROUP`.
     """
-    out = torch.empty(len(taps), 3, CROP_SIZE, CROP_SIZE, device=taps.device)
+    out = torch.empty(len(taps), 3, recipe.crop, recipe.crop, device=taps.device)
     group = CPU_BLEND_GROUP if taps.device.type == "cpu" else max(1, len(taps))
     start = 0
     while start < len(taps):
         stop = start + 1
         while stop < len(taps) and stop - start < group and sizes[stop] == sizes[start]:
             stop += 1
-        _transform_on(*sizes[start], str(taps.device)).blend(taps[start:stop], out=out[start:stop])
+        _transform_on(*sizes[start], recipe, str(taps.device)).blend(taps[start:stop], out=out[start:stop])
         start = stop
     return out
-
-
-def reference_transform(rgb: np.ndarray) -> torch.Tensor:
-    """The recipe written plainly with ``interpolate``: slow, used to check :class:`FrameTransform`."""
-    frame = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
-    resized = torch.nn.functional.interpolate(frame[None], size=RESIZE_HW, mode="bilinear", align_corners=False)[0]
-    mean = torch.tensor(MEAN)[:, None, None]
-    std = torch.tensor(STD)[:, None, None]
-    normalised = (resized - mean) / std
-    top, left = CROP_TOP_LEFT
-    return normalised[:, top : top + CROP_SIZE, left : left + CROP_SIZE]

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tsp_cli.pipeline.clipper import (
     MIN_SEGMENT_SECONDS,
+    Decoding,
     FrameSink,
     Message,
     segment_messages,
@@ -22,7 +23,9 @@ from tsp_cli.pipeline.clipper import (
 )
 from tsp_cli.pipeline.handoff import LocalFrames, PostedSegment, SlabPool, WorkList
 from tsp_cli.pipeline.inputs import VideoJob
-from tsp_cli.pipeline.sampling import ClipSettings
+from tsp_cli.pipeline.sampling import ClipSettings, ClipWindow
+from tsp_cli.pipeline.segments import split_video, whole_video
+from tsp_cli.pipeline.transform import taps_per_frame
 from tsp_cli.pipeline.video import VideoInfo
 
 #: Slabs per worker: the DataLoader's prefetch (messages in flight) plus the one being filled.
@@ -54,7 +57,7 @@ class WorkerSide(IterableDataset):
         self.slabs = slabs
 
     def __iter__(self) -> Iterator[Message]:
-        sink: FrameSink = LocalFrames()
+        sink: FrameSink = LocalFrames(taps_per_frame(self.settings.recipe))
         worker = get_worker_info()
         if worker is not None:
             torch.set_num_threads(1)
@@ -70,13 +73,7 @@ class WorkerSide(IterableDataset):
                 yield from self._video(item, sink)
 
     def _video(self, job: int, sink: FrameSink) -> Iterator[Message]:
-        posted = False
-
-        def post(segments: list[PostedSegment]) -> bool:
-            nonlocal posted
-            posted = True
-            return self.work.post(segments)
-
+        scheduler = SharedScheduler(self.work, job)
         try:
             yield from video_messages(
                 job,
@@ -84,15 +81,30 @@ class WorkerSide(IterableDataset):
                 self.settings,
                 clips_per_chunk=self.clips_per_chunk,
                 sink=sink,
-                split=self._segments_for,
-                post=post,
-                decoder_threads=self._decoder_threads,
+                scheduler=scheduler,
             )
         finally:
-            if not posted:  # it failed before deciding: other workers must not wait for its segments
-                self.work.post([])
+            if not scheduler.decided:  # it failed before deciding: other workers must not wait for its segments
+                self.work.post_nothing()
 
-    def _segments_for(self, info: VideoInfo, clips: int) -> int:
+
+class SharedScheduler:
+    """How a probed video shares the workers: split over idle ones, or decoded with FFmpeg threads on idle cores."""
+
+    def __init__(self, work: WorkList, job: int):
+        self.work = work
+        self.job = job
+        self.decided = False
+
+    def share(self, info: VideoInfo, windows: list[ClipWindow]) -> Decoding:
+        """Post the segments after the first for other workers (all of it stays here if the list is full)."""
+        self.decided = True
+        segments = split_video(info, windows, self.segments_for(info, len(windows)))
+        if not self.work.post(self.job, info, segments[1:]):
+            segments = [whole_video(len(windows))]
+        return Decoding(segment=segments[0], segments=len(segments), threads=self.decoder_threads(info, len(segments)))
+
+    def segments_for(self, info: VideoInfo, clips: int) -> int:
         """Split a video only when some worker would otherwise sit idle, into segments of 10 s or more."""
         idle = self.work.idle_workers()
         if idle == 0 or clips < 2:
@@ -100,7 +112,7 @@ class WorkerSide(IterableDataset):
         seconds = info.num_frames / info.fps
         return max(1, min(2 * (idle + 1), int(seconds // MIN_SEGMENT_SECONDS)))
 
-    def _decoder_threads(self, info: VideoInfo, segments: int) -> int:
+    def decoder_threads(self, info: VideoInfo, segments: int) -> int:
         """FFmpeg threads for a video: one while every worker has work, idle workers' cores for a large frame.
 
         A split video already spreads over the idle workers, so only a video too short to split
