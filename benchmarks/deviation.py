@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tsp_cli.doctor.known_answer import parity_error
 from tsp_cli.pipeline.extraction import extract_features
 from tsp_cli.pipeline.precision import DEVIATION_BOUNDS, PRECISIONS
 
@@ -31,11 +32,6 @@ FIXTURES = [
     ("r2plus1d_18", 2, ["cfr25_c"]),
 ]
 PARITY_DIR = Path(__file__).resolve().parents[2] / "shared" / "parity"
-
-
-def parity_error(ours: np.ndarray, reference: np.ndarray) -> float:
-    """The parity suite's error: max |ours - reference| over the features' largest spread around their mean."""
-    return float(np.abs(ours - reference).max() / np.abs(reference - reference.mean(axis=0)).max())
 
 
 def lowest_cosine(ours: np.ndarray, reference: np.ndarray) -> float:

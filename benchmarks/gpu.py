@@ -83,20 +83,10 @@ def input_pipeline(paths: list[Path], device: torch.device, workers: int, batch_
 def end_to_end(
     paths: list[Path], device: str, backbone: str, precision: str, workers: int, batch_size: int, folder: Path
 ) -> dict:
-    from tsp_cli.pipeline.extraction import extract_features
-
     checkpoint = write_checkpoint(folder / "checkpoints" / f"{backbone}.pth", backbone)
-    summary = extract_features(
-        paths,
-        folder / f"out-{precision}",
-        checkpoint=checkpoint,
-        device=device,
-        precision=precision,
-        workers=workers,
-        batch_size=batch_size,
+    summary = network.timed_extraction(
+        paths, checkpoint, device=device, precision=precision, workers=workers, batch_size=batch_size
     )
-    if summary.failed:
-        raise RuntimeError(f"end-to-end run failed: {summary.failures}")
     return {
         "backbone": backbone,
         "precision": precision,

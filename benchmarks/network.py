@@ -33,6 +33,7 @@ from tsp_cli.doctor.throughput import (
     timed_precisions,
 )
 from tsp_cli.models.backbones import build_backbone
+from tsp_cli.pipeline.events import RunSummary
 from tsp_cli.pipeline.sampling import resampled_indices
 from tsp_cli.pipeline.video import probe
 
@@ -77,21 +78,16 @@ def network_rows(
     return rows
 
 
-def end_to_end(
-    device: str, backbone: str, precision: str, *, clips: int, batch_size: int, workers: int, folder: Path, repeats: int
-) -> dict:
-    """The best clips/s of ``extract_features`` over ``repeats`` runs (each into a fresh folder)."""
+def timed_extraction(
+    paths: list[Path], checkpoint: Path, *, device: str, precision: str, workers: int, batch_size: int, stride: int = 16
+) -> RunSummary:
+    """``extract_features`` into a fresh temporary folder; a failed video stops the benchmark."""
     from tsp_cli.pipeline.extraction import extract_features
 
-    video = videos.ensure(videos.small_set(max(10, clips * 16 * 2 / 30 + 2), count=1)[0], folder / "videos", print)
-    info = probe(video)
-    stride = stride_for_clips(len(resampled_indices(info.fps, info.num_frames, 15.0)), 16, clips)
-    checkpoint = write_checkpoint(folder / "checkpoints" / f"{backbone}.pth", backbone)
-    best = None
-    for attempt in range(repeats):
+    with tempfile.TemporaryDirectory(prefix="tsp-bench-network-") as out:
         summary = extract_features(
-            [video],
-            folder / f"out-{backbone}-{precision}-{attempt}",
+            paths,
+            Path(out),
             checkpoint=checkpoint,
             stride=stride,
             device=device,
@@ -99,16 +95,87 @@ def end_to_end(
             workers=workers,
             batch_size=batch_size,
         )
-        if summary.failed:
-            raise RuntimeError(f"end-to-end run failed: {summary.failures}")
-        if best is None or summary.clips_per_second > best["clips_per_second"]:
-            best = {
-                "clips": summary.clips,
-                "seconds": summary.wall_seconds,
-                "clips_per_second": summary.clips_per_second,
-            }
-    assert best is not None
-    return {"backbone": backbone, "precision": precision, "workers": workers, "batch_size": batch_size, **best}
+    if summary.failed:
+        raise RuntimeError(f"end-to-end run failed: {summary.failures}")
+    return summary
+
+
+def prepared_run(backbone: str, clips: int, folder: Path) -> tuple[Path, int, Path]:
+    """A 320x240 video, the stride giving it at least ``clips`` clips, and a seeded checkpoint (made once, in ``folder``)."""
+    video = videos.ensure(videos.small_set(max(10, clips * 16 * 2 / 30 + 2), count=1)[0], folder / "videos", print)
+    info = probe(video)
+    stride = stride_for_clips(len(resampled_indices(info.fps, info.num_frames, 15.0)), 16, clips)
+    return video, stride, write_checkpoint(folder / "checkpoints" / f"{backbone}.pth", backbone)
+
+
+def _e2e_result(summary: RunSummary, backbone: str, precision: str, workers: int, batch_size: int) -> dict:
+    return {
+        "backbone": backbone,
+        "precision": precision,
+        "workers": workers,
+        "batch_size": batch_size,
+        "clips": summary.clips,
+        "seconds": summary.wall_seconds,
+        "clips_per_second": summary.clips_per_second,
+    }
+
+
+def end_to_end(
+    device: str, backbone: str, precision: str, *, clips: int, batch_size: int, workers: int, folder: Path, repeats: int
+) -> dict:
+    """The best clips/s of ``repeats`` runs of ``tsp extract``'s pipeline on one 320x240 video giving ``clips`` clips."""
+    video, stride, checkpoint = prepared_run(backbone, clips, folder)
+    runs = [
+        timed_extraction(
+            [video],
+            checkpoint,
+            device=device,
+            precision=precision,
+            workers=workers,
+            batch_size=batch_size,
+            stride=stride,
+        )
+        for _ in range(repeats)
+    ]
+    return _e2e_result(max(runs, key=lambda s: s.clips_per_second), backbone, precision, workers, batch_size)
+
+
+def targets(backbone: str, *, clips: int, batch_size: int, workers: int, folder: Path, repeats: int) -> dict:
+    """The issue-18 targets, in interleaved rounds on the CPU: today's network alone (fp32, NCDHW, eager, the
+    same batch sizes, no warm-up: ``benchmarks.e2e.model_alone``), then ``tsp extract`` end to end at fp32
+    and at bf16 on the same clips; the best of ``repeats`` rounds of each."""
+    from benchmarks.e2e import model_alone
+
+    video, stride, checkpoint = prepared_run(backbone, clips, folder)
+    best: dict[str, dict] = {}
+    for _ in range(repeats):
+        for precision in ("fp32", "bf16"):
+            summary = timed_extraction(
+                [video],
+                checkpoint,
+                device="cpu",
+                precision=precision,
+                workers=workers,
+                batch_size=batch_size,
+                stride=stride,
+            )
+            result = _e2e_result(summary, backbone, precision, workers, batch_size)
+            if precision not in best or result["clips_per_second"] > best[precision]["clips_per_second"]:
+                best[precision] = result
+        alone = model_alone(checkpoint, backbone, best["fp32"]["clips"], batch_size)
+        today = {
+            "clips": alone["clips"],
+            "seconds": alone["seconds"],
+            "clips_per_second": alone["clips"] / alone["seconds"],
+        }
+        if "today" not in best or today["clips_per_second"] > best["today"]["clips_per_second"]:
+            best["today"] = today
+    base = best["today"]["clips_per_second"]
+    return {
+        **best,
+        "e2e_fp32_vs_today": best["fp32"]["clips_per_second"] / base,
+        "e2e_bf16_vs_today": best["bf16"]["clips_per_second"] / base,
+    }
 
 
 def table_rows(network: list[dict], e2e: list[dict]) -> list[Row | str]:
@@ -178,7 +245,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--e2e-backbones", default="r2plus1d_34")
     parser.add_argument("--out", type=Path, help="also write the raw results here as JSON")
+    parser.add_argument(
+        "--targets", action="store_true", help="only the issue-18 targets: interleaved rounds, --e2e-backbones' first"
+    )
     options = parser.parse_args(argv)
+    if options.targets:
+        with tempfile.TemporaryDirectory(prefix="tsp-bench-network-") as scratch:
+            result = targets(
+                options.e2e_backbones.split(",")[0],
+                clips=options.clips,
+                batch_size=options.batch_size,
+                workers=options.workers,
+                folder=Path(scratch),
+                repeats=options.repeat,
+            )
+        print(json.dumps(result, indent=2))
+        return 0
     device = torch.device(options.device)
     precisions = options.precisions.split(",") if options.precisions else timed_precisions(device)
     network = network_rows(

@@ -3,7 +3,7 @@ approach, its own memory on a short and a long video, and the network alone; pri
 
     python -m benchmarks.run                      # everything (about 10 minutes on 2 cores)
     python -m benchmarks.run --quick              # short videos, one repeat: a smoke run
-    python -m benchmarks.run --only floor,dryrun  # parts: floor, dryrun, baseline, memory, e2e
+    python -m benchmarks.run --only floor,dryrun  # parts: floor, dryrun, baseline, memory, e2e, network
     python -m benchmarks.run --sets small         # video sets: small (4 x 320x240), hd (1280x720)
 
 Timings are medians over ``--repeat`` rounds, run round-robin (floor, start-up, dry runs, then
@@ -28,13 +28,13 @@ from pathlib import Path
 import av
 import torch
 
-from benchmarks import baseline, e2e, floor, memory, pipeline, videos
+from benchmarks import baseline, e2e, floor, memory, network, pipeline, videos
 from benchmarks.report import Row, as_markdown, as_text, at_least, at_most
 from tsp_cli.parallel import available_cores
 from tsp_cli.pipeline.sampling import ClipSettings, resampled_indices
 from tsp_cli.pipeline.video import probe
 
-PARTS = ("floor", "dryrun", "baseline", "memory", "e2e", "onevideo", "pervideo")
+PARTS = ("floor", "dryrun", "baseline", "memory", "e2e", "network", "onevideo", "pervideo")
 SETS = ("small", "hd")
 #: The targets for the 320x240 set (issue 5); the 720p set is reported, not targeted.
 TARGETS = {
@@ -373,6 +373,37 @@ class Bench:
                 f"network alone {alone['seconds']:.1f} s, CPU {alone['cpu_seconds']:.1f} s"
             )
 
+    # ---- the network alone per backbone, precision and layout; end to end against it (issue 18) ----
+    def network(self) -> None:
+        c = self.config
+        backbones = ["r3d_18"] if c.quick else ["r2plus1d_34", "r3d_18"]
+        precisions = ["fp32", "bf16"]
+        rows = network.network_rows(
+            torch.device("cpu"), backbones, precisions, ["ncdhw", "channels_last_3d"], 8, c.e2e_repeat
+        )
+        log(
+            "network alone: "
+            + ", ".join(
+                f"{r['backbone']} {r['precision']} {r['memory_format']} {r['clips_per_second']:.2f} clips/s"
+                for r in rows
+            )
+        )
+        runs = [
+            network.end_to_end(
+                "cpu",
+                backbones[0],
+                precision,
+                clips=4 if c.quick else 16,
+                batch_size=8,
+                workers=c.workers,
+                folder=c.out,
+                repeats=c.e2e_repeat,
+            )
+            for precision in precisions
+        ]
+        log("end to end: " + ", ".join(f"{r['precision']} {r['clips_per_second']:.2f} clips/s" for r in runs))
+        self.raw["network"] = {"rows": rows, "e2e": runs}
+
     # ---- one video over the workers, and the per-video overhead ---------------------------------
     def one_video(self) -> None:
         """One 120 s video, dry run at stride 16, with 1 worker and with ``workers`` (start-up subtracted)."""
@@ -506,6 +537,8 @@ class Bench:
             self._memory_rows(self.raw["memory"])
         if self.raw.get("e2e"):
             self._e2e_rows(self.raw["e2e"])
+        if self.raw.get("network"):
+            self.rows += network.table_rows(self.raw["network"]["rows"], self.raw["network"]["e2e"])
         if self.raw.get("onevideo"):
             self._one_video_rows(self.raw["onevideo"])
         if self.raw.get("pervideo"):
@@ -832,6 +865,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.memory()
     if "e2e" in config.parts:
         bench.end_to_end()
+    if "network" in config.parts:
+        bench.network()
     if "onevideo" in config.parts:
         bench.one_video()
     if "pervideo" in config.parts:

@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from tsp_cli.cli.app import app
+from tsp_cli.doctor.known_answer import parity_error
 from tsp_cli.pipeline import clipper, handoff
 from tsp_cli.pipeline.extraction import extract_features
 from tsp_cli.pipeline.network import Network, memory_format_of
@@ -30,10 +31,6 @@ pytestmark = [
 
 #: (backbone, stride, videos) of the parity folder that the GPU checks use.
 FIXTURES = [("r3d_18", 16, ["cfr30_a", "cfr30_b"]), ("r2plus1d_34", 16, ["cfr25_c", "cfr30_a"])]
-
-
-def parity_error(ours: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.abs(ours - reference).max() / np.abs(reference - reference.mean(axis=0)).max())
 
 
 @pytest.fixture(scope="module")
