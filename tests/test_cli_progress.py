@@ -76,7 +76,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_a_dry_run_summary_names_clipless_videos_and_says_nothing_of_a_model_or_failures_jsonl(
+def test_a_dry_run_summary_names_clipless_videos_and_says_nothing_of_a_model_or_the_records(
     videos: Path, tmp_path: Path
 ) -> None:
     result = invoke("extract", videos, "-o", tmp_path / "out", "--dry-run", "--device", "cpu", "-j", "0")
@@ -89,7 +89,7 @@ def test_a_dry_run_summary_names_clipless_videos_and_says_nothing_of_a_model_or_
     # an empty file never decodes: no advice to rerun, and no failures.jsonl in a dry run
     assert "1 video failed, listed above. It cannot be decoded as it is (see the reason)." in text
     assert "cannot be opened as a video (it is empty: 0 bytes)." in text
-    assert "Rerun" not in text and "failures.jsonl" not in text
+    assert "Rerun" not in text and "tsp status" not in text
 
 
 @pytest.mark.slow
@@ -170,7 +170,7 @@ def test_no_typer_internals_are_used() -> None:
 
 def test_extract_help_says_how_resume_and_failures_work() -> None:
     text = " ".join(invoke("extract", "-h").output.split())
-    assert "skipped" in text and "run again" in text and "failures.jsonl" in text
+    assert "skipped" in text and "run again" in text and "tsp status" in text
 
 
 @pytest.mark.parametrize("columns", [80, 120, 200])

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tsp_cli.cli.errors import EXIT_CANNOT_START, EXIT_ITEMS_FAILED, EXIT_OK, exit_code_for, message_for
+from tsp_cli.cli.interrupts import EXIT_TERMINATED, Terminated, sigterm_raises_terminated
 from tsp_cli.errors import TspError
 from tsp_cli.wording import count
 
@@ -39,7 +40,8 @@ F = TypeVar("F", bound=Callable)
 
 
 def handles_errors(command: F | None = None, *, exit_codes: Mapping[type[TspError], int] | None = None) -> Any:
-    """Turn a :class:`TspError` into its one-sentence message (in flags) and exit code, never a traceback.
+    """Turn a :class:`TspError` into its one-sentence message (in flags) and exit code, never a traceback;
+    Ctrl-C and SIGTERM into "Interrupted" and 130 or 143.
 
     ``@handles_errors``, or ``@handles_errors(exit_codes={DownloadError: 2})`` where a command
     knows better than the default which errors mean that nothing could start.
@@ -49,10 +51,14 @@ def handles_errors(command: F | None = None, *, exit_codes: Mapping[type[TspErro
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
             try:
-                return function(*args, **kwargs)
+                with sigterm_raises_terminated():  # Slurm's SIGTERM: cleaned up like Ctrl-C, exit 143
+                    return function(*args, **kwargs)
             except TspError as error:
                 err.print(f"[bold red]Error:[/] {escape(message_for(error))}")
                 raise typer.Exit(exit_code_for(error, exit_codes)) from None
+            except Terminated:
+                err.print("[yellow]Interrupted (SIGTERM).[/] Run the same command again to resume.")
+                raise typer.Exit(EXIT_TERMINATED) from None
             except KeyboardInterrupt:
                 err.print("[yellow]Interrupted.[/] Run the same command again to resume.")
                 raise typer.Exit(130) from None

@@ -32,7 +32,6 @@ from tsp_cli.cli.common import (
     precision_option,
     whole_number,
 )
-from tsp_cli.cli.interrupts import sigterm_stops_like_ctrl_c
 from tsp_cli.errors import DeviceError, DownloadError, TspError, UsageError
 from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
@@ -71,7 +70,7 @@ def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
             f"a time; --batch-size {summary.batch_split_to} avoids the failed attempts next time."
         )
     if summary.failed:
-        where = "listed above" if dry_run else "listed above and in failures.jsonl in the output folder"
+        where = "listed above" if dry_run else "listed above and by `tsp status` on the output folder"
         _print_failed(summary.failed, summary.retryable_failures, where=where)
 
 
@@ -319,7 +318,7 @@ def extract(
 
     Resumes: finished videos (their <name>.npy exists) are skipped, so the same command run again
     after a crash, Ctrl-C or SIGTERM finishes the rest. A video that cannot be decoded never stops the run:
-    it is listed in OUTPUT/failures.jsonl with the reason, the run exits 1, and a rerun tries it again.
+    it is listed with the reason (here and by `tsp status OUTPUT`), the run exits 1, and a rerun tries it again.
     """
     request = _Request(
         videos=videos,
@@ -338,11 +337,10 @@ def extract(
         offline=offline,
         report=report,
     )
-    with sigterm_stops_like_ctrl_c():  # Slurm's SIGTERM: cleaned up, workers ended, exit 143
-        if devices is not None:
-            _refuse_with_devices(shard, device)
-            raise typer.Exit(_extract_on_devices(request, devices))
-        raise typer.Exit(_extract_on_one_device(request, shard, device))
+    if devices is not None:
+        _refuse_with_devices(shard, device)
+        raise typer.Exit(_extract_on_devices(request, devices))
+    raise typer.Exit(_extract_on_one_device(request, shard, device))
 
 
 def _extract_on_one_device(request: _Request, shard: str | None, device: str | None) -> int:
@@ -415,7 +413,7 @@ def _choose_shard(spec: str | None, device: str | None) -> tuple[Shard, str | No
 def _exit_code_for(code: int, launcher: str | None) -> int:
     """Exit 0 under torchrun when only some videos failed: torchrun stops every other rank at a non-zero exit.
 
-    The failures stay in failures.jsonl; ``tsp status`` lists them and exits 1.
+    The failures stay in the folder's records; ``tsp status`` lists them and exits 1.
     """
     from tsp_cli.pipeline.sharding import TORCHRUN
 

@@ -16,10 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-import typer
-
-from tsp_cli.cli.common import err
-
 #: The shell's code for a process ended by SIGTERM (128 + 15), which Slurm and scripts expect.
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
@@ -41,9 +37,9 @@ def _raise_terminated(owner: int):
 
 
 @contextmanager
-def sigterm_stops_like_ctrl_c() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated`; leaving by it prints
-    "Interrupted (SIGTERM)." and exits with 143. The previous handler is restored afterwards.
+def sigterm_raises_terminated() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in this process (``handles_errors``
+    says "Interrupted (SIGTERM)." and exits with 143). The previous handler is restored afterwards.
 
     Only the main thread may install a signal handler; elsewhere (a test runner's thread) the
     block runs unchanged.
@@ -54,8 +50,5 @@ def sigterm_stops_like_ctrl_c() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, _raise_terminated(os.getpid()))
     try:
         yield
-    except Terminated:
-        err.print("[yellow]Interrupted (SIGTERM).[/] Run the same command again to resume.")
-        raise typer.Exit(EXIT_TERMINATED) from None
     finally:
         signal.signal(signal.SIGTERM, previous)

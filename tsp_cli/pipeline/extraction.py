@@ -218,6 +218,7 @@ def run_extraction(
                 "precision": options.precision,
             },
             tool_versions(),
+            videos=[job.name for job in plan.jobs],  # a shard checks its own finished files, not the folder's
         )
         removed = store.remove_stale_temp_files(plan.out_dir)
         if removed:

@@ -43,6 +43,8 @@ FAILURES_NAME = records.LEGACY_FAILURES_NAME
 
 #: The manifest entries that change features; a rerun must agree on all of them.
 FEATURE_SETTINGS = ("checkpoint_sha256", "backbone", "clip_len", "frame_rate", "stride", "precision")
+#: Recipe settings compared only where the folder's manifest records them (manifests before the recipe drove extraction did not).
+RECIPE_SETTINGS = ("resize", "crop", "mean", "std")
 #: A run first writes this much (then removes it), so that a full disk fails at once, not after minutes.
 PROBE_BYTES = 1 << 20
 #: How long a shard waits for the manifest another shard is still writing (only without ``os.link``).
@@ -280,7 +282,13 @@ def _difference(key: str, recorded: dict[str, Any], settings: dict[str, Any]) ->
 
 def _compare(out_dir: Path, existing: dict[str, Any], settings: dict[str, Any], versions: dict[str, str]) -> list[str]:
     recorded = existing.get("settings", {})
-    differing = [key for key in FEATURE_SETTINGS if recorded.get(key) != settings.get(key)]
+    # A setting an older manifest never recorded (the recipe's resize, crop, mean, std) had
+    # TSP's value then, which is the only one those versions could use.
+    differing = [
+        key
+        for key in (*FEATURE_SETTINGS, *RECIPE_SETTINGS)
+        if (key in recorded or key in FEATURE_SETTINGS) and recorded.get(key) != settings.get(key)
+    ]
     if differing:
         details = ", ".join(_difference(key, recorded, settings) for key in differing)
         raise UsageError(

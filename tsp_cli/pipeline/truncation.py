@@ -46,7 +46,7 @@ class Truncation:
     decoded_seconds: float
 
     def record(self) -> dict[str, Any]:
-        """The fields of the video's ``videos.jsonl`` record."""
+        """The fields of the video's record (``tsp-records/videos-*.jsonl``)."""
         return {
             "truncated": True,
             "declared_seconds": round(self.declared_seconds, 3),
