@@ -482,3 +482,19 @@ def test_the_targets_write_the_stores_feature_suffix() -> None:
     from tsp_cli.data.export_targets import FEATURE_SUFFIX
 
     assert store.FEATURE_SUFFIX == FEATURE_SUFFIX
+
+
+def test_a_truncated_merged_file_or_an_unwritable_destination_is_one_sentence(extraction, tmp_path):
+    folder, _ = extraction
+    merged = tmp_path / "features.h5"
+    assert runner.invoke(app, ["merge", str(folder), str(merged)]).exit_code == 0
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(merged.read_bytes()[: merged.stat().st_size // 2])
+    result = export(cut, tmp_path / "af", "--to", "actionformer")
+    assert result.exit_code == 2 and "damaged or cut short" in said(result) and "Traceback" not in result.output
+    assert not (tmp_path / "af").exists()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    result = export(merged, blocked / "gvf.h5", "--to", "tsp-gvf")
+    assert result.exit_code == 2 and "is a file, not a folder" in said(result)
+    assert blocked.read_text() == "not a folder"

@@ -62,6 +62,17 @@ def folder_problem(folder: Path) -> str | None:
     return None
 
 
+def os_error_reason(error: OSError) -> str:
+    """An ``OSError`` in words for a one-sentence message; h5py's carry only text, their errno inside."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error):
+        return "the disk is full"
+    if error.strerror:
+        return error.strerror
+    if error.errno:
+        return os.strerror(error.errno)
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def process_is_alive(pid: int) -> bool:
     """Whether a process of this host with ``pid`` runs (a process of another user counts as alive)."""
     try:

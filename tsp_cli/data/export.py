@@ -30,8 +30,8 @@ import h5py
 import numpy as np
 
 from tsp_cli import __version__
-from tsp_cli.atomic import TEMP_MARKER
-from tsp_cli.data import merge as merging
+from tsp_cli.atomic import TEMP_MARKER, folder_problem, os_error_reason
+from tsp_cli.data import readers
 from tsp_cli.data.export_targets import (
     TARGET_NAMES,
     TARGETS,
@@ -43,7 +43,7 @@ from tsp_cli.data.export_targets import (
     write_text,
 )
 from tsp_cli.data.progress import Progress, ProgressCallback
-from tsp_cli.errors import FeatureFileError, UsageError
+from tsp_cli.errors import FeatureFileError, TspError, UsageError
 from tsp_cli.parallel import one_torch_thread
 
 EXPORT_RECORD = "export.json"
@@ -91,6 +91,8 @@ class FeatureSource:
     #: The extraction's settings, tool versions and creation time (the merged file's attributes).
     attributes: dict[str, Any]
     read: Callable[[str], np.ndarray]
+    #: Sentences about the source a user should see (damaged record lines, for example).
+    notes: list[str] = field(default_factory=list)
 
     def settings(self) -> dict[str, Any]:
         """The settings that describe the rows (stride, clip length, frame rate, checkpoint, ...)."""
@@ -118,15 +120,20 @@ def open_features(path: Path) -> Iterator[FeatureSource]:
     """
     path = Path(path)
     if path.is_dir():
-        files = {feature_file.video: feature_file.path for feature_file in merging.find_feature_files(path)}
-        attributes = merging.read_extraction(path).file_attributes()
+        files = {feature_file.video: feature_file.path for feature_file in readers.find_feature_files(path)}
+        extraction = readers.read_extraction(path)
         yield FeatureSource(
-            path, "folder", sorted(files), attributes, lambda video: merging.read_features(files[video])
+            path,
+            "folder",
+            sorted(files),
+            extraction.file_attributes(),
+            lambda video: readers.read_features(files[video]),
+            notes=extraction.notes,
         )
     elif path.is_file() and h5py.is_hdf5(path):
-        with h5py.File(path, "r") as h5:
+        with readers.open_hdf5(path) as h5:
             videos = sorted(name for name, item in h5.items() if isinstance(item, h5py.Dataset) and item.ndim == 2)
-            attributes = merging.plain_attributes(h5.attrs)
+            attributes = readers.plain_attributes(h5.attrs)
             yield FeatureSource(path, "hdf5", videos, attributes, lambda video: _read_dataset(h5, video))
     else:
         raise UsageError(f"{path} is neither a tsp extract folder nor an HDF5 file written by tsp merge.")
@@ -189,6 +196,23 @@ def export_features(
     pool = _checked_pool(chosen, pool)
     out = Path(out)
     _check_out(out, Path(features), overwrite=overwrite, one_file=chosen.writes_one_file)
+    try:
+        return _export(Path(features), out, chosen, resize, pool, expected, on_progress)
+    except TspError:
+        raise
+    except OSError as error:  # a full disk, a destination that cannot be written
+        raise UsageError(f"Cannot write {out} ({os_error_reason(error)}); choose another place to export to.") from None
+
+
+def _export(
+    features: Path,
+    out: Path,
+    chosen: ExportTarget,
+    resize: int,
+    pool: str | None,
+    expected: Collection[str] | None,
+    on_progress: ProgressCallback | None,
+) -> ExportResult:
     with open_features(features) as source:
         if not source.videos:
             raise UsageError(f"{features} holds no video features.")
@@ -216,7 +240,9 @@ def export_features(
         if not chosen.writes_one_file:
             written += chosen.extras(out, config, left_out, prefix)
             _remove_stale(out, previous, set(written))
-        result = ExportResult(out, chosen.name, resize, exported, rows, written, left_out, names.warnings, pool)
+        result = ExportResult(
+            out, chosen.name, resize, exported, rows, written, left_out, [*source.notes, *names.warnings], pool
+        )
         _write_record(result, source, config, _record_path(out, chosen))
     return result
 
@@ -262,6 +288,9 @@ def _checked_pool(target: ExportTarget, pool: str | None) -> str | None:
 
 
 def _check_out(out: Path, features: Path, *, overwrite: bool, one_file: bool) -> None:
+    problem = folder_problem(out.parent if one_file else out)
+    if problem:
+        raise UsageError(f"Cannot write {out}: {problem}; choose another place to export to.")
     if one_file:
         if out.is_dir():
             raise UsageError(f"{out} is a folder; give the file to write, such as gvf.h5.")
@@ -328,7 +357,7 @@ def _unusable(features: np.ndarray, resize: int, width: int | None) -> str | Non
         return f"1 clip cannot be interpolated to {resize} rows"
     if width is not None and features.shape[1] != width:
         return f"{features.shape[1]} columns where the other videos have {width}"
-    bad_rows = merging.non_finite_rows(features)
+    bad_rows = readers.non_finite_rows(features)
     if bad_rows:
         return f"{bad_rows} rows hold NaN or infinite values; extract this video again"
     return None

@@ -13,7 +13,6 @@ read through data/readers.py, as ``inspect`` and ``export`` read it.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from tsp_cli.atomic import atomic_path, folder_problem, remove_dead_temp_files
+from tsp_cli.atomic import atomic_path, folder_problem, os_error_reason, remove_dead_temp_files
 from tsp_cli.data.metadata import VideoTiming
 from tsp_cli.data.progress import Progress, ProgressCallback
 from tsp_cli.data.readers import (
@@ -128,19 +127,10 @@ def merge_features(
             h5.attrs.update(extraction.file_attributes())
             width, rows = _write_videos(h5, files, extraction, timings, compression_level, on_progress)
     except OSError as error:
-        raise UsageError(f"Cannot write {output} ({_reason(error)}); nothing was written.") from None
+        raise UsageError(f"Cannot write {output} ({os_error_reason(error)}); nothing was written.") from None
     return MergeResult(
         output=output, videos=len(files), rows=rows, width=width, missing=missing, notes=extraction.notes
     )
-
-
-def _reason(error: OSError) -> str:
-    """An ``OSError`` in words; h5py's carry only text, its errno inside."""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error):
-        return "the disk is full"
-    if error.strerror:
-        return error.strerror
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _write_videos(
