@@ -27,74 +27,20 @@ from tsp_cli.cli.common import (
     err,
     handles_errors,
     one_of,
-    out,
     positive_number,
     precision_option,
     whole_number,
 )
+from tsp_cli.cli.summary import print_summary
 from tsp_cli.errors import DeviceError, DownloadError, TspError, UsageError
 from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 from tsp_cli.models.registry import BACKBONES, DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
     from tsp_cli.cli.fanout import FanoutResult
-    from tsp_cli.pipeline.events import Event, RunSummary
+    from tsp_cli.pipeline.events import Event
     from tsp_cli.pipeline.extraction import ExtractionPlan
     from tsp_cli.pipeline.sharding import Shard
-
-
-def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
-    verb = "checked (dry run)" if dry_run else "done"
-    line = (
-        f"{summary.done} {verb}, {summary.skipped} skipped, {summary.no_clips} with no clips, "
-        f"{summary.failed} failed · {count(summary.clips, 'clip')} in {summary.wall_seconds:.1f} s "
-        f"({summary.clips_per_second:.1f} clips/s)"
-    )
-    if not dry_run and summary.clips:  # only where a model ran
-        line += f" · the model waited for decoded frames {summary.data_wait_share:.0%} of the time"
-    out.print(line)
-    if summary.no_clips_names:
-        saved = "would be saved as 0 clips" if dry_run else "saved as 0 clips"
-        out.print(f"Shorter than one clip ({saved}): {escape(', '.join(sorted(summary.no_clips_names)))}")
-    if summary.high_bit_depth:
-        listed = ", ".join(f"{name} ({pixel_format})" for name, pixel_format in summary.high_bit_depth)
-        err.print(
-            f"[yellow]Note:[/] {count(len(summary.high_bit_depth), 'video has', 'videos have')} more than 8 bits per "
-            f"sample: {escape(listed)}; their features depend on the FFmpeg build (see README, high-bit-depth videos)."
-        )
-    if summary.truncated:
-        _print_truncated(summary.truncated)
-    if summary.batch_split_to:
-        err.print(
-            f"[yellow]Note:[/] a batch did not fit in memory, so forward passes ran {summary.batch_split_to} clips at "
-            f"a time; --batch-size {summary.batch_split_to} avoids the failed attempts next time."
-        )
-    if summary.failed:
-        where = "listed above" if dry_run else "listed above and by `tsp status` on the output folder"
-        _print_failed(summary.failed, summary.retryable_failures, where=where)
-
-
-def _print_truncated(truncated: list[tuple[str, float, float]]) -> None:
-    """Videos whose file declares more than decodes: their features cover only what decodes."""
-    one = len(truncated) == 1
-    listed = ", ".join(
-        f"{name} ({declared:.1f} s declared, {decoded:.1f} s decoded)" for name, declared, decoded in truncated
-    )
-    err.print(
-        f"[yellow]Note:[/] possibly truncated (the file declares more than decodes, and the features cover what "
-        f"decodes): {escape(listed)}. Fetch {'it' if one else 'them'} again, delete {'its' if one else 'their'} "
-        f".npy and rerun to redo {'it' if one else 'them'}."
-    )
-
-
-def _print_failed(failed: int, retryable: int, *, where: str) -> None:
-    if retryable == failed:
-        advice = f" Rerun to retry {'it' if failed == 1 else 'them'}."
-    elif retryable:
-        advice = f" Rerun to retry the {retryable} that may succeed; the others cannot be decoded as they are."
-    else:
-        advice = f" {'It' if failed == 1 else 'They'} cannot be decoded as {'it is' if failed == 1 else 'they are'} (see {'the' if failed == 1 else 'each'} reason)."
-    err.print(f"[red]{count(failed, 'video')} failed, {where}.{advice}[/]")
 
 
 def _checkpoint_entry(
@@ -368,7 +314,7 @@ def _extract_on_one_device(request: _Request, shard: str | None, device: str | N
     with ExtractProgress(label, dry_run=request.dry_run) as progress:
         on_event = progress if report is None else _both(progress, report)
         summary = run_extraction(plan, checkpoint=checkpoint_path, on_event=on_event)
-    _print_summary(summary, dry_run=request.dry_run)
+    print_summary(summary, dry_run=request.dry_run)
     if report is not None:
         report.finish(summary)
     return _exit_code_for(EXIT_ITEMS_FAILED if summary.failed else EXIT_OK, launcher)
@@ -483,7 +429,7 @@ def _extract_on_devices(request: _Request, devices: str) -> int:
         result = fanout.run_shards(arguments, device_list, log_dir, on_event=progress)
     _report_crashes(result)
     if result.summaries:
-        _print_summary(fanout.combine_summaries(result.summaries, result.wall_seconds), dry_run=request.dry_run)
+        print_summary(fanout.combine_summaries(result.summaries, result.wall_seconds), dry_run=request.dry_run)
     if result.exit_code == 0:
         shutil.rmtree(log_dir, ignore_errors=True)
     else:
