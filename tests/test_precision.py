@@ -159,3 +159,21 @@ def test_the_engine_feeds_the_network_batches_in_its_layout(tmp_path: Path) -> N
     video = make_video(tmp_path / "v.mp4", frames=60)
     run_jobs([VideoJob(video, "v")], tmp_path / "out", Recorder(), ClipSettings(stride=4), batch_size=2)
     assert len(layouts) >= 2 and set(layouts) == {"channels_last_3d"}
+
+
+def test_reduced_precisions_fold_batch_norms_and_fp32_keeps_them() -> None:
+    from tsp_cli.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    model = build_backbone("r3d_18").eval()
+    for module in model.modules():  # batch norms that do something, as trained ones do
+        if isinstance(module, nn.BatchNorm3d):
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    fp32 = Network(model, precision="fp32", batch_size=2, clip_len=4)
+    bf16 = Network(model, precision="bf16", batch_size=2, clip_len=4)
+    assert any(isinstance(m, nn.BatchNorm3d) for m in fp32.model.modules())
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in bf16.model.modules())
+    reference = fp32.features(filled(fp32, 2))
+    folded = bf16.features(filled(bf16, 2))
+    assert np.abs(folded - reference).max() / np.abs(reference).max() < 2e-2  # bf16's own rounding, no more

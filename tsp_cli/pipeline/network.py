@@ -51,6 +51,41 @@ def memory_format_of(batch: torch.Tensor) -> str:
     return "ncdhw"
 
 
+def folded_batch_norms(model: nn.Module) -> nn.Module:
+    """``model`` (in eval mode) with each BatchNorm3d folded into the Conv3d just before it.
+
+    Only for the reduced precisions: autocast runs convolutions in bf16/fp16 but batch norm in
+    float32, so every unfolded BatchNorm casts its activations up and the next convolution casts
+    them down again. Folded, R(2+1)D-34 at bf16 on a 2-core AVX-512 CPU ran 2.38 instead of 2.15
+    clips/s (batch 8, channels_last_3d, same run) and moved no further from fp32 (3.4e-3 of the
+    largest feature against 6.2e-3). fp32 keeps the network as the checkpoint has it: folding
+    changes the rounding, and fp32 reproduces the reference.
+
+    The pairs are found in ``nn.Sequential`` containers, where torchvision's video ResNets keep
+    them (a convolution, or a sequence ending in one, followed by its batch norm); the model is
+    not traced, so any other module runs unchanged. The caller's model is left as it is.
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model)
+    for container in folded.modules():
+        if not isinstance(container, nn.Sequential):
+            continue
+        for index in range(1, len(container)):
+            norm, before = container[index], container[index - 1]
+            conv = before[-1] if isinstance(before, nn.Sequential) and len(before) else before
+            if type(norm) is nn.BatchNorm3d and isinstance(conv, nn.Conv3d) and norm.track_running_stats:
+                fused = fuse_conv_bn_eval(conv, norm)
+                if before is conv:
+                    container[index - 1] = fused
+                else:
+                    before[-1] = fused
+                container[index] = nn.Identity()
+    return folded
+
+
 class FormatTrial:
     """Times full batches in each memory format on a GPU and names the faster one.
 
@@ -114,7 +149,11 @@ class Network:
         self.autocast_dtype = autocast_dtype(precision)
         self.batch_shape = (batch_size, 3, clip_len, crop, crop)
         self.clock = clock
-        self.model = None if model is None else model.to(device).eval()
+        if model is not None:
+            model = model.to(device).eval()
+            if self.autocast_dtype is not None:
+                model = folded_batch_norms(model)
+        self.model = model
         measure = memory_format == "measure" or (memory_format == "auto" and device.type == "cuda")
         self.trial: FormatTrial | None = FormatTrial() if measure and model is not None else None
         chosen = memory_format if memory_format in MEMORY_FORMATS else default_memory_format(device)
