@@ -78,10 +78,10 @@ def folded_batch_norms(model: nn.Module) -> nn.Module:
             conv = before[-1] if isinstance(before, nn.Sequential) and len(before) else before
             if type(norm) is nn.BatchNorm3d and isinstance(conv, nn.Conv3d) and norm.track_running_stats:
                 fused = fuse_conv_bn_eval(conv, norm)
-                if before is conv:
-                    container[index - 1] = fused
-                else:
+                if isinstance(before, nn.Sequential):
                     before[-1] = fused
+                else:
+                    container[index - 1] = fused
                 container[index] = nn.Identity()
     return folded
 
