@@ -161,20 +161,25 @@ class FakeFrame:
         return image
 
 
-def test_duplicate_pts_keep_the_last_frame_and_missing_start_takes_the_previous(monkeypatch) -> None:
+def stub_assembler(monkeypatch, name: str, windows: list, *, frames_per_chunk: int) -> clipper._ClipAssembler:
+    """A clip assembler over a fake video whose frames are labelled stubs: 3-frame clips from frame positions 0, 1, 2."""
     monkeypatch.setattr(clipper, "transform_for", lambda h, w, recipe: FrameTransformStub())
-    info = type("Info", (), {"path": Path("fake.mp4")})()
-    windows = [clipper.ClipWindow(0, 0.0, 0, 30), clipper.ClipWindow(1, 0.5, 25, 60)]
-    assembler = clipper._ClipAssembler(
+    info = type("Info", (), {"path": Path(name)})()
+    return clipper._ClipAssembler(
         job=0,
         info=info,
         windows=windows,
         positions=[0, 1, 2],
         clip_len=3,
-        frames_per_chunk=48,
+        frames_per_chunk=frames_per_chunk,
         recipe=TSP_RECIPE,
         sink=LocalFrames(taps_per_frame(TSP_RECIPE)),
     )
+
+
+def test_duplicate_pts_keep_the_last_frame_and_missing_start_takes_the_previous(monkeypatch) -> None:
+    windows = [clipper.ClipWindow(0, 0.0, 0, 30), clipper.ClipWindow(1, 0.5, 25, 60)]
+    assembler = stub_assembler(monkeypatch, "fake.mp4", windows, frames_per_chunk=48)
     # pts 20 twice (the second wins); no frame at pts 25, so clip 1 starts with the frame at 20
     for label, pts in enumerate([0, 10, 20, 20, 30, 40, 50, 61]):
         assembler.add(pts, FakeFrame(label))
@@ -192,19 +197,8 @@ def test_a_truncated_window_fails_the_video_with_a_clear_message(tmp_path: Path,
 
 
 def test_a_frame_that_completes_more_clips_than_a_chunk_holds_grows_the_chunk(monkeypatch) -> None:
-    monkeypatch.setattr(clipper, "transform_for", lambda h, w, recipe: FrameTransformStub())
-    info = type("Info", (), {"path": Path("gap.mp4")})()
     windows = [clipper.ClipWindow(k, k * 0.1, k * 10, k * 10 + 30) for k in range(6)]
-    assembler = clipper._ClipAssembler(
-        job=0,
-        info=info,
-        windows=windows,
-        positions=[0, 1, 2],
-        clip_len=3,
-        frames_per_chunk=2,
-        recipe=TSP_RECIPE,
-        sink=LocalFrames(taps_per_frame(TSP_RECIPE)),
-    )
+    assembler = stub_assembler(monkeypatch, "gap.mp4", windows, frames_per_chunk=2)
     for label, pts in enumerate(range(0, 90, 5)):
         assembler.add(pts, FakeFrame(label))
     assembler.add(1000, FakeFrame(99))  # completes every clip at once

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.videos import make_video
+from tests.helpers import said
+from tests.videos import make_two_clips_and_a_short_one
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
 from tsp_cli.models.synthetic import write_checkpoint
@@ -33,19 +34,9 @@ runner = CliRunner()
 NAMES = ["a", "b", "c"]
 
 
-def said(result) -> str:
-    """Everything the command printed, with Rich's line wrapping undone."""
-    return " ".join(result.output.split())
-
-
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two videos of one clip each (stride 16) and one too short for a clip."""
-    folder = tmp_path_factory.mktemp("videos")
-    make_video(folder / "a.mp4", frames=40, fps=30)
-    make_video(folder / "b.mp4", frames=40, fps=25)
-    make_video(folder / "c.mp4", frames=10, fps=30)
-    return folder
+    return make_two_clips_and_a_short_one(tmp_path_factory.mktemp("videos"))
 
 
 def extract(videos: Path, out: Path, checkpoint: Path, *more: str):

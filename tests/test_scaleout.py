@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.videos import make_video
+from tests.videos import make_two_clips_and_a_short_one, make_video
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli import fanout
 from tsp_cli.cli.app import app
@@ -38,12 +38,7 @@ def clean_environment(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two videos of one clip each (at stride 16) and one too short for a clip."""
-    folder = tmp_path_factory.mktemp("videos")
-    make_video(folder / "a.mp4", frames=40, fps=30)
-    make_video(folder / "b.mp4", frames=40, fps=25)
-    make_video(folder / "c.mp4", frames=10, fps=30)
-    return folder
+    return make_two_clips_and_a_short_one(tmp_path_factory.mktemp("videos"))
 
 
 @pytest.fixture(scope="module")

@@ -115,6 +115,14 @@ def make_video(
     return path
 
 
+def make_two_clips_and_a_short_one(folder: Path) -> Path:
+    """``a.mp4`` (30 fps) and ``b.mp4`` (25 fps) of one clip each at stride 16, and ``c.mp4``, too short for a clip."""
+    make_video(folder / "a.mp4", frames=40, fps=30)
+    make_video(folder / "b.mp4", frames=40, fps=25)
+    make_video(folder / "c.mp4", frames=10, fps=30)
+    return folder
+
+
 def _add_audio_stream(container: av.container.OutputContainer, suffix: str) -> av.audio.stream.AudioStream:
     codec = "libopus" if suffix.lower() == ".webm" else "aac"
     return container.add_stream(codec, rate=48000, layout="mono")
