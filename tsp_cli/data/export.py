@@ -142,7 +142,9 @@ def open_features(path: Path) -> Iterator[FeatureSource]:
 def _read_dataset(h5: h5py.File, video: str) -> np.ndarray:
     features = h5[video][()]
     if features.dtype.kind != "f":
-        raise FeatureFileError(f"{video} in {h5.filename} holds {features.dtype} values, not float features.")
+        raise FeatureFileError(
+            f"{video} in {h5.filename} holds {features.dtype} values, not float features.", path=h5.filename
+        )
     return features.astype(np.float32, copy=False)
 
 

@@ -76,11 +76,12 @@ def load_legacy_features(path: Path) -> np.ndarray:
             result = _ArrayOnlyUnpickler(file).load()
     except Exception as error:  # any failure to rebuild an array means the file is refused
         raise UnsafePickleError(
-            f"{path} was refused: it is not a plain NumPy feature array ({error}), and nothing in it was run."
+            f"{path} was refused: it is not a plain NumPy feature array ({error}), and nothing in it was run.",
+            path=path,
         ) from None
     if not (isinstance(result, np.ndarray) and result.ndim == 2 and result.dtype.kind == "f"):
         described = (
             f"a {result.ndim}-D {result.dtype} array" if isinstance(result, np.ndarray) else type(result).__name__
         )
-        raise UnsafePickleError(f"{path} was refused: it holds {described}, not a 2-D float feature array.")
+        raise UnsafePickleError(f"{path} was refused: it holds {described}, not a 2-D float feature array.", path=path)
     return result

@@ -151,12 +151,14 @@ def _write_videos(
         elif features.shape[1] != width:
             raise FeatureFileError(
                 f"{feature_file.path} has {features.shape[1]} columns but {first.path} has {width}; "
-                "features of different widths cannot share one file."
+                "features of different widths cannot share one file.",
+                path=feature_file.path,
             )
         bad_rows = non_finite_rows(features)
         if bad_rows:
             raise FeatureFileError(
-                f"{feature_file.path} has {bad_rows} rows with NaN or infinite values; extract this video again."
+                f"{feature_file.path} has {bad_rows} rows with NaN or infinite values; extract this video again.",
+                path=feature_file.path,
             )
         dataset = _create_dataset(h5, feature_file.video, features, compression_level)
         dataset.attrs.update(

@@ -103,7 +103,7 @@ def standardize_video(source: Path, target: Path, fps: Fraction = DEFAULT_FPS) -
         with atomic_path(target) as temp:
             return _encode(source, temp, fps)
     except av.FFmpegError as error:
-        raise VideoError(f"{source} cannot be re-encoded ({describe_av_error(error)}).") from None
+        raise VideoError(f"{source} cannot be re-encoded ({describe_av_error(error)}).", path=source) from None
 
 
 def _encode(source: Path, temp: Path, fps: Fraction) -> int:
@@ -114,7 +114,9 @@ def _encode(source: Path, temp: Path, fps: Fraction) -> int:
             encoder: av.video.stream.VideoStream | None = None
             time_base = input_stream.time_base
             if time_base is None:
-                raise VideoError(f"{source} has a video stream without a time base; it cannot be re-timed.")
+                raise VideoError(
+                    f"{source} has a video stream without a time base; it cannot be re-timed.", path=source
+                )
             for frame in _constant_rate_frames(input_container.decode(input_stream), time_base, fps):
                 if encoder is None:
                     encoder = _add_encoder(output, frame, fps)
@@ -122,7 +124,7 @@ def _encode(source: Path, temp: Path, fps: Fraction) -> int:
                 output.mux(encoder.encode(frame))
                 written += 1
             if encoder is None:
-                raise VideoError(f"{source} has no decodable frames.")
+                raise VideoError(f"{source} has no decodable frames.", path=source)
             output.mux(encoder.encode(None))
     return written
 
