@@ -56,6 +56,10 @@ def test_taps_gathered_in_workers_blend_in_chunks_of_mixed_sizes_to_the_per_fram
     for frame, size, ours in zip(frames, sizes, blended, strict=True):
         assert torch.equal(ours, FrameTransform.for_size(*size)(frame))
         assert torch.allclose(ours, reference_transform(frame), atol=3e-5, rtol=0)
+    # Laid out for a channels_last_3d batch: the same values, each pixel's 3 channels adjacent.
+    pixels_together = blend_frames(taps, sizes, channels_last=True)
+    assert pixels_together.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(pixels_together, blended)
 
 
 def test_another_recipe_drives_the_sizes_mean_and_std_of_the_gathered_and_blended_frames() -> None:

@@ -185,10 +185,12 @@ class _Engine:
         return self._blend(chunk.frames.to(self.device, non_blocking=True), chunk)
 
     def _blend(self, taps: torch.Tensor, chunk: FrameChunk) -> torch.Tensor:
+        # Frames in the layout of the batches they will be copied into (the network's).
+        channels_last = self.network.memory_format == "channels_last_3d"
         if taps.device.type != "cpu":
-            return blend_frames(taps, chunk.frame_sizes, self.settings.recipe)
+            return blend_frames(taps, chunk.frame_sizes, self.settings.recipe, channels_last=channels_last)
         with one_torch_thread():  # the decoding workers have the cores
-            return blend_frames(taps, chunk.frame_sizes, self.settings.recipe)
+            return blend_frames(taps, chunk.frame_sizes, self.settings.recipe, channels_last=channels_last)
 
     def _add_chunk(self, video: _Video, chunk: FrameChunk, frames: torch.Tensor | None) -> None:
         job = chunk.job
