@@ -21,7 +21,7 @@ from tsp_cli.atomic import folder_problem
 from tsp_cli.errors import UsageError
 from tsp_cli.models.recipe import TSP_RECIPE, Recipe
 from tsp_cli.parallel import default_workers
-from tsp_cli.pipeline import store
+from tsp_cli.pipeline import resume, store
 from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.devices import resolve_device
 from tsp_cli.pipeline.events import Event, RunStarted, RunSummary
@@ -193,6 +193,7 @@ def run_extraction(
     checkpoint = checkpoint if checkpoint is not None else options.checkpoint
     workers = default_workers() if options.workers is None else options.workers
     model, notes = None, list(plan.notes)
+    finished: set[str] = set()  # a dry run writes nothing, so it skips nothing
     if plan.device.type == "cuda" and plan.device.index is not None:
         torch.cuda.set_device(plan.device)  # pinned memory and cuDNN state then live on this GPU, not cuda:0
     if not options.dry_run:
@@ -207,6 +208,10 @@ def run_extraction(
             torch.backends.cudnn.benchmark = True
         settings = plan.settings
         _create_output_folder(plan.out_dir)
+        # The shard's own outputs, checked once: the claim reads them before the manifest, and
+        # the finished ones are skipped below.
+        check = resume.check_outputs(plan.out_dir, [job.name for job in plan.jobs])
+        finished = check.finished
         notes += store.claim_output_folder(
             plan.out_dir,
             {
@@ -218,12 +223,11 @@ def run_extraction(
                 "precision": options.precision,
             },
             tool_versions(),
-            videos=[job.name for job in plan.jobs],  # a shard checks its own finished files, not the folder's
+            check=check,
         )
         removed = store.remove_stale_temp_files(plan.out_dir)
         if removed:
             notes.append(f"Removed {len(removed)} temporary file(s) left by an interrupted run.")
-    finished = set() if options.dry_run else store.finished_names(plan.out_dir)
     to_do = [job for job in plan.jobs if job.name not in finished]
     skipped = len(plan.jobs) - len(to_do)
     if on_event:

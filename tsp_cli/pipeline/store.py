@@ -23,7 +23,6 @@ import errno
 import json
 import os
 import time
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -50,37 +49,13 @@ PROBE_BYTES = 1 << 20
 #: How long a shard waits for the manifest another shard is still writing (only without ``os.link``).
 _MANIFEST_WAIT_S = 5.0
 
-#: How long the folder check of a claim serves the ``finished_names`` that follows it.
-_CHECK_REUSE_S = 120.0
-#: The folder check of the last claim, with the folder's state when it was made, so that the
-#: ``finished_names`` right after it reads 20k headers once, not twice.
-_last_check: dict[Path, tuple[tuple[int, int, float], resume.OutputCheck]] = {}
-
 
 def finished_names(out_dir: Path) -> set[str]:
     """Names of videos whose features are whole and agree with their record (others are done again)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return set()
-    state, check = _last_check.pop(out_dir.resolve(), (None, None))
-    if check is None or state is None or not _unchanged_since(out_dir, state):
-        check = resume.check_outputs(out_dir)
-    return check.finished
-
-
-def _folder_state(out_dir: Path) -> tuple[int, int, float]:
-    """What changes when a feature file or a record file appears: both folders' modification times."""
-    records_dir = out_dir / records.RECORDS_DIR
-    return (
-        out_dir.stat().st_mtime_ns,
-        records_dir.stat().st_mtime_ns if records_dir.is_dir() else 0,
-        time.monotonic(),
-    )
-
-
-def _unchanged_since(out_dir: Path, state: tuple[int, int, float]) -> bool:
-    now = _folder_state(out_dir)
-    return now[:2] == state[:2] and now[2] - state[2] < _CHECK_REUSE_S
+    return resume.check_outputs(out_dir).finished
 
 
 def save_features(out_dir: Path, name: str, features: np.ndarray) -> Path:
@@ -159,7 +134,7 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
 
 
 def claim_output_folder(
-    out_dir: Path, settings: dict[str, Any], versions: dict[str, str], *, videos: Collection[str] | None = None
+    out_dir: Path, settings: dict[str, Any], versions: dict[str, str], *, check: resume.OutputCheck | None = None
 ) -> list[str]:
     """Create the manifest, or check that the folder's features were made with these settings.
 
@@ -168,13 +143,15 @@ def claim_output_folder(
     are refused, also between processes on many machines starting at the same moment: the
     first complete manifest to be linked into place wins, and every later process compares
     against it. Features without a manifest are refused (their settings are unknown). A folder
-    that cannot hold a small write (a full disk) is refused before any work. ``videos`` limits
-    the resume check to the videos this process will run (default: every file of the folder).
+    that cannot hold a small write (a full disk) is refused before any work. ``check``: the
+    folder's outputs checked by the caller just before (``resume.check_outputs``, limited to the
+    videos it will run, whose finished ones it then skips); by default every file is checked here.
     """
     out_dir = Path(out_dir)
     # The files first, the manifest second: a shard that publishes its manifest and finishes a
     # video in between cannot make this one believe its features have no manifest.
-    check = resume.check_outputs(out_dir, videos)
+    if check is None:
+        check = resume.check_outputs(out_dir)
     existing = read_manifest(out_dir)
     if existing is None and check.present:
         raise UsageError(
@@ -186,7 +163,6 @@ def claim_output_folder(
         notes: list[str] = []
     else:
         notes = _compare(out_dir, existing or _winning_manifest(out_dir), settings, versions)
-    _last_check[out_dir.resolve()] = (_folder_state(out_dir), check)
     return notes + check.notes()
 
 
