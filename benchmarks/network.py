@@ -6,8 +6,10 @@
 Network alone: random clips through the run's own ``Network`` (``tsp_cli.pipeline.network``),
 one warm-up batch, then the best of ``--repeat`` timed batches; GFLOP/s from the backbone's
 GFLOP per clip (``torch.utils.flop_counter``, 2 per multiply-add) and its share of a matmul peak
-measured in the same run, in the precision's dtype. "Today's" network is fp32 in NCDHW (the
-layout before channels_last_3d). End to end: ``extract_features`` on a generated 320x240 video
+measured in the same run, in the precision's dtype. "Today's" network is the model as it ran
+before issue 18: fp32, NCDHW, called directly (no ``Network``), in a fresh interpreter whose
+allocator is left as glibc sets it (``Network`` makes glibc keep freed memory for the rest of its
+process, ``tsp_cli.pipeline.host_memory``). End to end: ``extract_features`` on a generated 320x240 video
 at a stride that gives ``--clips`` clips, with a seeded checkpoint, timed by the engine's own
 clock (``RunSummary.wall_seconds``: decoding, batching and the network, no interpreter start-up),
 best of ``--repeat``.
@@ -15,9 +17,18 @@ best of ``--repeat``.
 
 from __future__ import annotations
 
+import os
+
+# As the CLI runs (``tsp_cli.cli.app.main``), before torch starts its OpenMP threads: idle ones sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -61,7 +72,10 @@ def network_rows(
         gflop = gflop_per_clip(backbone)
         for precision in precisions:
             for memory_format in formats:
-                clips = network_clips_per_second(model, device, precision, memory_format, timing)
+                if (precision, memory_format) == TODAY and device.type == "cpu":
+                    clips = today_clips_per_second(backbone, batch_size, repeats)
+                else:
+                    clips = network_clips_per_second(model, device, precision, memory_format, timing)
                 rows.append(
                     {
                         "backbone": backbone,
@@ -76,6 +90,33 @@ def network_rows(
                     }
                 )
     return rows
+
+
+def today_clips_per_second(backbone: str, batch_size: int, repeats: int) -> float:
+    """Today's network alone (fp32, NCDHW, the model called directly) in a fresh interpreter, as it ran
+    before issue 18: one warm-up batch, then the best of ``repeats``."""
+    command = [sys.executable, "-m", "benchmarks.network", "--today-only", backbone, "--batch-size", str(batch_size)]
+    command += ["--repeat", str(repeats)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1])
+    if done.returncode != 0:
+        raise RuntimeError(f"today's network-alone run failed:\n{done.stdout}\n{done.stderr}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["clips_per_second"])
+
+
+def _today_in_this_process(backbone: str, batch_size: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = build_backbone(backbone).eval()
+    batch = torch.randn(batch_size, 3, 16, 112, 112, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        model(batch)
+        best = min(_seconds(lambda: model(batch).float().numpy()) for _ in range(repeats))
+    return {"backbone": backbone, "clips_per_second": batch_size / best}
+
+
+def _seconds(function: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
 
 
 def timed_extraction(
@@ -142,9 +183,10 @@ def end_to_end(
 
 def targets(backbone: str, *, clips: int, batch_size: int, workers: int, folder: Path, repeats: int) -> dict:
     """The issue-18 targets, in interleaved rounds on the CPU: today's network alone (fp32, NCDHW, eager, the
-    same batch sizes, no warm-up: ``benchmarks.e2e.model_alone``), then ``tsp extract`` end to end at fp32
-    and at bf16 on the same clips; the best of ``repeats`` rounds of each."""
-    from benchmarks.e2e import model_alone
+        same batch sizes, the best of ``repeats`` runs in one fresh interpreter with glibc's allocator as it
+    comes: ``benchmarks.e2e.model_alone_subprocess``), then ``tsp extract`` end to end at fp32
+        and at bf16 on the same clips; the best of ``repeats`` rounds of each."""
+    from benchmarks.e2e import model_alone_subprocess
 
     video, stride, checkpoint = prepared_run(backbone, clips, folder)
     best: dict[str, dict] = {}
@@ -162,14 +204,12 @@ def targets(backbone: str, *, clips: int, batch_size: int, workers: int, folder:
             result = _e2e_result(summary, backbone, precision, workers, batch_size)
             if precision not in best or result["clips_per_second"] > best[precision]["clips_per_second"]:
                 best[precision] = result
-        alone = model_alone(checkpoint, backbone, best["fp32"]["clips"], batch_size)
-        today = {
-            "clips": alone["clips"],
-            "seconds": alone["seconds"],
-            "clips_per_second": alone["clips"] / alone["seconds"],
-        }
-        if "today" not in best or today["clips_per_second"] > best["today"]["clips_per_second"]:
-            best["today"] = today
+    alone = model_alone_subprocess(checkpoint, backbone, best["fp32"]["clips"], batch_size, repeats)
+    best["today"] = {
+        "clips": alone["clips"],
+        "seconds": alone["seconds"],
+        "clips_per_second": alone["clips"] / alone["seconds"],
+    }
     base = best["today"]["clips_per_second"]
     return {
         **best,
@@ -248,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--targets", action="store_true", help="only the issue-18 targets: interleaved rounds, --e2e-backbones' first"
     )
+    parser.add_argument("--today-only", metavar="BACKBONE", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
+    if options.today_only:
+        print(json.dumps(_today_in_this_process(options.today_only, options.batch_size, options.repeat)))
+        return 0
     if options.targets:
         with tempfile.TemporaryDirectory(prefix="tsp-bench-network-") as scratch:
             result = targets(

@@ -27,6 +27,7 @@ from torch import nn
 
 from tsp_cli.models.recipe import TSP_RECIPE
 from tsp_cli.models.registry import FEATURE_DIM
+from tsp_cli.pipeline.host_memory import keep_freed_memory
 from tsp_cli.pipeline.precision import autocast_dtype, float32_math
 
 #: The layouts a batch (and the model's weights) can have, by the name ``memory_format`` takes.
@@ -149,6 +150,8 @@ class Network:
         self.autocast_dtype = autocast_dtype(precision)
         self.batch_shape = (batch_size, 3, clip_len, crop, crop)
         self.clock = clock
+        #: Whether glibc now keeps the blocks a forward pass frees (CPU only; see ``host_memory``).
+        self.keeps_freed_memory = model is not None and device.type == "cpu" and keep_freed_memory()
         if model is not None:
             model = model.to(device).eval()
             if self.autocast_dtype is not None:
