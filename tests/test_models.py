@@ -514,11 +514,13 @@ def test_list_json_describes_every_checkpoint_and_what_is_cached(
         "damaged": False,
         "path": str(cache / "custom" / "mine" / "mine.pth"),
         "size_bytes": len(WEIGHTS),
+        "estimated_size_bytes": registry.BACKBONE_WEIGHT_BYTES["r2plus1d_18"],
     }
     released = rows[RELEASED_NAME]
     assert (released["backbone"], released["pretraining"], released["dataset"]) == ("r3d_18", "TAC", "Kinetics")
     assert released["url"] == server.base_url + RELEASED_FILE
     assert (released["cached"], released["path"], released["size_bytes"]) == (False, None, None)
+    assert released["estimated_size_bytes"] == 132_703_648
     assert server.requests == ["/mine.pth"]
 
 
@@ -532,6 +534,23 @@ def test_list_table_shows_cached_state_and_size(cache: Path, server: FileServer,
     table_row = next(line for line in result.stdout.splitlines() if "mine" in line)
     assert "yes" in table_row and f"{len(WEIGHTS) / 1000:.1f} kB" in table_row
     assert all(checkpoint.name in result.stdout for checkpoint in registry.RELEASED)
+    uncached = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip().startswith("r")}
+    assert uncached["r2plus1d_34-tsp_on_activitynet"].split()[-3:] == ["no", "~254", "MB"]
+    assert uncached["r2plus1d_18-tac_on_kinetics"].split()[-3:] == ["no", "~125", "MB"]
+    assert uncached["r3d_18-tac_on_kinetics"].split()[-3:] == ["no", "~133", "MB"]
+    assert "~ Size estimated from the backbone's weights" in result.stderr
+
+
+def test_estimated_sizes_are_the_backbones_float32_weights() -> None:
+    import torch
+
+    from tsp_cli.models.backbones import build_backbone
+
+    for backbone, size in registry.BACKBONE_WEIGHT_BYTES.items():
+        with torch.device("meta"):
+            state = build_backbone(backbone).state_dict()
+        assert size == sum(tensor.numel() * tensor.element_size() for tensor in state.values()), backbone
+    assert set(registry.BACKBONE_WEIGHT_BYTES) == set(registry.BACKBONES)
 
 
 def test_the_remembered_hash_is_used_only_while_the_file_is_unchanged(

@@ -33,6 +33,8 @@ def list_models(json_output: JsonOption = False) -> None:
         out.out(json.dumps(rows, indent=2), highlight=False)
         return
     out.print(_table(rows, out.width))
+    if any(not row["cached"] and row["estimated_size_bytes"] for row in rows):
+        err.print("~ Size estimated from the backbone's weights until the file is downloaded.")
     if out.width < _WIDTH_FOR_DESCRIPTIONS:
         err.print("A wider terminal shows more columns; --json shows everything.")
     err.print(f"Cache folder: {escape(str(settings.cache_dir()))}")
@@ -41,6 +43,7 @@ def list_models(json_output: JsonOption = False) -> None:
 def _describe(checkpoint: Checkpoint) -> dict[str, Any]:
     """One checkpoint as plain data, for ``--json`` and for the table."""
     from tsp_cli.models import cache
+    from tsp_cli.models.registry import BACKBONE_WEIGHT_BYTES
 
     path = cache.local_path(checkpoint.name)
     cached = cache.cached_path(checkpoint.name) is not None
@@ -59,11 +62,12 @@ def _describe(checkpoint: Checkpoint) -> dict[str, Any]:
         "damaged": path.exists() and not cached,
         "path": str(path) if cached else None,
         "size_bytes": path.stat().st_size if cached else None,
+        "estimated_size_bytes": BACKBONE_WEIGHT_BYTES.get(checkpoint.backbone),
     }
 
 
 #: Terminal widths from which the table adds the pretraining and dataset, then the description.
-_WIDTH_FOR_DATASETS, _WIDTH_FOR_DESCRIPTIONS = 100, 160
+_WIDTH_FOR_DATASETS, _WIDTH_FOR_DESCRIPTIONS = 104, 160
 
 
 def _table(rows: list[dict[str, Any]], width: int) -> Table:
@@ -94,9 +98,18 @@ def _table(rows: list[dict[str, Any]], width: int) -> Table:
             cells += [row["pretraining"] or "-", escape(row["dataset"] or "-")]
         if with_descriptions:
             cells.append(escape(row["description"]))
-        cells += [cached, _human_size(row["size_bytes"]) if row["cached"] else ""]
+        cells += [cached, _size_cell(row)]
         table.add_row(*cells)
     return table
+
+
+def _size_cell(row: dict[str, Any]) -> str:
+    """The cached file's size, or (dimmed, with ``~``) the estimate from its backbone's weights."""
+    if row["cached"]:
+        return _human_size(row["size_bytes"])
+    if row["estimated_size_bytes"]:
+        return f"[dim]~{row['estimated_size_bytes'] / 1e6:.0f} MB[/]"
+    return ""
 
 
 def _human_size(size_bytes: int) -> str:

@@ -30,6 +30,11 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 #: Importable without torch, unlike ``backbones.py``, so that ``tsp models`` starts fast.
 BACKBONES = ("r2plus1d_34", "r2plus1d_18", "r3d_18")
+#: Bytes of each backbone's float32 weights (parameters and batch-norm statistics): the bulk of a
+#: checkpoint file, and what ``tsp models list`` shows, marked as an estimate, for a file not yet
+#: downloaded, since the release publishes no sizes (a file that also holds optimizer state is
+#: larger). Counted from the built networks; a test keeps them in step.
+BACKBONE_WEIGHT_BYTES = {"r2plus1d_34": 254_169_604, "r2plus1d_18": 125_302_196, "r3d_18": 132_703_648}
 #: Width of the clip feature every backbone produces (its global average pool).
 FEATURE_DIM = 512
 PRETRAININGS = ("TSP", "TAC")
