@@ -66,11 +66,12 @@ class _Display:
 
 
 def _eta(remaining: float, rate: float) -> str:
-    """``HH:MM:SS`` left at ``rate``, or ``?`` while nothing has been computed yet."""
+    """``H:MM:SS`` left at ``rate`` (as Rich writes the time elapsed beside it), or ``?`` while nothing
+    has been computed yet."""
     if rate <= 0 or remaining < 0:
         return "?"
     seconds = round(remaining / rate)
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def _rate_and_eta_columns(clock: Callable[[], float]) -> tuple[Any, Any]:
