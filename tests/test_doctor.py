@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from tsp_cli.cli.app import app
 from tsp_cli.doctor import Timing, known_answer, run_doctor, throughput
+from tsp_cli.pipeline import host_memory
 from tsp_cli.pipeline.precision import DEVIATION_BOUNDS
 
 TINY = partial(Timing, batch_size=1, repeats=1, matmul_size=256, matmul_repeats=2, videos=((64, 48, 40),))
@@ -36,6 +37,7 @@ def test_the_report_has_every_section_and_this_cpu_reproduces_the_known_answer(r
     versions = report["versions"]
     assert {"tsp", "python", "torch", "cuda", "cudnn", "torchvision", "av", "ffmpeg", "h5py"} <= set(versions)
     assert report["device"]["device"] == "cpu" and report["device"]["cores_available"] >= 1
+    assert report["device"]["freed_memory"] == host_memory.allocator_state()
     assert set(report["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16"}
     assert report["tf32"] == {"convolutions": "ieee", "matmuls": "ieee"}
     fp32, bf16 = report["known_answer"]

@@ -69,3 +69,9 @@ def test_a_cpu_network_asks_for_it_and_a_dry_run_does_not(monkeypatch: pytest.Mo
     assert asked == []
     assert Network(nn.Identity(), batch_size=1, clip_len=1).keeps_freed_memory is True
     assert asked == [True]
+
+
+def test_doctor_says_how_freed_memory_is_handled() -> None:
+    assert host_memory.allocator_state({"LD_PRELOAD": "libjemalloc.so"}) == "as the user set it (LD_PRELOAD)"
+    if sys.platform.startswith("linux"):
+        assert host_memory.allocator_state({}) == "kept for the next batch (glibc thresholds raised)"

@@ -61,6 +61,7 @@ def _render(report: dict[str, Any]) -> None:
     out.print(
         f"  CPU: {escape(device['cpu'])}, {device['cores_available']} cores available, torch kernels {device['cpu_kernels']}"
     )
+    out.print(f"  Memory freed by a CPU batch: {escape(device['freed_memory'])}")
     flags = report["cpu_flags"]
     if all(value is None for value in flags.values()):
         out.print("  CPU flags: unknown here (no /proc/cpuinfo)")

@@ -15,6 +15,7 @@ import torch
 
 from tsp_cli import __version__
 from tsp_cli.parallel import available_cores
+from tsp_cli.pipeline.host_memory import allocator_state
 from tsp_cli.pipeline.precision import float32_math, float32_math_state
 
 #: The /proc/cpuinfo flags that decide how fast the network runs on a CPU, with what they mean.
@@ -86,6 +87,7 @@ def device_facts(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "memory_gib": _memory_gib(),
+        "freed_memory": allocator_state(),
     }
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()

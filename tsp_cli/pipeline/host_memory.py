@@ -47,6 +47,16 @@ def keep_freed_memory(environ: os._Environ[str] | dict[str, str] = os.environ) -
     return _kept
 
 
+def allocator_state(environ: os._Environ[str] | dict[str, str] = os.environ) -> str:
+    """How a CPU run's freed memory is handled, in words for ``tsp doctor``."""
+    chosen = [name for name in USER_ALLOCATOR_SETTINGS if environ.get(name)]
+    if chosen:
+        return f"as the user set it ({', '.join(chosen)})"
+    if not sys.platform.startswith("linux") or _glibc_mallopt() is None:
+        return "the C library's default (not glibc)"
+    return "kept for the next batch (glibc thresholds raised)"
+
+
 def _glibc_mallopt() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     """glibc's ``mallopt``, or None on another C library."""
     try:
