@@ -28,7 +28,7 @@ from tests.videos import make_two_clips_and_a_short_one
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
 from tsp_cli.models.synthetic import write_checkpoint
-from tsp_cli.pipeline import records, store
+from tsp_cli.pipeline import records, resume, store
 
 runner = CliRunner()
 NAMES = ["a", "b", "c"]
@@ -332,6 +332,6 @@ def test_status_and_resume_check_the_same_and_stay_quick_on_many_files(tmp_path:
         store.save_features(out, f"v{index:03d}", rows)
         store.record_video(out, {"video": f"v{index:03d}", "clips": 3})
     (out / "v007.npy").write_bytes((out / "v007.npy").read_bytes()[:-4])
-    assert store.finished_names(out) == {f"v{index:03d}" for index in range(300)} - {"v007"}
+    assert resume.check_outputs(out).finished == {f"v{index:03d}" for index in range(300)} - {"v007"}
     code = runner.invoke(app, ["status", str(out)]).exit_code
     assert code == 1

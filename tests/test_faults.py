@@ -24,6 +24,7 @@ from tests.conftest import TinyNetwork
 from tests.videos import make_video
 from tsp_cli.atomic import TEMP_MARKER
 from tsp_cli.cli.app import app
+from tsp_cli.data.status import folder_status
 from tsp_cli.pipeline import store
 from tsp_cli.pipeline.batcher import run_jobs
 from tsp_cli.pipeline.inputs import collect_jobs
@@ -178,6 +179,18 @@ def test_a_cut_off_file_is_recorded_as_truncated_with_both_durations(tmp_path: P
     assert not {"truncated", "declared_seconds", "decoded_seconds"} & set(records["whole"])
     assert summary.truncated == [("cut_off", 20.0, truncated.decoded_seconds)]
     assert (summary.done, summary.failed) == (2, 0)
+
+    status = folder_status(out, None)
+    assert status.truncated == {"cut_off": (20.0, round(truncated.decoded_seconds, 3))}
+    assert status.to_json()["truncated_videos"] == [
+        {"video": "cut_off", "declared_seconds": 20.0, "decoded_seconds": round(truncated.decoded_seconds, 3)}
+    ]
+    shown = CliRunner().invoke(app, ["status", str(out)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert (
+        f"Possibly truncated (done; the features cover what decoded): cut_off (20.0 s declared, "
+        f"{truncated.decoded_seconds:.1f} s decoded)" in shown.output
+    )
 
 
 def test_extract_names_a_possibly_truncated_video_in_its_summary(tmp_path: Path) -> None:

@@ -92,6 +92,16 @@ def _print_status(result: FolderStatus) -> None:
             f"Bad (a rerun extracts them again): {shown}"
             + (f" … and {more} more (--json lists them all)" if more > 0 else "")
         )
+    if result.truncated:
+        shown = "; ".join(
+            f"{escape(name)} ({declared:.1f} s declared, {decoded:.1f} s decoded)"
+            for name, (declared, decoded) in list(result.truncated.items())[:LISTED_AT_MOST]
+        )
+        more = len(result.truncated) - LISTED_AT_MOST
+        out.print(
+            f"[yellow]Possibly truncated[/] (done; the features cover what decoded): {shown}"
+            + (f" … and {more} more (--json lists them all)" if more > 0 else "")
+        )
     if result.missing:
         shown = ", ".join(escape(name) for name in result.missing[:LISTED_AT_MOST])
         more = len(result.missing) - LISTED_AT_MOST

@@ -64,7 +64,9 @@ class FolderStatus:
     records name, and which videos are missing is not known (``missing`` stays empty).
 
     ``bad`` maps videos whose feature file failed the resume check to why (a rerun redoes them);
-    ``notes`` are warnings about the folder (unreadable record lines), each said once."""
+    ``truncated`` maps done videos whose file declared more seconds than it decoded to those two
+    lengths (their features cover what decoded); ``notes`` are warnings about the folder
+    (unreadable record lines), each said once."""
 
     out_dir: Path
     videos: int
@@ -77,6 +79,7 @@ class FolderStatus:
     shards: list[ShardStatus] = field(default_factory=list)
     recent: RecentSpeed | None = None
     bad: dict[str, str] = field(default_factory=dict)
+    truncated: dict[str, tuple[float, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -121,6 +124,10 @@ class FolderStatus:
                 for name, record in self.failed.items()
             ],
             "bad_videos": [{"video": name, "problem": why} for name, why in self.bad.items()],
+            "truncated_videos": [
+                {"video": name, "declared_seconds": declared, "decoded_seconds": decoded}
+                for name, (declared, decoded) in self.truncated.items()
+            ],
             "missing_videos": self.missing if self.listed else None,
             "notes": self.notes,
             "recent": vars(self.recent) if self.recent else None,
@@ -197,6 +204,11 @@ def folder_status(
         )
     status.notes = [note for note in [known.damage_note()] if note]
     records = {name: record for name, record in known.videos.items() if expected is None or name in expected}
+    status.truncated = {
+        name: (float(records[name]["declared_seconds"]), float(records[name]["decoded_seconds"]))
+        for name in status.done
+        if name in records and records[name].get("truncated")
+    }
     recorded_shards = {
         name: str(record["shard"]) for name, record in {**records, **status.failed}.items() if "shard" in record
     }

@@ -50,14 +50,6 @@ PROBE_BYTES = 1 << 20
 _MANIFEST_WAIT_S = 5.0
 
 
-def finished_names(out_dir: Path) -> set[str]:
-    """Names of videos whose features are whole and agree with their record (others are done again)."""
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return set()
-    return resume.check_outputs(out_dir).finished
-
-
 def save_features(out_dir: Path, name: str, features: np.ndarray) -> Path:
     """Write ``features`` as ``<name>.npy`` atomically and durably."""
     final = feature_path(out_dir, name)
