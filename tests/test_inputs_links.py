@@ -141,3 +141,14 @@ def test_extract_names_the_skipped_links_before_it_starts_and_searches_linked_fo
     assert f"Note: Skipped 1 symbolic link whose target does not exist: {data}/gone.mp4." in result.output
     assert "extract: 2 videos, 0 already done, 2 to do" in result.output
     assert "2 checked (dry run)" in result.output
+
+
+@pytest.mark.parametrize("command", ["metadata", "standardize"])
+def test_the_data_steps_name_the_links_they_skip_as_extract_does(tmp_path: Path, command: str) -> None:
+    data = tmp_path / "data"
+    make_video(data / "ok.mp4", frames=5)
+    (data / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    target = ["-o", str(tmp_path / "meta.csv")] if command == "metadata" else [str(tmp_path / "cfr")]
+    result = CliRunner().invoke(app, [command, str(data), *target, "--workers", "1"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert f"Note: Skipped 1 symbolic link whose target does not exist: {data}/gone.mp4." in result.output

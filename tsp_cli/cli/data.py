@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the data steps import h5py and PyAV: only when a command ru
     from tsp_cli.data import inspection
     from tsp_cli.data.metadata import VideoTiming
     from tsp_cli.data.progress import Failure
+    from tsp_cli.pipeline.inputs import SkippedPath
 #: ``tsp inspect`` names at most this many videos with NaN (or foreign root items) in its summary table.
 INSPECT_TABLE_ROWS = 20
 
@@ -302,6 +303,14 @@ def _short(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _print_skipped(unfollowed: list[SkippedPath]) -> None:
+    """Name the links and folders that could not be followed while looking for videos, as extract does."""
+    from tsp_cli.pipeline.inputs import skipped_notes
+
+    for note in skipped_notes(unfollowed):
+        err.print(f"[yellow]Note:[/] {escape(note)}")
+
+
 # --- tsp metadata ------------------------------------------------------------------------------
 
 
@@ -319,7 +328,9 @@ def metadata(
     from tsp_cli.pipeline.inputs import find_videos
 
     metadata_csv.check_csv_output(output, overwrite=overwrite)  # before probing: a refusal costs nothing
-    found = find_videos(videos)
+    unfollowed: list[SkippedPath] = []
+    found = find_videos(videos, unfollowed)
+    _print_skipped(unfollowed)
     if not found:
         raise UsageError(f"No videos found in {', '.join(map(str, videos))}.")
     with StepProgress("Probing") as on_progress:
@@ -347,7 +358,9 @@ def standardize(
     from tsp_cli.data import standardize as standardizing
 
     rate = standardizing.parse_fps(fps)
-    jobs = standardizing.plan_jobs(source, out_dir)
+    unfollowed: list[SkippedPath] = []
+    jobs = standardizing.plan_jobs(source, out_dir, unfollowed)
+    _print_skipped(unfollowed)
     with StepProgress("Re-encoding") as on_progress:
         result = standardizing.standardize_all(jobs, fps=rate, workers=_workers(workers), on_progress=on_progress)
     skipped = len(result.skipped)

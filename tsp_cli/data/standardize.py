@@ -28,7 +28,7 @@ from tsp_cli.atomic import atomic_path, folder_problem
 from tsp_cli.data.progress import Failure, Progress, ProgressCallback
 from tsp_cli.errors import TspError, UsageError, VideoError
 from tsp_cli.parallel import map_isolating_crashes
-from tsp_cli.pipeline.inputs import find_videos
+from tsp_cli.pipeline.inputs import SkippedPath, find_videos
 from tsp_cli.pipeline.video import describe_av_error, open_video_stream
 
 DEFAULT_FPS = Fraction(30)
@@ -72,8 +72,9 @@ def describe_fps(rate: Fraction) -> str:
     return decimal if Fraction(decimal) == rate else f"{rate.numerator}/{rate.denominator}"
 
 
-def plan_jobs(source: Path, out_dir: Path) -> list[Job]:
-    """``OUT/<name>.mp4`` for every video in ``source`` (a folder, recursively, or one file).
+def plan_jobs(source: Path, out_dir: Path, skipped: list[SkippedPath] | None = None) -> list[Job]:
+    """``OUT/<name>.mp4`` for every video in ``source`` (a folder, recursively, or one file); links
+    and folders that cannot be followed are added to ``skipped``.
 
     Two inputs with the same name (``a.mkv`` and ``a.mp4``) would write the same output, and an
     output that is its own input would be skipped as finished: both are refused up front.
@@ -83,7 +84,7 @@ def plan_jobs(source: Path, out_dir: Path) -> list[Job]:
         raise UsageError(
             f"Cannot write the videos into {out_dir} ({problem}); give another `out_dir`.", parameter="out_dir"
         )
-    videos = find_videos([source])
+    videos = find_videos([source], skipped)
     if not videos:
         raise UsageError(f"{source} holds no videos.")
     jobs: dict[Path, Job] = {}
