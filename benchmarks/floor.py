@@ -76,10 +76,17 @@ def decode_with_pixels(path: Path | str) -> int:
 
 def _import_pixel_work() -> None:
     """Import torch and the transform before the pool forks, so no worker pays for it on the clock."""
-    import torch
-
     import tsp_cli.pipeline.sampling
     import tsp_cli.pipeline.transform  # noqa: F401
+
+
+def _one_torch_thread() -> None:
+    """Pool initializer: each decoding process does its pixel work on one thread, as tsp's workers do.
+
+    Set in the children only: setting it in the benchmark's own process (as before) left every later
+    part of ``make bench`` on one thread, which halved the network-alone rows measured after it.
+    """
+    import torch
 
     torch.set_num_threads(1)
 
@@ -95,7 +102,7 @@ def measure_floor(paths: Sequence[Path], processes: int, *, with_pixels: bool = 
         _import_pixel_work()
     context = multiprocessing.get_context("fork")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    pool = context.Pool(processes)
+    pool = context.Pool(processes, initializer=_one_torch_thread if with_pixels else None)
     try:
         pool.map(int, range(processes))  # the workers are up before the clock starts
         started = time.perf_counter()

@@ -227,6 +227,8 @@ class Bench:
         self.folder = config.out / "videos"
         self.raw: dict = {}
         self.rows: list[Row | str] = []
+        #: The torch threads the network parts must run with: no earlier part may leave fewer behind.
+        self.torch_threads = torch.get_num_threads()
 
     # ---- inputs -------------------------------------------------------------------------
     def video_sets(self) -> dict[str, list[Path]]:
@@ -376,6 +378,11 @@ class Bench:
     # ---- the network alone per backbone, precision and layout; end to end against it (issue 18) ----
     def network(self) -> None:
         c = self.config
+        if torch.get_num_threads() != self.torch_threads:
+            raise RuntimeError(
+                f"an earlier part left torch on {torch.get_num_threads()} thread(s) instead of {self.torch_threads}: "
+                "the network rows would measure that, not this machine"
+            )
         backbones = ["r3d_18"] if c.quick else ["r2plus1d_34", "r3d_18"]
         precisions = ["fp32", "bf16"]
         rows = network.network_rows(

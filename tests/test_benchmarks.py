@@ -65,6 +65,9 @@ def test_baseline_clips_equal_the_engines_and_floor_decodes_every_frame(tmp_path
     assert floor.decode_all(video) == spec.frames
     seconds, frames, cpu = floor.measure_floor([video, video], processes=2)
     assert frames == 2 * spec.frames and seconds > 0 and cpu > 0
+    threads = torch.get_num_threads()
+    floor.measure_floor([video], processes=1, with_pixels=True)
+    assert torch.get_num_threads() == threads, "the floor's one-thread setting belongs to its pool, not to the bench"
     result = baseline.measure_baseline([video], settings, workers=0, batch_size=4, limit=3)
     assert result["clips_total"] == len(plan) and 0 < result["clips_run"] <= 3
     assert result["scaled_seconds"] == pytest.approx(result["seconds"] * len(plan) / result["clips_run"])
