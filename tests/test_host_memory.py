@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ma
 _HEAP_AFTER_A_FREED_BLOCK = """
 import ctypes, json, sys
 import numpy as np
-from tsp_cli.pipeline.host_memory import keep_freed_memory
+from tsp_cli.pipeline.host_memory import keep_freed_memory, release_kept_memory
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
@@ -24,7 +25,9 @@ mallinfo2 = ctypes.CDLL(None).mallinfo2
 mallinfo2.restype = Mallinfo2
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 np.ones(16 * 2**20, np.float32)
-print(json.dumps({"kept": kept, "free_in_heap": mallinfo2().fordblks}))
+free_in_heap = mallinfo2().fordblks
+released = release_kept_memory()
+print(json.dumps({"kept": kept, "free_in_heap": free_in_heap, "released": released, "after_release": mallinfo2().fordblks}))
 """
 
 
@@ -42,6 +45,26 @@ def test_a_freed_block_stays_in_the_heap_for_the_next_batch() -> None:
     assert kept["kept"] is True
     assert default["free_in_heap"] < block  # glibc gave the block back to the kernel: the next one faults in
     assert kept["free_in_heap"] >= block  # kept: the next batch's block of that size is served from it
+    # Before workers fork, the kept memory goes back, so that no kept page is shared copy-on-write.
+    assert (default["released"], kept["released"]) == (False, True)
+    assert kept["after_release"] < block
+
+
+def test_the_kept_memory_is_released_before_decoding_workers_fork(
+    tmp_path: Path, tiny_network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.videos import make_video
+    from tsp_cli.pipeline import batcher
+    from tsp_cli.pipeline.inputs import collect_jobs
+
+    make_video(tmp_path / "videos" / "a.mp4", frames=40, fps=15)
+    releases: list[int] = []
+    monkeypatch.setattr(batcher, "release_kept_memory", lambda: releases.append(1) or True)
+    jobs = collect_jobs([tmp_path / "videos"])
+    batcher.run_jobs(jobs, tmp_path / "in-process", tiny_network, workers=0)
+    assert releases == []  # no fork, nothing to release
+    summary = batcher.run_jobs(jobs, tmp_path / "workers", tiny_network, workers=1)
+    assert releases == [1] and summary.done == 1
 
 
 @linux_only

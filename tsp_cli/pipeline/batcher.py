@@ -35,6 +35,7 @@ from tsp_cli.pipeline.events import (
     is_high_bit_depth,
 )
 from tsp_cli.pipeline.handoff import SlabPool, SlabRef, WorkList
+from tsp_cli.pipeline.host_memory import release_kept_memory
 from tsp_cli.pipeline.inputs import VideoJob
 from tsp_cli.pipeline.memory import FittingForward
 from tsp_cli.pipeline.network import Network
@@ -367,6 +368,8 @@ def run_jobs(
             jobs=engine.jobs, work=work, settings=settings, clips_per_chunk=clips_per_chunk, slabs=slabs
         )
         engine.slabs = slabs
+        if group_workers:
+            release_kept_memory()  # the workers fork next: kept heap pages would be copied on write
         messages = decoded_messages(dataset, workers=group_workers, pin_memory=device.type == "cuda")
         try:
             while True:
