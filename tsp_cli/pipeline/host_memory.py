@@ -11,6 +11,11 @@ clips/s, bf16 2.52 -> 2.77 (2-core AVX-512 CPU, batch 8, channels_last_3d, same 
 unchanged, only where the memory comes from changes). The price is a higher peak resident size
 (fp32 batch 8: 1.8 -> 2.5 GB), since freed blocks are kept instead of returned.
 
+Kept pages must not be shared with the decoding workers, which fork from this process: the
+first write to a page shared copy-on-write copies it, and a second run in one process (the
+Python API in a notebook, or the benchmarks) had its first batch 3 s slower for it. So the
+kept memory is given back (:func:`release_kept_memory`) just before workers are forked.
+
 Only the process running the network on a CPU asks for this; a user who set the thresholds
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``) or runs another
 allocator (jemalloc, tcmalloc through ``LD_PRELOAD``) is left alone, and on a C library without
