@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -33,10 +33,17 @@ __all__ = [
     "one_of",
     "out",
     "positive_number",
+    "print_notes",
     "whole_number",
 ]
 
 F = TypeVar("F", bound=Callable)
+
+
+def print_notes(notes: Iterable[str]) -> None:
+    """Each note of the core (a skipped link, a clamped option) on stderr, marked as a note."""
+    for note in notes:
+        err.print(f"[yellow]Note:[/] {escape(note)}")
 
 
 def handles_errors(command: F | None = None, *, exit_codes: Mapping[type[TspError], int] | None = None) -> Any:

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from tsp_cli.cli.common import EXIT_ITEMS_FAILED, WorkersOption, count, err, handles_errors, out, whole_number
+from tsp_cli.cli.common import (
+    EXIT_ITEMS_FAILED,
+    WorkersOption,
+    count,
+    err,
+    handles_errors,
+    out,
+    print_notes,
+    whole_number,
+)
 from tsp_cli.cli.progress import StepProgress
 from tsp_cli.errors import MissingVideosError, UsageError
 
@@ -303,14 +312,6 @@ def _short(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _print_skipped(unfollowed: list[SkippedPath]) -> None:
-    """Name the links and folders that could not be followed while looking for videos, as extract does."""
-    from tsp_cli.pipeline.inputs import skipped_notes
-
-    for note in skipped_notes(unfollowed):
-        err.print(f"[yellow]Note:[/] {escape(note)}")
-
-
 # --- tsp metadata ------------------------------------------------------------------------------
 
 
@@ -325,12 +326,12 @@ def metadata(
 ) -> None:
     """Write the metadata CSV of the reference's data step 4: filename,video-duration,fps,video-frames."""
     from tsp_cli.data import metadata as metadata_csv
-    from tsp_cli.pipeline.inputs import find_videos
+    from tsp_cli.pipeline.inputs import find_videos, skipped_notes
 
     metadata_csv.check_csv_output(output, overwrite=overwrite)  # before probing: a refusal costs nothing
     unfollowed: list[SkippedPath] = []
     found = find_videos(videos, unfollowed)
-    _print_skipped(unfollowed)
+    print_notes(skipped_notes(unfollowed))  # links and folders it could not follow, as extract says them
     if not found:
         raise UsageError(f"No videos found in {', '.join(map(str, videos))}.")
     with StepProgress("Probing") as on_progress:
@@ -356,11 +357,12 @@ def standardize(
 ) -> None:
     """Re-encode videos to constant-frame-rate H.264 MP4, as the reference's data step 2 (ffmpeg fps filter)."""
     from tsp_cli.data import standardize as standardizing
+    from tsp_cli.pipeline.inputs import skipped_notes
 
     rate = standardizing.parse_fps(fps)
     unfollowed: list[SkippedPath] = []
     jobs = standardizing.plan_jobs(source, out_dir, unfollowed)
-    _print_skipped(unfollowed)
+    print_notes(skipped_notes(unfollowed))
     with StepProgress("Re-encoding") as on_progress:
         result = standardizing.standardize_all(jobs, fps=rate, workers=_workers(workers), on_progress=on_progress)
     skipped = len(result.skipped)

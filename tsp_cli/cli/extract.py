@@ -29,6 +29,7 @@ from tsp_cli.cli.common import (
     one_of,
     positive_number,
     precision_option,
+    print_notes,
     whole_number,
 )
 from tsp_cli.cli.summary import print_summary
@@ -412,8 +413,7 @@ def _extract_on_devices(request: _Request, devices: str) -> int:
 
     device_list = _checked_devices(devices)
     plan = request.plan(Shard(), device_list[0])  # every video: the children split them
-    for note in plan.notes:  # each child says them in its log; the user reads them here
-        err.print(f"[yellow]Note:[/] {escape(note)}")
+    print_notes(plan.notes)  # each child says them in its log; the user reads them here
     arguments = (
         []
         if request.dry_run

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tsp_cli.cli.common import count, err, is_interactive
+from tsp_cli.cli.common import count, err, is_interactive, print_notes
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -189,8 +189,7 @@ class ExtractProgress(_Display):
     def on_run_started(self, event: RunStarted) -> None:
         from rich.markup import escape
 
-        for note in event.notes:
-            err.print(f"[yellow]Note:[/] {escape(note)}")
+        print_notes(event.notes)
         err.print(
             f"{escape(self.label)}: {count(event.videos, 'video')}, {event.skipped} already done, {event.to_do} to do "
             f"on {event.device} with {count(event.workers, 'decoding worker')}."
