@@ -27,8 +27,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,6 +36,7 @@ from benchmarks.e2e import stride_for_clips, write_checkpoint
 from benchmarks.report import Row, as_text, at_least
 from tsp_cli.doctor.throughput import (
     Timing,
+    best_seconds,
     gflop_per_clip,
     matmul_peak,
     network_clips_per_second,
@@ -108,15 +107,8 @@ def _today_in_this_process(backbone: str, batch_size: int, repeats: int) -> dict
     model = build_backbone(backbone).eval()
     batch = torch.randn(batch_size, 3, 16, 112, 112, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        model(batch)
-        best = min(_seconds(lambda: model(batch).float().numpy()) for _ in range(repeats))
-    return {"backbone": backbone, "clips_per_second": batch_size / best}
-
-
-def _seconds(function: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    function()
-    return time.perf_counter() - started
+        seconds = best_seconds(lambda: model(batch).float().numpy(), torch.device("cpu"), repeats)
+    return {"backbone": backbone, "clips_per_second": batch_size / seconds}
 
 
 def timed_extraction(
@@ -182,10 +174,10 @@ def end_to_end(
 
 
 def targets(backbone: str, *, clips: int, batch_size: int, workers: int, folder: Path, repeats: int) -> dict:
-    """The issue-18 targets, in interleaved rounds on the CPU: today's network alone (fp32, NCDHW, eager, the
-        same batch sizes, the best of ``repeats`` runs in one fresh interpreter with glibc's allocator as it
-    comes: ``benchmarks.e2e.model_alone_subprocess``), then ``tsp extract`` end to end at fp32
-        and at bf16 on the same clips; the best of ``repeats`` rounds of each."""
+    """The issue-18 targets on the CPU: ``tsp extract`` end to end at fp32 and at bf16 on the same clips, in
+    interleaved rounds, the best of ``repeats`` of each; against today's network alone (fp32, NCDHW, eager,
+    the same batch sizes), the best of ``repeats`` runs in one fresh interpreter with glibc's allocator as
+    it comes (``benchmarks.e2e.model_alone_subprocess``)."""
     from benchmarks.e2e import model_alone_subprocess
 
     video, stride, checkpoint = prepared_run(backbone, clips, folder)

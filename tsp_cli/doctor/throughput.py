@@ -49,7 +49,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _best_seconds(function, device: torch.device, repeats: int) -> float:
+def best_seconds(function, device: torch.device, repeats: int) -> float:
     """The fastest of ``repeats`` timed calls, after one untimed warm-up call."""
     function()
     best = math.inf
@@ -82,8 +82,8 @@ def matmul_peak(device: torch.device, precision: str, size: int, repeats: int = 
     weights = b.reshape(size, size, 1, 1).contiguous(memory_format=torch.channels_last)
     with float32_math(precision), torch.inference_mode():
         seconds = min(
-            _best_seconds(lambda: torch.mm(a, b), device, repeats),
-            _best_seconds(lambda: torch.nn.functional.conv2d(rows, weights), device, repeats),
+            best_seconds(lambda: torch.mm(a, b), device, repeats),
+            best_seconds(lambda: torch.nn.functional.conv2d(rows, weights), device, repeats),
         )
     return 2 * size**3 / seconds / 1e9
 
@@ -117,7 +117,7 @@ def network_clips_per_second(
     )
     batch = network.batch_buffer(timing.batch_size)
     batch.copy_(torch.randn(batch.shape, generator=torch.Generator().manual_seed(0)))
-    return timing.batch_size / _best_seconds(lambda: network.features(batch), device, timing.repeats)
+    return timing.batch_size / best_seconds(lambda: network.features(batch), device, timing.repeats)
 
 
 def network_speeds(device: torch.device, timing: Timing) -> dict[str, Any]:
