@@ -25,6 +25,7 @@ allocator (jemalloc, tcmalloc through ``LD_PRELOAD``) is left alone, and on a C 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -45,10 +46,12 @@ def keep_freed_memory(environ: os._Environ[str] | dict[str, str] = os.environ) -
         return True
     if not sys.platform.startswith("linux") or any(environ.get(name) for name in USER_ALLOCATOR_SETTINGS):
         return False
-    mallopt = _glibc_mallopt()
-    if mallopt is None:
+    libc = _glibc()
+    if libc is None:
         return False
-    _kept = bool(mallopt(M_MMAP_THRESHOLD, LARGEST_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, LARGEST_THRESHOLD))
+    _kept = bool(libc.mallopt(M_MMAP_THRESHOLD, LARGEST_THRESHOLD)) and bool(
+        libc.mallopt(M_TRIM_THRESHOLD, LARGEST_THRESHOLD)
+    )
     return _kept
 
 
@@ -60,15 +63,10 @@ def release_kept_memory() -> bool:
     the first time they write it, which is slower than the fresh pages the kernel gives instead.
     Only where :func:`keep_freed_memory` took effect, so that nothing changes elsewhere.
     """
-    if not _kept:
+    libc = _glibc() if _kept else None
+    if libc is None:
         return False
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim.argtypes = (ctypes.c_size_t,)
-    trim.restype = ctypes.c_int
-    return bool(trim(0))
+    return bool(libc.malloc_trim(0))
 
 
 def allocator_state(environ: os._Environ[str] | dict[str, str] = os.environ) -> str:
@@ -76,19 +74,19 @@ def allocator_state(environ: os._Environ[str] | dict[str, str] = os.environ) -> 
     chosen = [name for name in USER_ALLOCATOR_SETTINGS if environ.get(name)]
     if chosen:
         return f"as the user set it ({', '.join(chosen)})"
-    if not sys.platform.startswith("linux") or _glibc_mallopt() is None:
+    if not sys.platform.startswith("linux") or _glibc() is None:
         return "the C library's default (not glibc)"
     return "kept for the next batch (glibc thresholds raised)"
 
 
-def _glibc_mallopt() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    """glibc's ``mallopt``, or None on another C library."""
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library this process runs on if it is glibc, with ``mallopt`` and ``malloc_trim`` typed; else None."""
     try:
         libc = ctypes.CDLL(None)  # the symbols already loaded: the C library python runs on
         libc.gnu_get_libc_version  # noqa: B018 - only glibc has it; musl has a mallopt that does nothing
-        mallopt = libc.mallopt
     except (OSError, AttributeError):
         return None
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return mallopt
+    libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    return libc
